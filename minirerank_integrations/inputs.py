@@ -1,0 +1,100 @@
+"""What a caller passes in: queries and candidates made of text and/or images, and what comes back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+from PIL import Image
+
+from .errors import InputError
+
+#: An image given as a file path, raw encoded bytes, a decoded PIL image, base64 text
+#: (plain or a ``data:`` URI), or an http(s) URL (read only through an explicit fetcher).
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A search query: text, images, or both."""
+
+    text: str | None = None
+    images: Sequence[ImageSource] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", _as_image_tuple(self.images))
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.text and self.text.strip()) and not self.images
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A retrieved item to score against a query: text, images, or both, with an optional id."""
+
+    text: str | None = None
+    images: Sequence[ImageSource] = field(default_factory=tuple)
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", _as_image_tuple(self.images))
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.text and self.text.strip()) and not self.images
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One scored candidate: its position in the input list, its id if given, and P(relevant)."""
+
+    index: int
+    score: float
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class SkippedCandidate:
+    """A candidate left out under ``on_error="skip"``, with the reason."""
+
+    index: int
+    error: str
+    id: str | None = None
+
+
+class RerankResults(list[RerankResult]):
+    """Results sorted by score (descending, ties by input order); ``skipped`` lists left-out candidates."""
+
+    def __init__(self, results: Sequence[RerankResult] = (), skipped: Sequence[SkippedCandidate] = ()) -> None:
+        super().__init__(results)
+        self.skipped: list[SkippedCandidate] = list(skipped)
+
+
+def as_query(query: str | Query) -> Query:
+    """Accept a plain string for text-only use."""
+    if isinstance(query, Query):
+        return query
+    if isinstance(query, str):
+        return Query(text=query)
+    raise InputError(f"a query must be a str or Query, got {type(query).__name__}")
+
+
+def as_candidate(candidate: str | Candidate) -> Candidate:
+    """Accept a plain string for text-only use."""
+    if isinstance(candidate, Candidate):
+        return candidate
+    if isinstance(candidate, str):
+        return Candidate(text=candidate)
+    raise InputError(f"a candidate must be a str or Candidate, got {type(candidate).__name__}")
+
+
+def _as_image_tuple(images: Sequence[ImageSource] | ImageSource | None) -> tuple[ImageSource, ...]:
+    if images is None:
+        return ()
+    # A single image is accepted where a list is expected; strings and bytes are sequences too.
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
+        return (images,)
+    return tuple(images)
