@@ -1,0 +1,380 @@
+"""Turn any accepted image source into an RGB PIL image, sized as the official Qwen3-VL pipeline does.
+
+Every failure raises :class:`~minirerank_integrations.errors.ImageLoadError` with a message that names
+the source (see :func:`describe_source`), so a bad candidate can be found and reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import math
+import os
+import re
+import struct
+from collections.abc import Callable
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+from .inputs import ImageSource
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_PIXELS",
+    "MAX_ASPECT_RATIO",
+    "MAX_SOURCE_PIXELS",
+    "ImageFetcher",
+    "describe_source",
+    "image_digest",
+    "load_image",
+    "prepare_image",
+    "smart_resize",
+]
+
+#: Caller-supplied downloader: given an http(s) URL, returns the encoded image bytes.
+#: The library never opens network connections itself.
+ImageFetcher = Callable[[str], bytes]
+
+#: Pixel bounds of the official Qwen3-VL-Reranker preprocessing (32 = patch size 16 x spatial merge 2).
+DEFAULT_MIN_PIXELS = 4 * 32 * 32
+DEFAULT_MAX_PIXELS = 1800 * 32 * 32
+
+#: Decompression-bomb guard: an encoded image whose header declares more than 64 million pixels
+#: (e.g. 8000 x 8000) is refused before any pixel is decoded. Decoded as RGB that is already ~256 MB,
+#: far above anything the model uses (at most DEFAULT_MAX_PIXELS, ~1.8 M pixels, after resizing).
+MAX_SOURCE_PIXELS = 64_000_000
+
+#: qwen-vl-utils refuses images more elongated than this; the resize rule degenerates beyond it.
+MAX_ASPECT_RATIO = 200
+
+_IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ico",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".avif",
+    ".heic",
+    ".jfif",
+)
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# Longest text still shown verbatim in messages; longer text is summarised (it is likely base64).
+_MAX_SHOWN_CHARS = 260
+# Text this short is shown verbatim whatever it is; it cannot flood a message.
+_SHORT_TEXT_CHARS = 64
+# Longer strings cannot be file names on any common file system; skip the stat call for them.
+_MAX_PATH_CHARS = 4096
+
+# What PIL raises for unreadable, truncated or malformed data. EOFError and struct.error come from
+# some plugins on truncated headers.
+_PIL_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+def describe_source(source: object) -> str:
+    """A short human-readable name for ``source`` in error messages; never dumps a long base64 string."""
+    if isinstance(source, Image.Image):
+        return f"<PIL {source.width}x{source.height}>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<bytes {len(source)}>"
+    if isinstance(source, os.PathLike):
+        try:
+            return _shorten(os.fsdecode(os.fspath(source)))
+        except (TypeError, ValueError):
+            return f"<{type(source).__name__}>"
+    if isinstance(source, str):
+        text = source.strip()
+        if text[:5].lower() == "data:":
+            mime = text[5:].split(",", 1)[0].split(";", 1)[0].strip()[:50] or "no type"
+            return f"<data URI {mime}, {len(source)} chars>"
+        if _URL_SCHEME.match(text) or len(text) <= _SHORT_TEXT_CHARS:
+            return _shorten(text)
+        if len(text) <= _MAX_SHOWN_CHARS and _looks_like_path(text):
+            return text
+        return f"<base64 {len(source)} chars>"
+    return f"<{type(source).__name__}>"
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    fetcher: ImageFetcher | None = None,
+    max_source_pixels: int = MAX_SOURCE_PIXELS,
+) -> Image.Image:
+    """Decode any accepted source into an RGB PIL image.
+
+    Accepted: a PIL image (copied, never modified), encoded image bytes, a file path (``str`` or
+    ``os.PathLike``) or ``file://`` URI, an http(s) URL (read only through ``fetcher``), a
+    ``data:image/...;base64,`` URI, or plain base64 text. Encoded images are checked against
+    ``max_source_pixels`` before decoding, use their first frame, and have EXIF orientation applied.
+    Transparent images are composited on white.
+
+    Raises:
+        ImageLoadError: the source cannot be read or decoded; the message names the source.
+    """
+    if max_source_pixels <= 0:
+        raise ValueError(f"max_source_pixels must be positive, got {max_source_pixels}")
+    desc = describe_source(source)
+    if isinstance(source, Image.Image):
+        try:
+            # A caller's image is used as is (current frame, no EXIF rotation): it is already decoded.
+            return _to_rgb(source)
+        except _PIL_ERRORS as exc:
+            raise ImageLoadError(f"{desc}: cannot convert the PIL image to RGB: {exc}") from exc
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(bytes(source), desc, max_source_pixels)
+    if isinstance(source, os.PathLike):
+        try:
+            path = os.fsdecode(os.fspath(source))
+        except (TypeError, ValueError) as exc:
+            raise ImageLoadError(f"{desc}: not a usable file path: {exc}") from exc
+        return _decode(_read_file(path, desc), desc, max_source_pixels)
+    if isinstance(source, str):
+        return _load_str(source, desc, fetcher, max_source_pixels)
+    raise ImageLoadError(
+        f"{desc}: unsupported image source type {type(source).__name__}; pass a file path, URL, "
+        "bytes, base64 text or a PIL image"
+    )
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = 32,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """The qwen-vl-utils resize rule: ``(h, w)`` multiples of ``factor``, pixel count in the bounds.
+
+    Each side is rounded to the nearest multiple of ``factor`` (at least ``factor``); when the area
+    then exceeds ``max_pixels`` both sides shrink by the same ratio (rounded down), and when it is
+    below ``min_pixels`` both grow (rounded up), which keeps the aspect ratio close to the original.
+
+    Raises:
+        ValueError: ``min_pixels > max_pixels`` or a non-positive bound or factor.
+        ImageLoadError: a non-positive side, or an aspect ratio above ``MAX_ASPECT_RATIO``.
+    """
+    if factor <= 0 or min_pixels <= 0 or max_pixels <= 0:
+        raise ValueError(
+            f"factor, min_pixels and max_pixels must be positive, got {factor}, {min_pixels}, {max_pixels}"
+        )
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    if height <= 0 or width <= 0:
+        raise ImageLoadError(f"image size must be positive, got {height}x{width} (h x w)")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ImageLoadError(
+            f"image aspect ratio {max(height, width) / min(height, width):.1f} ({height}x{width}, h x w) "
+            f"exceeds {MAX_ASPECT_RATIO}"
+        )
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def prepare_image(
+    source: ImageSource,
+    *,
+    fetcher: ImageFetcher | None = None,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """load_image + resize to smart_resize's (h, w) with bicubic.
+
+    This is what the official pipeline does before handing images to the processor.
+
+    Raises:
+        ImageLoadError: as :func:`load_image`, or an unusable aspect ratio.
+    """
+    image = load_image(source, fetcher=fetcher)
+    try:
+        height, width = smart_resize(image.height, image.width, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        raise ImageLoadError(f"{describe_source(source)}: {exc}") from exc
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image
+
+
+def image_digest(image: Image.Image) -> str:
+    """sha256 hex of mode, size and raw pixel bytes: identifies the decoded content for cache keys."""
+    digest = hashlib.sha256()
+    # Mode and size go first so equal bytes under a different layout cannot collide.
+    digest.update(f"{image.mode}\0{image.width}x{image.height}\0".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+# --- internals -------------------------------------------------------------------------------------------
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _looks_like_path(text: str) -> bool:
+    # Only consulted once the text is not a readable file; base64 also uses '/', so callers try base64
+    # before concluding a path is missing.
+    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(_IMAGE_EXTENSIONS)
+
+
+def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_pixels: int) -> Image.Image:
+    text = source.strip()
+    if not text:
+        raise ImageLoadError(f"{desc}: empty string is not an image source")
+    lowered = text[:8].lower()
+    if lowered.startswith(("http://", "https://")):
+        return _decode(_fetch(text, desc, fetcher), desc, max_source_pixels)
+    if lowered.startswith("data:"):
+        return _decode(_data_uri_bytes(text, desc), desc, max_source_pixels)
+    if lowered.startswith("file://"):
+        return _decode(_read_file(_file_uri_path(text, desc), desc), desc, max_source_pixels)
+    if _URL_SCHEME.match(text):
+        scheme = text.split(":", 1)[0]
+        raise ImageLoadError(
+            f"{desc}: unsupported URL scheme {scheme!r}; only http(s) (through image_fetcher=), "
+            "file:// and data: URIs are accepted"
+        )
+    if len(source) <= _MAX_PATH_CHARS and os.path.exists(source):
+        return _decode(_read_file(source, desc), desc, max_source_pixels)
+    payload = _b64decode(text)
+    if payload:
+        try:
+            return _decode(payload, desc, max_source_pixels)
+        except ImageLoadError as exc:
+            if exc.__cause__ is None or isinstance(exc.__cause__, Image.DecompressionBombError):
+                raise  # size guard: the data is an image, just too large
+            if _looks_like_path(text):
+                raise ImageLoadError(
+                    f"{desc}: no such file (and not base64 image data either: {exc.__cause__})"
+                ) from exc.__cause__
+            raise ImageLoadError(
+                f"{desc}: neither an existing file nor base64 image data ({exc.__cause__})"
+            ) from exc.__cause__
+    if _looks_like_path(text):
+        raise ImageLoadError(f"{desc}: no such file")
+    raise ImageLoadError(f"{desc}: neither an existing file nor base64 image data")
+
+
+def _b64decode(text: str) -> bytes | None:
+    compact = "".join(text.split())  # base64 text is often wrapped at 76 columns
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _fetch(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
+    if fetcher is None:
+        raise ImageLoadError(
+            f"{desc}: URLs are not fetched by default; pass image_fetcher= (a callable taking the URL "
+            "and returning the image bytes), or pass the bytes or a local path instead"
+        )
+    try:
+        data = fetcher(url)
+    except Exception as exc:
+        raise ImageLoadError(f"{desc}: the image fetcher failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__}, expected bytes")
+    return bytes(data)
+
+
+def _data_uri_bytes(uri: str, desc: str) -> bytes:
+    header, comma, payload = uri[5:].partition(",")
+    params = [part.strip().lower() for part in header.split(";")]
+    mime = params[0]
+    if not comma or "base64" not in params[1:]:
+        raise ImageLoadError(f"{desc}: a data URI must look like data:image/<type>;base64,<payload>")
+    if not mime.startswith("image/"):
+        raise ImageLoadError(f"{desc}: data URI media type {mime or '(none)'!r} is not an image type")
+    data = _b64decode(unquote(payload) if "%" in payload else payload)
+    if data is None:
+        raise ImageLoadError(f"{desc}: data URI payload is not valid base64")
+    return data
+
+
+def _file_uri_path(uri: str, desc: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        raise ImageLoadError(f"{desc}: file URI on a remote host {parsed.netloc!r} is not supported")
+    return url2pathname(parsed.path)
+
+
+def _read_file(path: str, desc: str) -> bytes:
+    if not os.path.exists(path):
+        raise ImageLoadError(f"{desc}: no such file")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
+
+
+def _decode(data: bytes, desc: str, max_source_pixels: int) -> Image.Image:
+    """Decode encoded image bytes; errors without a ``__cause__`` are the size guard's own."""
+    if not data:
+        raise ImageLoadError(f"{desc}: empty image data (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        # PIL's own open-time guard fires first for extreme sizes (twice its global limit).
+        raise ImageLoadError(
+            f"{desc}: image is too large to decode safely (limit {max_source_pixels} pixels): {exc}"
+        ) from exc
+    except _PIL_ERRORS as exc:
+        raise ImageLoadError(f"{desc}: not a decodable image: {exc}") from exc
+    with image:
+        width, height = image.size
+        # Image.open only parsed the header; refusing here means the pixels are never allocated.
+        if width * height > max_source_pixels:
+            raise ImageLoadError(
+                f"{desc}: image declares {width}x{height} = {width * height} pixels, more than the "
+                f"{max_source_pixels} allowed (max_source_pixels); refusing to decode it"
+            )
+        try:
+            image.load()  # first frame: Image.open leaves multi-frame files positioned on frame 0
+            upright = ImageOps.exif_transpose(image)
+            return _to_rgb(upright)
+        except _PIL_ERRORS as exc:
+            raise ImageLoadError(f"{desc}: not a decodable image: {exc}") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """A new RGB image; transparent pixels become white."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        # A plain convert("RGB") drops alpha and exposes whatever colour the transparent pixels store
+        # (often black); the official pipeline pastes on white, so scores match it and the render.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")  # always a new image, even when the mode is already RGB
