@@ -1,0 +1,116 @@
+"""The engine's configuration: one validated pydantic model, plus the named presets.
+
+A configuration is (format, band, exit layer, keep ratio, pruning guide); its meaning is fixed by the
+naive reference in ``layers.py`` (design notes, section 2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ConfigError
+from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
+
+PresetName = Literal["dense", "paper"]
+
+
+class RerankConfig(BaseModel):
+    """How pairs are scored. Fields left ``None`` are filled from the model's depth by :meth:`resolve`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["query_first", "vision_first"] = Field(
+        "vision_first",
+        description="query_first: the official prompt (dense baseline); vision_first: the visual side is a "
+        "reusable prefix.",
+    )
+    prefix_side: Literal["auto", "document", "query"] = Field(
+        "auto",
+        description="vision_first only. auto: the document side when the document has images or neither side "
+        "has any, the query side when only the query has images.",
+    )
+    exit_layer: int | None = Field(
+        None, description="Decoder layers run before the score is read (1..depth); None: all layers."
+    )
+    band: tuple[int, int] | None = Field(
+        None,
+        description="Layers [start, end) where suffix tokens attend to the prefix; None: [0, exit_layer). "
+        "start == end disables cross-segment attention.",
+    )
+    keep_ratio: float = Field(1.0, gt=0.0, le=1.0, description="Share of each image's visual tokens kept.")
+    pruning_guide: Literal["embedder", "random"] = Field(
+        "embedder", description="How visual tokens are ranked for pruning (random is the ablation baseline)."
+    )
+    pruning_seed: int = Field(0, description="Seed of the random guide (mixed with the image's digest).")
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="The <Instruct> text of the prompt.")
+    min_pixels: int = Field(
+        DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels."
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels."
+    )
+    max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")
+    batch_size: int = Field(16, gt=0, description="Pairs per batched forward pass.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RerankConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ConfigError(
+                f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})"
+            )
+        if self.band is not None:
+            start, end = self.band
+            if not 0 <= start <= end:
+                raise ConfigError(f"band {self.band} must satisfy 0 <= start <= end")
+        if self.exit_layer is not None and self.exit_layer < 1:
+            raise ConfigError(f"exit_layer {self.exit_layer} must be >= 1")
+        return self
+
+    def resolve(self, num_layers: int) -> RerankConfig:
+        """Check the configuration against a model of ``num_layers`` decoder layers and fill in defaults."""
+        exit_layer = num_layers if self.exit_layer is None else self.exit_layer
+        if not 1 <= exit_layer <= num_layers:
+            raise ConfigError(f"exit_layer {exit_layer} is outside this model's 1..{num_layers} layers")
+        band = (0, exit_layer) if self.band is None else self.band
+        if band[1] > exit_layer:
+            raise ConfigError(
+                f"band {band} ends after exit_layer {exit_layer}: the band must lie within the layers that run"
+            )
+        if self.format == "query_first" and band != (0, exit_layer):
+            raise ConfigError(
+                f"band {band} needs format='vision_first': query_first has one segment, attending everywhere"
+            )
+        return self.model_copy(update={"exit_layer": exit_layer, "band": band})
+
+    @classmethod
+    def preset(cls, name: PresetName, num_layers: int, **overrides: object) -> RerankConfig:
+        """A named configuration scaled to a model of ``num_layers`` layers.
+
+        - ``dense``: the official query-first reranker, every layer, every token.
+        - ``paper``: vision-first; exit after floor(0.58 * depth) layers (the miniReranker paper exits near
+          58% of depth: 16 of 28 for the 2B model), a band of max(1, round(depth / 7)) layers starting at
+          round(depth / 4) (7..11 of 28: where suffix-to-prefix attention concentrates in the middle
+          layers), and half of each image's visual tokens, ranked by the embedder.
+        """
+        if name == "dense":
+            base = cls(format="query_first")
+        elif name == "paper":
+            exit_layer = max(1, math.floor(0.58 * num_layers))
+            start = min(round(num_layers / 4), exit_layer - 1) if exit_layer > 1 else 0
+            end = min(start + max(1, round(num_layers / 7)), exit_layer)
+            base = cls(
+                format="vision_first",
+                exit_layer=exit_layer,
+                band=(start, end),
+                keep_ratio=0.5,
+                pruning_guide="embedder",
+            )
+        else:
+            raise ConfigError(f"unknown preset {name!r}; choose 'dense' or 'paper'")
+        if overrides:
+            base = cls(**{**base.model_dump(), **overrides})
+        return base.resolve(num_layers)

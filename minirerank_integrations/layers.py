@@ -1,0 +1,259 @@
+"""The layer loop: one explicit pass over ``language_model.layers`` where the band masks, the early
+exit and the pruned positions are visible.
+
+``reference_score`` is the definition of a configuration (design notes, section 2): the whole
+concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``compute_suffix_preband``,
+``pair_scores``) computes the same numbers with less work, and a test holds them equal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, repeat_kv
+
+from .modeling import Backbone, SegmentStates
+from .prefix_store import PrefixEntry
+
+NEG = torch.finfo(torch.float32).min  # additive mask value; finite, so fully masked pad rows give no NaN
+
+
+def _rotary(
+    backbone: Backbone, x: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [batch, tokens, head_dim] for M-RoPE positions [3, batch, tokens]."""
+    return backbone.rotary(x, positions)
+
+
+def layer_forward(
+    layer: torch.nn.Module,
+    x: torch.Tensor,  # [batch, tokens, hidden]
+    cos: torch.Tensor,  # [batch, tokens, head_dim]
+    sin: torch.Tensor,
+    bias: torch.Tensor,  # [batch, 1, tokens, past + tokens] additive, float32
+    past: tuple[torch.Tensor, torch.Tensor] | None = None,  # [batch, kv_heads, past, head_dim] each
+    *,
+    last_only: bool = False,
+    kv_only: bool = False,
+    want_probs: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One Qwen3-VL decoder layer with eager attention (the stock layer's math, step by step).
+
+    Returns (output, own keys, own values, attention probs). ``kv_only`` stops after the key/value
+    projection (the last band layer of a prefix); ``last_only`` computes the output of the last token
+    only (the exit layer, where nothing else is read).
+    """
+    attn = layer.self_attn
+    batch, tokens, _ = x.shape
+    shape = (batch, tokens, -1, attn.head_dim)
+    h = layer.input_layernorm(x)
+    k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)  # [batch, kv_heads, tokens, head_dim]
+    v = attn.v_proj(h).view(shape).transpose(1, 2)  # [batch, kv_heads, tokens, head_dim]
+    q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)  # [batch, heads, tokens, head_dim]
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    if kv_only:
+        return None, k, v, None
+    keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+    residual = x
+    if last_only:
+        q, bias, residual = q[:, :, -1:], bias[:, :, -1:], x[:, -1:]
+    n_rep = q.shape[1] // keys.shape[1]
+    keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
+    scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling  # [batch, heads, queries, keys]
+    probs = F.softmax(scores.float() + bias, dim=-1).to(q.dtype)
+    out = (
+        torch.matmul(probs, values).transpose(1, 2).reshape(batch, q.shape[2], -1)
+    )  # [batch, queries, heads*dim]
+    x = residual + attn.o_proj(out)
+    x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return x, k, v, probs if want_probs else None
+
+
+def _causal(valid: torch.Tensor) -> torch.Tensor:
+    """Additive causal mask [batch, 1, t, t] over left-padded rows; ``valid`` is [batch, t] bool."""
+    t = valid.shape[1]
+    allowed = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()[None] & valid[:, None, :]
+    return torch.where(allowed, 0.0, NEG)[:, None]
+
+
+def _final_score(backbone: Backbone, last: torch.Tensor) -> torch.Tensor:
+    """sigmoid(logit yes - logit no) from the last token's state [batch, hidden], in float32."""
+    normed = backbone.norm(last).float()  # [batch, hidden]
+    return torch.sigmoid(normed @ backbone.score_vector().to(normed.device))  # [batch]
+
+
+def _left_pad(states: list[SegmentStates], hidden: list[torch.Tensor] | None = None):
+    """Stack segments left-padded so every last token sits at index -1.
+
+    Returns hidden [batch, t, hidden], positions [3, batch, t], valid [batch, t] and, per DeepStack
+    layer, a dense addend [batch, t, hidden] that is zero outside visual tokens.
+    """
+    hidden = hidden if hidden is not None else [s.hidden for s in states]
+    t = max(h.shape[0] for h in hidden)
+    batch, width = len(states), hidden[0].shape[-1]
+    ref = hidden[0]
+    x = ref.new_zeros(batch, t, width)
+    positions = torch.zeros(3, batch, t, dtype=torch.long, device=ref.device)
+    valid = torch.zeros(batch, t, dtype=torch.bool, device=ref.device)
+    n_deepstack = max((len(s.deepstack) for s in states), default=0)
+    deepstack = [ref.new_zeros(batch, t, width) for _ in range(n_deepstack)]
+    for b, (s, h) in enumerate(zip(states, hidden)):
+        pad = t - h.shape[0]
+        x[b, pad:] = h
+        positions[:, b, pad:] = s.positions
+        valid[b, pad:] = True
+        for k, feat in enumerate(s.deepstack):
+            rows = torch.nonzero(s.visual).squeeze(-1) + pad
+            deepstack[k][b, rows] = feat
+    return x, positions, valid, deepstack
+
+
+@torch.no_grad()
+def reference_score(
+    backbone: Backbone, prefix: SegmentStates, suffix: SegmentStates, band: tuple[int, int], exit_layer: int
+) -> float:
+    """The naive definition: [prefix; suffix] through layers 0..exit-1, where suffix tokens see prefix
+    tokens only in band layers; ``suffix`` positions must already follow the prefix's."""
+    x = torch.cat([prefix.hidden, suffix.hidden])[None]  # [1, p + s, hidden]
+    positions = torch.cat([prefix.positions, suffix.positions], 1)[:, None]  # [3, 1, p + s]
+    visual = torch.cat([prefix.visual, suffix.visual])
+    deepstack = [torch.cat([a, b]) for a, b in zip(prefix.deepstack, suffix.deepstack)] or (
+        prefix.deepstack or suffix.deepstack
+    )
+    p, t = prefix.length, x.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+    within = causal.clone()
+    within[p:, :p] = False  # outside the band, the suffix attends only within itself
+    cos, sin = _rotary(backbone, x, positions)
+    for layer_idx in range(exit_layer):
+        allowed = causal if band[0] <= layer_idx < band[1] else within
+        bias = torch.where(allowed, 0.0, NEG)[None, None]
+        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias)
+        if layer_idx < len(deepstack):
+            x[0, visual] += deepstack[layer_idx]
+    return float(_final_score(backbone, x[:, -1])[0])
+
+
+@torch.no_grad()
+def single_segment_scores(backbone: Backbone, states: list[SegmentStates], exit_layer: int) -> torch.Tensor:
+    """Score whole prompts (query-first), batched with left padding: causal attention, early exit."""
+    x, positions, valid, deepstack = _left_pad(states)
+    cos, sin = _rotary(backbone, x, positions)
+    bias = _causal(valid)
+    for layer_idx in range(exit_layer):
+        last = layer_idx == exit_layer - 1
+        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, last_only=last)
+        if layer_idx < len(deepstack) and not last:  # the last token is never visual
+            x = x + deepstack[layer_idx]
+    return _final_score(backbone, x[:, -1])
+
+
+@torch.no_grad()
+def compute_prefix(backbone: Backbone, prefix: SegmentStates, band: tuple[int, int]) -> PrefixEntry:
+    """Run a prefix alone up to the band end and keep its band-layer keys and values.
+
+    The prefix never attends to the suffix, so this depends on the prefix alone. Layers below the band
+    start are run only to reach it; the last band layer stops after its key/value projection.
+    """
+    start, end = band
+    end = end if end > start else 0  # an empty band reads nothing from the prefix: run no layer
+    x = prefix.hidden[None]  # [1, p, hidden]
+    cos, sin = _rotary(backbone, x, prefix.positions[:, None])
+    bias = _causal(torch.ones(1, prefix.length, dtype=torch.bool, device=x.device))
+    keys, values = [], []
+    for layer_idx in range(end):
+        kv_only = layer_idx == end - 1
+        out, k, v, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, kv_only=kv_only)
+        if layer_idx >= start:
+            keys.append(k[0])
+            values.append(v[0])
+        if out is not None:
+            x = out
+            if layer_idx < len(prefix.deepstack):
+                x[0, prefix.visual] += prefix.deepstack[layer_idx]
+    kv_heads, head_dim = (
+        backbone.layers[0].self_attn.config.num_key_value_heads,
+        backbone.layers[0].self_attn.head_dim,
+    )
+    empty = x.new_zeros(0, kv_heads, prefix.length, head_dim)
+    return PrefixEntry(
+        keys=torch.stack(keys) if keys else empty,  # [band layers, kv_heads, p, head_dim]
+        values=torch.stack(values) if values else empty,
+        length=prefix.length,
+        next_position=prefix.next_position,
+    )
+
+
+@torch.no_grad()
+def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start: int) -> torch.Tensor:
+    """Hidden states [s, hidden] of a suffix after the layers below the band, where it sees only itself.
+
+    RoPE is relative, so the suffix's own positions (from 0) give the same states wherever it is
+    placed: computed once per distinct suffix and shared by every prefix it is paired with.
+    """
+    x = suffix.hidden[None]  # [1, s, hidden]
+    cos, sin = _rotary(backbone, x, suffix.positions[:, None])
+    bias = _causal(torch.ones(1, suffix.length, dtype=torch.bool, device=x.device))
+    for layer_idx in range(band_start):
+        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias)
+        if layer_idx < len(suffix.deepstack):
+            x[0, suffix.visual] += suffix.deepstack[layer_idx]
+    return x[0]
+
+
+@torch.no_grad()
+def pair_scores(
+    backbone: Backbone,
+    entries: list[PrefixEntry],
+    suffixes: list[SegmentStates],  # positions already shifted by each entry's next_position
+    prebands: list[torch.Tensor],  # compute_suffix_preband() of each suffix
+    band: tuple[int, int],
+    exit_layer: int,
+) -> torch.Tensor:
+    """The per-pair work: suffix tokens through layers band start..exit-1, batched across pairs of
+    different lengths, reading each pair's cached prefix keys/values in band layers. Returns [batch]."""
+    start, end = band
+    x, positions, valid, deepstack = _left_pad(suffixes, prebands)
+    batch, t, _ = x.shape
+    cos, sin = _rotary(backbone, x, positions)
+    self_bias = _causal(valid)  # [batch, 1, t, t]
+    p = max(e.length for e in entries)
+    band_layers = end - start
+    if band_layers > 0:
+        kv_heads, head_dim = entries[0].keys.shape[1], entries[0].keys.shape[3]
+        past_k = x.new_zeros(band_layers, batch, kv_heads, p, head_dim)
+        past_v = x.new_zeros(band_layers, batch, kv_heads, p, head_dim)
+        prefix_valid = torch.zeros(batch, p, dtype=torch.bool, device=x.device)
+        for b, e in enumerate(entries):
+            past_k[:, b, :, : e.length] = e.keys.to(x.device, x.dtype)
+            past_v[:, b, :, : e.length] = e.values.to(x.device, x.dtype)
+            prefix_valid[b, : e.length] = True
+        prefix_bias = torch.where(prefix_valid, 0.0, NEG)[:, None, None, :].expand(batch, 1, t, p)
+        band_bias = torch.cat([prefix_bias, self_bias], dim=-1)  # [batch, 1, t, p + t]
+    for layer_idx in range(start, exit_layer):
+        last = layer_idx == exit_layer - 1
+        if layer_idx < end:
+            i = layer_idx - start
+            past, bias = (past_k[i], past_v[i]), band_bias
+        else:
+            past, bias = None, self_bias
+        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, past, last_only=last)
+        if layer_idx < len(deepstack) and not last:
+            x = x + deepstack[layer_idx]
+    return _final_score(backbone, x[:, -1])
+
+
+@torch.no_grad()
+def last_token_attention(backbone: Backbone, states: SegmentStates) -> torch.Tensor:
+    """Attention probabilities from the last token to every token, per layer and head:
+    [layers, heads, tokens]. Used by embedder-guided pruning."""
+    x = states.hidden[None]
+    cos, sin = _rotary(backbone, x, states.positions[:, None])
+    bias = _causal(torch.ones(1, states.length, dtype=torch.bool, device=x.device))
+    rows = []
+    for layer_idx, layer in enumerate(backbone.layers):
+        x, _, _, probs = layer_forward(layer, x, cos, sin, bias, want_probs=True)
+        rows.append(probs[0, :, -1].float())  # [heads, tokens]
+        if layer_idx < len(states.deepstack):
+            x[0, states.visual] += states.deepstack[layer_idx]
+    return torch.stack(rows)

@@ -1,0 +1,222 @@
+"""The Qwen3-VL model family: loading a checkpoint, the yes/no score head, image encoding with
+DeepStack features, and M-RoPE positions computed per segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
+
+from .errors import ModelLoadError
+from .prompts import PreparedImage, Segment
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class SegmentStates:
+    """A segment's decoder inputs: embeddings, M-RoPE positions and DeepStack features."""
+
+    hidden: torch.Tensor  # [tokens, hidden]
+    positions: torch.Tensor  # [3, tokens] M-RoPE (t, h, w)
+    visual: torch.Tensor  # [tokens] bool, True at image-pad tokens
+    deepstack: list[torch.Tensor]  # per DeepStack layer: [visual tokens, hidden]
+    next_position: int  # where a following segment's first token sits
+
+    @property
+    def length(self) -> int:
+        return self.hidden.shape[0]
+
+    def select(self, keep: torch.Tensor) -> SegmentStates:
+        """Keep the tokens where ``keep`` is True; survivors keep their positions and DeepStack features."""
+        visual_keep = keep[self.visual]  # [visual tokens]
+        return SegmentStates(
+            hidden=self.hidden[keep],
+            positions=self.positions[:, keep],
+            visual=self.visual[keep],
+            deepstack=[feat[visual_keep] for feat in self.deepstack],
+            next_position=self.next_position,
+        )
+
+    def shifted(self, offset: int) -> SegmentStates:
+        return SegmentStates(
+            self.hidden, self.positions + offset, self.visual, self.deepstack, self.next_position + offset
+        )
+
+
+class Backbone:
+    """A loaded ``Qwen3VLForConditionalGeneration`` with the pieces the layer loop needs."""
+
+    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor, name: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.name = name
+        inner = model.model
+        self.visual = inner.visual
+        self.language_model = inner.language_model
+        self.layers = inner.language_model.layers
+        self.rotary = inner.language_model.rotary_emb
+        self.norm = inner.language_model.norm
+        self.embed_tokens = inner.language_model.embed_tokens
+        config = model.config
+        self.num_layers = config.text_config.num_hidden_layers
+        self.image_token_id = config.image_token_id
+        self.merge_size = config.vision_config.spatial_merge_size
+        self.patch_size = config.vision_config.patch_size
+        self.special_ids = set(tokenizer.all_special_ids) | {
+            config.image_token_id,
+            config.video_token_id,
+            config.vision_start_token_id,
+            config.vision_end_token_id,
+        }
+        vocab = tokenizer.get_vocab()
+        missing = [w for w in ("yes", "no") if w not in vocab]
+        if missing:
+            raise ModelLoadError(
+                f"tokenizer of {name!r} has no single token for {missing}: not a reranker vocabulary"
+            )
+        self.yes_id, self.no_id = vocab["yes"], vocab["no"]
+        self._fingerprint: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def score_vector(self) -> torch.Tensor:
+        """W_yes - W_no of the LM head, in float32 (bf16 logits tie; design notes, section 1)."""
+        weight = self.model.get_output_embeddings().weight  # [vocab, hidden]
+        return (weight[self.yes_id].float() - weight[self.no_id].float()).detach()  # [hidden]
+
+    def fingerprint(self) -> str:
+        """A digest of the config and every weight: cache keys change when any weight changes."""
+        if self._fingerprint is None:
+            digest = hashlib.blake2b(digest_size=32)
+            digest.update(self.model.config.to_json_string(use_diff=False).encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+                flat = tensor.detach().reshape(-1).to("cpu").contiguous().view(torch.uint8)
+                digest.update(flat.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def invalidate_fingerprint(self) -> None:
+        """Call after changing weights in place (e.g. merging an adapter)."""
+        self._fingerprint = None
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def prepared_image(self, image, digest: str) -> PreparedImage:
+        """Wrap an already resized RGB image; its token grid follows from its size."""
+        width, height = image.size
+        grid = (1, height // self.patch_size, width // self.patch_size)
+        return PreparedImage(image, grid, digest, self.merge_size)
+
+    @torch.no_grad()
+    def encode_image(self, image: PreparedImage) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Vision features of one image: merged tokens [n, hidden] and DeepStack features [n, hidden] each."""
+        out = self.image_processor(images=[image.image], do_resize=False, return_tensors="pt")
+        if tuple(out["image_grid_thw"][0].tolist()) != image.grid_thw:
+            raise ValueError(f"image processor grid {out['image_grid_thw'][0].tolist()} != {image.grid_thw}")
+        pixels = out["pixel_values"].to(self.device, self.visual.dtype)
+        grid = torch.tensor([image.grid_thw], device=self.device)
+        out = self.visual(pixels, grid_thw=grid, return_dict=True)
+        return out.pooler_output.to(self.dtype), [f.to(self.dtype) for f in out.deepstack_features]
+
+    # -- segments ---------------------------------------------------------------------------------
+
+    def positions(self, segment: Segment, start: int = 0) -> tuple[torch.Tensor, int]:
+        """M-RoPE positions [3, tokens] of a segment starting at ``start``, and the next free position.
+
+        Text tokens advance all three axes together; an image at p gets t = p, h = p + row,
+        w = p + column on the merged grid, and text after it resumes at p + max(rows, columns)
+        (as ``Qwen3VLModel.get_rope_index`` does for a whole sequence).
+        """
+        ids = segment.input_ids
+        out: list[torch.Tensor] = []
+        pos, i, image_iter = start, 0, iter(segment.images)
+        while i < len(ids):
+            if ids[i] == self.image_token_id:
+                image = next(image_iter)
+                t, h, w = image.grid_thw
+                rows, cols = h // self.merge_size, w // self.merge_size
+                grid_t, grid_h, grid_w = torch.meshgrid(
+                    torch.arange(t), torch.arange(rows), torch.arange(cols), indexing="ij"
+                )
+                block = torch.stack([grid_t + pos, grid_h + pos, grid_w + pos]).reshape(
+                    3, -1
+                )  # [3, t*rows*cols]
+                out.append(block)
+                i += block.shape[1]
+                pos += max(rows, cols)
+            else:
+                j = i
+                while j < len(ids) and ids[j] != self.image_token_id:
+                    j += 1
+                out.append(torch.arange(pos, pos + j - i).expand(3, -1))
+                pos += j - i
+                i = j
+        positions = torch.cat(out, dim=1) if out else torch.zeros(3, 0, dtype=torch.long)
+        return positions.to(self.device), pos
+
+    @torch.no_grad()
+    def embed(
+        self, segment: Segment, image_features: dict[str, tuple[torch.Tensor, list[torch.Tensor]]]
+    ) -> SegmentStates:
+        """Token embeddings with image features scattered in; ``image_features`` maps digest -> encode_image()."""
+        ids = torch.tensor(segment.input_ids, device=self.device)
+        hidden = self.embed_tokens(ids)  # [tokens, hidden]
+        visual = ids == self.image_token_id  # [tokens]
+        deepstack: list[torch.Tensor] = []
+        if segment.images:
+            feats = [image_features[im.digest] for im in segment.images]
+            hidden = hidden.clone()
+            hidden[visual] = torch.cat([f[0] for f in feats])
+            deepstack = [torch.cat([f[1][k] for f in feats]) for k in range(len(feats[0][1]))]
+        positions, next_position = self.positions(segment)
+        return SegmentStates(hidden, positions, visual, deepstack, next_position)
+
+
+def load_backbone(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    **model_kwargs: object,
+) -> Backbone:
+    """Load a ``Qwen3VLForConditionalGeneration`` checkpoint, its tokenizer and image processor.
+
+    The tokenizer and image processor are loaded directly rather than through ``AutoProcessor``,
+    whose Qwen3-VL video processor needs torchvision.
+    """
+    torch_dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    name = str(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read a model config from {name!r}: {exc}") from exc
+    if config.model_type != "qwen3_vl":
+        raise ModelLoadError(
+            f"{name!r} is a {config.model_type!r} model; a Qwen3VLForConditionalGeneration checkpoint is needed"
+        )
+    try:
+        model = Qwen3VLForConditionalGeneration.from_pretrained(name, dtype=torch_dtype, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        image_processor = AutoImageProcessor.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load {name!r}: {exc}") from exc
+    model.to(device)
+    return Backbone(model, tokenizer, image_processor, name)

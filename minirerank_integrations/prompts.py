@@ -1,0 +1,159 @@
+"""The reranker's prompts as token sequences: the official query-first prompt (the dense baseline),
+the vision-first prefix/suffix split, the embedder prompt used by pruning, and the official truncation.
+
+Text is rendered as the Qwen3-VL chat template renders it (design notes, section 1), with each image
+placeholder already expanded to its ``<|image_pad|>`` tokens, and tokenized without added specials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+RERANKER_SYSTEM = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".'
+)
+EMBEDDER_SYSTEM = "Represent the user's input."
+DEFAULT_INSTRUCTION = "Given a search query, retrieve relevant candidates that answer the query."
+MAX_LENGTH = 10240  # official limit on ordinary + special tokens before the 5 closing tokens
+CLOSING_TOKENS = 5  # "<|im_end|>", "\n", "<|im_start|>", "assistant", "\n": never truncated
+
+Side = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image after the official resize; the image processor runs only if the image is encoded."""
+
+    image: Image.Image  # RGB, sides multiples of patch * merge
+    grid_thw: tuple[int, int, int]  # patch grid before the 2x2 merge
+    digest: str  # sha256 of the resized pixels: the image's identity in cache keys
+    merge_size: int = 2
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid_thw
+        return t * h * w // (self.merge_size**2)
+
+
+@dataclass(frozen=True)
+class SideContent:
+    """What one side (query or document) contributes: its images, then its text."""
+
+    text: str | None
+    images: Sequence[PreparedImage] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A tokenized stretch of prompt and the images whose pad tokens it holds, in order."""
+
+    input_ids: tuple[int, ...]
+    images: tuple[PreparedImage, ...]
+
+
+def _image_placeholder(image: PreparedImage) -> str:
+    return "<|vision_start|>" + "<|image_pad|>" * image.num_tokens + "<|vision_end|>"
+
+
+def render_side(content: SideContent) -> tuple[str, tuple[PreparedImage, ...]]:
+    """Images first, then text; a side with no content says ``NULL`` (as the official code does)."""
+    text = content.text or ""
+    if not content.images and not text:
+        return "NULL", ()
+    return "".join(_image_placeholder(im) for im in content.images) + text, tuple(content.images)
+
+
+def _system_and_user_start(system: str) -> str:
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+
+
+_ASSISTANT_START = "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _tokenize(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate_ids(
+    ids: Sequence[int], max_length: int, special_ids: set[int], keep_tail: int
+) -> tuple[int, ...]:
+    """The official rule: keep the last ``keep_tail`` tokens and every special token, and only the first
+    ordinary tokens that fit in ``max_length`` minus the specials."""
+    head, tail = list(ids[: len(ids) - keep_tail]), list(ids[len(ids) - keep_tail :])
+    if len(head) <= max_length:
+        return tuple(ids)
+    budget = max_length - sum(1 for t in head if t in special_ids)
+    kept: list[int] = []
+    for t in head:
+        if t in special_ids:
+            kept.append(t)
+        elif budget > 0:
+            kept.append(t)
+            budget -= 1
+    return tuple(kept + tail)
+
+
+def query_first_segment(
+    tokenizer,
+    query: SideContent,
+    document: SideContent,
+    instruction: str,
+    *,
+    max_length: int,
+    special_ids: set[int],
+) -> Segment:
+    """The official Qwen3-VL-Reranker prompt as one segment (design notes, section 1)."""
+    q_text, q_images = render_side(query)
+    d_text, d_images = render_side(document)
+    text = (
+        _system_and_user_start(RERANKER_SYSTEM)
+        + f"<Instruct>: {instruction}<Query>:{q_text}\n<Document>:{d_text}"
+        + _ASSISTANT_START
+    )
+    ids = truncate_ids(_tokenize(tokenizer, text), max_length, special_ids, CLOSING_TOKENS)
+    return Segment(ids, q_images + d_images)
+
+
+def vision_first_segments(
+    tokenizer,
+    query: SideContent,
+    document: SideContent,
+    instruction: str,
+    prefix_side: Side,
+    *,
+    max_length: int,
+    special_ids: set[int],
+) -> tuple[Segment, Segment]:
+    """The vision-first prompt, split into the prefix (system + the visual side) and the suffix
+    (instruction + the other side + generation prompt).
+
+    Each segment is tokenized and truncated on its own: the prefix must not depend on the suffix, or
+    it could not be cached across queries.
+    """
+    first, second = (document, query) if prefix_side == "document" else (query, document)
+    first_label, second_label = (
+        ("<Document>:", "<Query>:")
+        if prefix_side == "document"
+        else (
+            "<Query>:",
+            "\n<Document>:",
+        )
+    )
+    f_text, f_images = render_side(first)
+    s_text, s_images = render_side(second)
+    prefix_text = _system_and_user_start(RERANKER_SYSTEM) + first_label + f_text
+    suffix_text = f"\n<Instruct>: {instruction}{second_label}{s_text}" + _ASSISTANT_START
+    prefix = truncate_ids(_tokenize(tokenizer, prefix_text), max_length, special_ids, 0)
+    suffix = truncate_ids(_tokenize(tokenizer, suffix_text), max_length, special_ids, CLOSING_TOKENS)
+    return Segment(prefix, f_images), Segment(suffix, s_images)
+
+
+def embedder_segment(tokenizer, image: PreparedImage) -> Segment:
+    """The Qwen3-VL-Embedding prompt for one image; its last token is the pooled one."""
+    text = _system_and_user_start(EMBEDDER_SYSTEM) + _image_placeholder(image) + _ASSISTANT_START
+    return Segment(tuple(_tokenize(tokenizer, text)), (image,))

@@ -1,0 +1,426 @@
+"""``MiniReranker``: the public engine. Turns queries and candidates into segments, plans the shared
+and per-pair work, and runs it through the layer loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import PresetName, RerankConfig
+from .errors import CandidateError, InputError, MiniRerankError
+from .images import ImageFetcher, image_digest, prepare_image
+from .inputs import (
+    Candidate,
+    Query,
+    RerankResult,
+    RerankResults,
+    SkippedCandidate,
+    as_candidate,
+    as_query,
+)
+from .layers import (
+    compute_prefix,
+    compute_suffix_preband,
+    pair_scores,
+    reference_score,
+    single_segment_scores,
+)
+from .modeling import Backbone, SegmentStates, load_backbone
+from .prefix_store import MemoryPrefixStore, PrefixEntry, PrefixStore
+from .prompts import PreparedImage, Segment, SideContent, query_first_segment, vision_first_segments
+from .pruning import embedder_importance, keep_mask, random_importance
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever what a prefix entry holds, or how it is computed, changes: old entries then miss.
+ENGINE_FORMAT_VERSION = 1
+
+OnError = Literal["raise", "skip"]
+_QueryLike = str | Query
+_CandidateLike = str | Candidate
+
+
+@dataclass
+class WorkCounters:
+    """How much work the engine did since construction (or the last ``reset``)."""
+
+    prefix_computations: int = 0  # prefixes run through the decoder (store misses)
+    prefix_hits: int = 0  # prefixes read from the store
+    suffix_prebands: int = 0  # distinct suffixes run through the layers below the band
+    pair_passes: int = 0  # (prefix, suffix) pairs run through band start..exit
+    single_passes: int = 0  # whole query-first prompts scored
+    vision_encodings: int = 0  # images run through the vision encoder
+    embedder_passes: int = 0  # images ranked by the embedder for pruning
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+class MiniReranker:
+    """A point-wise Qwen3-VL reranker: P(relevant) = sigmoid(logit "yes" - logit "no").
+
+    Construct with :meth:`from_pretrained`. Calls are serialized by an internal lock, so one instance
+    may be shared by threads and by concurrent ``arerank`` calls.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: RerankConfig | PresetName = "paper",
+        *,
+        store: PrefixStore | None = None,
+        embedder: Backbone | None = None,
+        image_fetcher: ImageFetcher | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.embedder = embedder or backbone
+        self.store: PrefixStore = store if store is not None else MemoryPrefixStore()
+        self.image_fetcher = image_fetcher
+        self.counters = WorkCounters()
+        self._lock = threading.RLock()
+        self._importance: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.config = config  # type: ignore[assignment]  # validated by the setter
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        config: RerankConfig | PresetName = "paper",
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        cache_dir: str | Path | None = None,
+        cache_size_limit: int | None = None,
+        embedder: str | Path | Backbone | None = None,
+        image_fetcher: ImageFetcher | None = None,
+    ) -> MiniReranker:
+        """Load a Qwen3-VL checkpoint (local folder or hub id) as a reranker.
+
+        Args:
+            name_or_path: a ``Qwen3VLForConditionalGeneration`` checkpoint (e.g. Qwen3-VL-Reranker-2B).
+            config: a :class:`RerankConfig` or a preset name (``"paper"``, ``"dense"``), checked against
+                the model's depth here.
+            device, dtype: where and how the weights live; scores are computed in float32 regardless.
+            cache_dir: a directory for the persistent prefix store; None keeps prefixes in memory.
+            cache_size_limit: bytes the prefix store may hold.
+            embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
+            image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
+        """
+        backbone = load_backbone(name_or_path, device=device, dtype=dtype)
+        if isinstance(embedder, (str, Path)):
+            embedder = load_backbone(embedder, device=device, dtype=dtype)
+        store: PrefixStore
+        if cache_dir is not None:
+            from .prefix_store import DiskPrefixStore
+
+            kwargs = {} if cache_size_limit is None else {"size_limit": cache_size_limit}
+            store = DiskPrefixStore(cache_dir, **kwargs)
+        else:
+            store = MemoryPrefixStore(
+                **({} if cache_size_limit is None else {"size_limit": cache_size_limit})
+            )
+        return cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)
+
+    @property
+    def config(self) -> RerankConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: RerankConfig | PresetName) -> None:
+        depth = self.backbone.num_layers
+        self._config = (
+            RerankConfig.preset(config, depth) if isinstance(config, str) else config.resolve(depth)
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return self.backbone.num_layers
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        query: _QueryLike,
+        candidates: Sequence[_CandidateLike],
+        *,
+        top_n: int | None = None,
+        on_error: OnError = "raise",
+    ) -> RerankResults:
+        """Score every candidate against ``query`` and return them best first.
+
+        Ties keep input order. ``top_n`` keeps the best n (more than the list returns all).
+        ``on_error="raise"`` raises :class:`CandidateError` naming the first bad candidate;
+        ``"skip"`` leaves bad candidates out and lists them in ``results.skipped``.
+        """
+        if top_n is not None and top_n < 0:
+            raise InputError(f"top_n must be >= 0 or None, got {top_n}")
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        with self._lock:
+            q = self._prepare(as_query(query), "the query")
+            kept: list[tuple[int, str | None, SideContent]] = []
+            skipped: list[SkippedCandidate] = []
+            for index, raw in enumerate(candidates):
+                candidate_id = raw.id if isinstance(raw, Candidate) else None
+                try:
+                    kept.append((index, candidate_id, self._prepare(as_candidate(raw), f"candidate {index}")))
+                except MiniRerankError as exc:
+                    if on_error == "raise":
+                        raise CandidateError(index, exc, candidate_id) from exc
+                    logger.warning("skipping candidate %d: %s", index, exc)
+                    skipped.append(SkippedCandidate(index, str(exc), candidate_id))
+            scores = self._score_sides([(q, side) for _, _, side in kept])
+        results = [RerankResult(index, score, cid) for (index, cid, _), score in zip(kept, scores)]
+        results.sort(key=lambda r: (-r.score, r.index))
+        return RerankResults(results if top_n is None else results[:top_n], skipped)
+
+    async def arerank(
+        self,
+        query: _QueryLike,
+        candidates: Sequence[_CandidateLike],
+        *,
+        top_n: int | None = None,
+        on_error: OnError = "raise",
+    ) -> RerankResults:
+        """:meth:`rerank` in a worker thread, so the event loop is not blocked."""
+        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, on_error=on_error)
+
+    def score(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
+        """P(relevant) of each (query, candidate) pair, in input order; a bad pair raises
+        :class:`CandidateError` naming its index."""
+        with self._lock:
+            return self._score_sides(self._prepare_pairs(pairs))
+
+    def reference_scores(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
+        """The slow definition of the current configuration: each whole pair through the naive
+        per-layer-masked loop (design notes, section 2). For verification, not for serving."""
+        cfg = self.config
+        with self._lock:
+            out = []
+            for q, d in self._prepare_pairs(pairs):
+                if cfg.format == "query_first":
+                    states = self._states(self._query_first(q, d))
+                    empty = SegmentStates(
+                        states.hidden[:0], states.positions[:, :0], states.visual[:0], [], 0
+                    )
+                    out.append(reference_score(self.backbone, states, empty, cfg.band, cfg.exit_layer))
+                else:
+                    prefix, suffix = self._vision_first(q, d)
+                    p_states = self._states(prefix)
+                    s_states = self._states(suffix).shifted(p_states.next_position)
+                    out.append(reference_score(self.backbone, p_states, s_states, cfg.band, cfg.exit_layer))
+            return out
+
+    def precache(self, candidates: Iterable[_CandidateLike], *, progress: bool = True) -> int:
+        """Compute and store the document-side prefixes of ``candidates`` ahead of queries.
+
+        Resumable: prefixes already in the store are skipped. Returns how many were computed.
+        """
+        if self.config.format != "vision_first" or self.config.prefix_side == "query":
+            raise InputError("precache needs format='vision_first' with the document side as prefix")
+        computed = 0
+        items = list(candidates)
+        for index, raw in enumerate(tqdm(items, disable=not progress, desc="precache", unit="doc")):
+            with self._lock:
+                try:
+                    side = self._prepare(as_candidate(raw), f"candidate {index}")
+                except MiniRerankError as exc:
+                    raise CandidateError(index, exc, raw.id if isinstance(raw, Candidate) else None) from exc
+                prefix, _ = self._vision_first(SideContent("NULL"), side, side="document")
+                key = self._prefix_key(prefix)
+                if key not in self.store:
+                    self.store.put(key, self._compute_prefix(prefix))
+                    computed += 1
+        return computed
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _prepare(self, item: Query | Candidate, what: str) -> SideContent:
+        if item.is_empty:
+            raise InputError(f"{what} has neither text nor images")
+        images = []
+        for source in item.images:
+            image = prepare_image(
+                source,
+                fetcher=self.image_fetcher,
+                min_pixels=self.config.min_pixels,
+                max_pixels=self.config.max_pixels,
+            )
+            images.append(self.backbone.prepared_image(image, image_digest(image)))
+        return SideContent(item.text, tuple(images))
+
+    def _prepare_pairs(
+        self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]
+    ) -> list[tuple[SideContent, SideContent]]:
+        prepared = []
+        for index, (query, candidate) in enumerate(pairs):
+            candidate_id = candidate.id if isinstance(candidate, Candidate) else None
+            try:
+                q = self._prepare(as_query(query), f"the query of pair {index}")
+                prepared.append((q, self._prepare(as_candidate(candidate), f"candidate {index}")))
+            except MiniRerankError as exc:
+                raise CandidateError(index, exc, candidate_id) from exc
+        return prepared
+
+    # -- segments and states --------------------------------------------------------------------
+
+    def _query_first(self, q: SideContent, d: SideContent) -> Segment:
+        b = self.backbone
+        cfg = self.config
+        return query_first_segment(
+            b.tokenizer, q, d, cfg.instruction, max_length=cfg.max_length, special_ids=b.special_ids
+        )
+
+    def _prefix_side(self, q: SideContent, d: SideContent) -> Literal["query", "document"]:
+        side = self.config.prefix_side
+        if side != "auto":
+            return side
+        # The document side unless only the query carries images (design notes, section 2).
+        return "query" if q.images and not d.images else "document"
+
+    def _vision_first(
+        self, q: SideContent, d: SideContent, side: str | None = None
+    ) -> tuple[Segment, Segment]:
+        b, cfg = self.backbone, self.config
+        return vision_first_segments(
+            b.tokenizer,
+            q,
+            d,
+            cfg.instruction,
+            side or self._prefix_side(q, d),  # type: ignore[arg-type]
+            max_length=cfg.max_length,
+            special_ids=b.special_ids,
+        )
+
+    def _features(self, backbone: Backbone, image: PreparedImage, cache: dict | None = None):
+        key = (id(backbone), image.digest)
+        if cache is not None and key in cache:
+            return cache[key]
+        self.counters.vision_encodings += 1
+        feats = backbone.encode_image(image)
+        if cache is not None:
+            cache[key] = feats
+        return feats
+
+    def _importance_of(self, image: PreparedImage, cache: dict) -> torch.Tensor:
+        cfg = self.config
+        key = (
+            cfg.pruning_guide,
+            cfg.pruning_seed if cfg.pruning_guide == "random" else id(self.embedder),
+            image.digest,
+        )
+        if key not in self._importance:
+            if cfg.pruning_guide == "random":
+                value = random_importance(image, cfg.pruning_seed)
+            else:
+                self.counters.embedder_passes += 1
+                value = embedder_importance(
+                    self.embedder, image, lambda bb, im: self._features(bb, im, cache)
+                )
+            self._importance[key] = value
+            while len(self._importance) > 4096:
+                self._importance.popitem(last=False)
+        return self._importance[key]
+
+    def _states(self, segment: Segment, cache: dict | None = None) -> SegmentStates:
+        """Embed a segment (encoding its images) and drop pruned visual tokens."""
+        cache = {} if cache is None else cache
+        feats = {im.digest: self._features(self.backbone, im, cache) for im in segment.images}
+        states = self.backbone.embed(segment, feats)
+        if self.config.keep_ratio < 1.0 and segment.images:
+            importances = {im.digest: self._importance_of(im, cache) for im in segment.images}
+            states = states.select(keep_mask(segment, states.visual, importances, self.config.keep_ratio))
+        return states
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _prefix_key(self, prefix: Segment) -> str:
+        """A sha256 of everything that shapes a stored prefix (issue: persistent prefix store, keys)."""
+        cfg, b = self.config, self.backbone
+        pruned = cfg.keep_ratio < 1.0
+        parts = {
+            "engine": ENGINE_FORMAT_VERSION,
+            "model": b.fingerprint(),
+            "dtype": str(b.dtype),
+            "format": cfg.format,
+            "band": list(cfg.band or ()),
+            "keep_ratio": cfg.keep_ratio,
+            "guide": cfg.pruning_guide if pruned else None,
+            "guide_id": (cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint())
+            if pruned
+            else None,
+            "pixels": [cfg.min_pixels, cfg.max_pixels],
+            "ids": list(prefix.input_ids),
+            "images": [im.digest for im in prefix.images],
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
+        self.counters.prefix_computations += 1
+        return compute_prefix(self.backbone, self._states(prefix, cache), self.config.band)
+
+    def _score_sides(self, pairs: list[tuple[SideContent, SideContent]]) -> list[float]:
+        if not pairs:
+            return []
+        cfg = self.config
+        cache: dict = {}  # vision features of this call, by (backbone, digest)
+        scores: list[float] = []
+        if cfg.format == "query_first":
+            for start in range(0, len(pairs), cfg.batch_size):
+                chunk = pairs[start : start + cfg.batch_size]
+                states = [self._states(self._query_first(q, d), cache) for q, d in chunk]
+                self.counters.single_passes += len(chunk)
+                scores.extend(single_segment_scores(self.backbone, states, cfg.exit_layer).tolist())
+            return scores
+
+        # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once.
+        plans = []
+        entries: dict[str, PrefixEntry] = {}
+        suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
+        for q, d in pairs:
+            prefix, suffix = self._vision_first(q, d)
+            key = self._prefix_key(prefix)
+            if key not in entries:
+                entry = self.store.get(key)
+                if entry is None:
+                    entry = self._compute_prefix(prefix, cache)
+                    self.store.put(key, entry)
+                else:
+                    self.counters.prefix_hits += 1
+                entries[key] = entry
+            suffix_key = (suffix.input_ids, tuple(im.digest for im in suffix.images))
+            if suffix_key not in suffixes:
+                states = self._states(suffix, cache)
+                self.counters.suffix_prebands += 1
+                suffixes[suffix_key] = (states, compute_suffix_preband(self.backbone, states, cfg.band[0]))
+            plans.append((key, suffix_key))
+        for start in range(0, len(plans), cfg.batch_size):
+            chunk = plans[start : start + cfg.batch_size]
+            batch_entries = [entries[k] for k, _ in chunk]
+            batch_states = [
+                suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)
+            ]
+            prebands = [suffixes[s][1] for _, s in chunk]
+            self.counters.pair_passes += len(chunk)
+            scores.extend(
+                pair_scores(
+                    self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer
+                ).tolist()
+            )
+        return scores
