@@ -47,21 +47,15 @@ class RerankConfig(BaseModel):
     )
     pruning_seed: int = Field(0, description="Seed of the random guide (mixed with the image's digest).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="The <Instruct> text of the prompt.")
-    min_pixels: int = Field(
-        DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels."
-    )
-    max_pixels: int = Field(
-        DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels."
-    )
+    min_pixels: int = Field(DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels.")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels.")
     max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")
     batch_size: int = Field(16, gt=0, description="Pairs per batched forward pass.")
 
     @model_validator(mode="after")
     def _check(self) -> RerankConfig:
         if self.min_pixels > self.max_pixels:
-            raise ConfigError(
-                f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})"
-            )
+            raise ConfigError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         if self.band is not None:
             start, end = self.band
             if not 0 <= start <= end:

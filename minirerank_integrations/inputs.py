@@ -68,9 +68,7 @@ class SkippedCandidate:
 class RerankResults(list[RerankResult]):
     """Results sorted by score (descending, ties by input order); ``skipped`` lists left-out candidates."""
 
-    def __init__(
-        self, results: Sequence[RerankResult] = (), skipped: Sequence[SkippedCandidate] = ()
-    ) -> None:
+    def __init__(self, results: Sequence[RerankResult] = (), skipped: Sequence[SkippedCandidate] = ()) -> None:
         super().__init__(results)
         self.skipped: list[SkippedCandidate] = list(skipped)
 

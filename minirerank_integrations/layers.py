@@ -18,9 +18,7 @@ from .prefix_store import PrefixEntry
 NEG = torch.finfo(torch.float32).min  # additive mask value; finite, so fully masked pad rows give no NaN
 
 
-def _rotary(
-    backbone: Backbone, x: torch.Tensor, positions: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin [batch, tokens, head_dim] for M-RoPE positions [3, batch, tokens]."""
     return backbone.rotary(x, positions)
 
@@ -61,9 +59,7 @@ def layer_forward(
     keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
     scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling  # [batch, heads, queries, keys]
     probs = F.softmax(scores.float() + bias, dim=-1).to(q.dtype)
-    out = (
-        torch.matmul(probs, values).transpose(1, 2).reshape(batch, q.shape[2], -1)
-    )  # [batch, queries, heads*dim]
+    out = torch.matmul(probs, values).transpose(1, 2).reshape(batch, q.shape[2], -1)  # [batch, queries, heads*dim]
     x = residual + attn.o_proj(out)
     x = x + layer.mlp(layer.post_attention_layernorm(x))
     return x, k, v, probs if want_probs else None

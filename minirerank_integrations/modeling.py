@@ -80,9 +80,7 @@ class Backbone:
         vocab = tokenizer.get_vocab()
         missing = [w for w in ("yes", "no") if w not in vocab]
         if missing:
-            raise ModelLoadError(
-                f"tokenizer of {name!r} has no single token for {missing}: not a reranker vocabulary"
-            )
+            raise ModelLoadError(f"tokenizer of {name!r} has no single token for {missing}: not a reranker vocabulary")
         self.yes_id, self.no_id = vocab["yes"], vocab["no"]
         self._fingerprint: str | None = None
 
@@ -154,9 +152,7 @@ class Backbone:
                 grid_t, grid_h, grid_w = torch.meshgrid(
                     torch.arange(t), torch.arange(rows), torch.arange(cols), indexing="ij"
                 )
-                block = torch.stack([grid_t + pos, grid_h + pos, grid_w + pos]).reshape(
-                    3, -1
-                )  # [3, t*rows*cols]
+                block = torch.stack([grid_t + pos, grid_h + pos, grid_w + pos]).reshape(3, -1)  # [3, t*rows*cols]
                 out.append(block)
                 i += block.shape[1]
                 pos += max(rows, cols)

@@ -79,9 +79,7 @@ def _tokenize(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def truncate_ids(
-    ids: Sequence[int], max_length: int, special_ids: set[int], keep_tail: int
-) -> tuple[int, ...]:
+def truncate_ids(ids: Sequence[int], max_length: int, special_ids: set[int], keep_tail: int) -> tuple[int, ...]:
     """The official rule: keep the last ``keep_tail`` tokens and every special token, and only the first
     ordinary tokens that fit in ``max_length`` minus the specials."""
     head, tail = list(ids[: len(ids) - keep_tail]), list(ids[len(ids) - keep_tail :])

@@ -130,9 +130,7 @@ class MiniReranker:
             kwargs = {} if cache_size_limit is None else {"size_limit": cache_size_limit}
             store = DiskPrefixStore(cache_dir, **kwargs)
         else:
-            store = MemoryPrefixStore(
-                **({} if cache_size_limit is None else {"size_limit": cache_size_limit})
-            )
+            store = MemoryPrefixStore(**({} if cache_size_limit is None else {"size_limit": cache_size_limit}))
         return cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)
 
     @property
@@ -142,9 +140,7 @@ class MiniReranker:
     @config.setter
     def config(self, config: RerankConfig | PresetName) -> None:
         depth = self.backbone.num_layers
-        self._config = (
-            RerankConfig.preset(config, depth) if isinstance(config, str) else config.resolve(depth)
-        )
+        self._config = RerankConfig.preset(config, depth) if isinstance(config, str) else config.resolve(depth)
 
     @property
     def num_layers(self) -> int:
@@ -214,9 +210,7 @@ class MiniReranker:
             for q, d in self._prepare_pairs(pairs):
                 if cfg.format == "query_first":
                     states = self._states(self._query_first(q, d))
-                    empty = SegmentStates(
-                        states.hidden[:0], states.positions[:, :0], states.visual[:0], [], 0
-                    )
+                    empty = SegmentStates(states.hidden[:0], states.positions[:, :0], states.visual[:0], [], 0)
                     out.append(reference_score(self.backbone, states, empty, cfg.band, cfg.exit_layer))
                 else:
                     prefix, suffix = self._vision_first(q, d)
@@ -292,9 +286,7 @@ class MiniReranker:
         # The document side unless only the query carries images (design notes, section 2).
         return "query" if q.images and not d.images else "document"
 
-    def _vision_first(
-        self, q: SideContent, d: SideContent, side: str | None = None
-    ) -> tuple[Segment, Segment]:
+    def _vision_first(self, q: SideContent, d: SideContent, side: str | None = None) -> tuple[Segment, Segment]:
         b, cfg = self.backbone, self.config
         return vision_first_segments(
             b.tokenizer,
@@ -328,9 +320,7 @@ class MiniReranker:
                 value = random_importance(image, cfg.pruning_seed)
             else:
                 self.counters.embedder_passes += 1
-                value = embedder_importance(
-                    self.embedder, image, lambda bb, im: self._features(bb, im, cache)
-                )
+                value = embedder_importance(self.embedder, image, lambda bb, im: self._features(bb, im, cache))
             self._importance[key] = value
             while len(self._importance) > 4096:
                 self._importance.popitem(last=False)
@@ -413,14 +403,10 @@ class MiniReranker:
         for start in range(0, len(plans), cfg.batch_size):
             chunk = plans[start : start + cfg.batch_size]
             batch_entries = [entries[k] for k, _ in chunk]
-            batch_states = [
-                suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)
-            ]
+            batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
             prebands = [suffixes[s][1] for _, s in chunk]
             self.counters.pair_passes += len(chunk)
             scores.extend(
-                pair_scores(
-                    self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer
-                ).tolist()
+                pair_scores(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer).tolist()
             )
         return scores
