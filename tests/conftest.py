@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny offline Qwen3-VL checkpoints and small images of several sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from minirerank_integrations import MiniReranker
+from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny4_path(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny4"), num_layers=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny8_path(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny8"), num_layers=8, seed=1)
+
+
+@pytest.fixture(scope="session", params=["tiny4", "tiny8"])
+def model_path(request):
+    return request.getfixturevalue(f"{request.param}_path")
+
+
+@pytest.fixture
+def reranker(tiny4_path) -> MiniReranker:
+    return MiniReranker.from_pretrained(tiny4_path, config="dense")
+
+
+def drawn_image(width: int, height: int, seed: int) -> Image.Image:
+    """A deterministic picture (sides multiples of 32, so the official resize keeps it as is)."""
+    generator = torch.Generator().manual_seed(seed)
+    colors = (torch.rand(4, 3, generator=generator) * 255).int().tolist()
+    image = Image.new("RGB", (width, height), tuple(colors[0]))
+    draw = ImageDraw.Draw(image)
+    for i, color in enumerate(colors[1:]):
+        x0, y0 = (i * 13) % (width // 2), (i * 7) % (height // 2)
+        draw.ellipse([x0, y0, x0 + width // 2, y0 + height // 2], fill=tuple(color))
+    return image
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    """Three different sizes: 64x64, 96x64, 128x96."""
+    return [drawn_image(64, 64, 1), drawn_image(96, 64, 2), drawn_image(128, 96, 3)]

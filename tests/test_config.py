@@ -1,0 +1,64 @@
+"""Configuration: validation against the model's depth and the named presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from minirerank_integrations import ConfigError, MiniReranker, RerankConfig
+
+
+@pytest.mark.parametrize(
+    ("depth", "exit_layer", "band"),
+    [(28, 16, (7, 11)), (36, 20, (9, 14)), (8, 4, (2, 3)), (4, 2, (1, 2))],
+)
+def test_paper_preset_scales_with_depth(depth, exit_layer, band):
+    config = RerankConfig.preset("paper", depth)
+    assert (config.format, config.exit_layer, config.band, config.keep_ratio) == ("vision_first", exit_layer, band, 0.5)
+    assert config.exit_layer <= 0.6 * depth
+    assert band[1] - band[0] <= depth / 3
+
+
+def test_dense_preset_is_query_first_everything_on():
+    config = RerankConfig.preset("dense", 28)
+    assert (config.format, config.exit_layer, config.band, config.keep_ratio) == ("query_first", 28, (0, 28), 1.0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RerankConfig(exit_layer=5),
+        RerankConfig(exit_layer=3, band=(1, 4)),
+        RerankConfig(band=(2, 9)),
+        RerankConfig(format="query_first", band=(1, 2)),
+    ],
+)
+def test_out_of_depth_is_an_error_at_configuration_time(tiny4_path, config):
+    with pytest.raises(ConfigError):
+        MiniReranker.from_pretrained(tiny4_path, config=config)
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
+    with pytest.raises(ConfigError):
+        reranker.config = config
+    assert reranker.config.format == "query_first"  # the old configuration stays
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"band": (3, 1)},
+        {"band": (-1, 2)},
+        {"exit_layer": 0},
+        {"keep_ratio": 0.0},
+        {"keep_ratio": 1.5},
+        {"min_pixels": 10_000, "max_pixels": 5_000},
+        {"pruning_guide": "magic"},
+        {"unknown_field": 1},
+    ],
+)
+def test_invalid_fields_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        RerankConfig(**kwargs)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match="dense"):
+        RerankConfig.preset("fastest", 8)  # type: ignore[arg-type]

@@ -1,0 +1,32 @@
+"""The public surface is small and pinned."""
+
+import minirerank_integrations
+
+
+def test_all_is_pinned():
+    assert sorted(minirerank_integrations.__all__) == [
+        "CacheError",
+        "Candidate",
+        "CandidateError",
+        "ConfigError",
+        "ImageLoadError",
+        "InputError",
+        "MiniRerankError",
+        "MiniReranker",
+        "ModelLoadError",
+        "Query",
+        "RerankConfig",
+        "RerankResult",
+        "RerankResults",
+        "SkippedCandidate",
+        "WorkCounters",
+    ]
+    for name in minirerank_integrations.__all__:
+        assert getattr(minirerank_integrations, name) is not None
+
+
+def test_errors_share_one_base():
+    from minirerank_integrations import errors
+
+    for name in ["CacheError", "CandidateError", "ConfigError", "ImageLoadError", "InputError", "ModelLoadError"]:
+        assert issubclass(getattr(errors, name), errors.MiniRerankError)

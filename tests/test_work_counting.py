@@ -1,0 +1,46 @@
+"""The fast path's plan, checked through the engine's own counters (design notes, section 2)."""
+
+from __future__ import annotations
+
+from minirerank_integrations import Candidate, MiniReranker, Query
+
+
+def test_text_query_runs_each_prefix_once_suffix_once_and_n_pair_passes(tiny4_path, images):
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    distinct = [Candidate(images=[im]) for im in images] + [Candidate(text="a page"), Candidate(text="Paris")]
+    candidates = distinct + [Candidate(images=[images[0]]), Candidate(text="Paris")]  # two repeats
+    reranker.rerank(Query(text="a red circle"), candidates)
+    c = reranker.counters
+    assert c.prefix_computations == len(distinct)
+    assert c.prefix_hits == 0
+    assert c.suffix_prebands == 1
+    assert c.pair_passes == len(candidates)
+    assert c.single_passes == 0
+
+    # A second query reuses every prefix from the store and runs its own suffix once.
+    c.reset()
+    reranker.rerank(Query(text="two blue squares"), candidates)
+    assert (c.prefix_computations, c.prefix_hits, c.suffix_prebands, c.pair_passes) == (
+        0,
+        len(distinct),
+        1,
+        len(candidates),
+    )
+    assert c.vision_encodings == 0  # cached prefixes need no vision encoder
+
+
+def test_image_query_shares_one_prefix_across_text_candidates(tiny4_path, images):
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    candidates = ["a red circle", "two blue squares", "a page title"]
+    reranker.rerank(Query(images=[images[1]]), candidates)
+    c = reranker.counters
+    assert c.prefix_computations == 1  # the query image is the prefix
+    assert c.suffix_prebands == len(candidates)  # each candidate's text is a distinct suffix
+    assert c.pair_passes == len(candidates)
+
+
+def test_dense_runs_one_whole_pass_per_pair(tiny4_path):
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
+    reranker.rerank("query", ["a", "b", "c"])
+    assert reranker.counters.single_passes == 3
+    assert reranker.counters.prefix_computations == 0
