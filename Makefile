@@ -1,0 +1,25 @@
+# `make demo` and `make test` set up .venv on first use (CPU torch, the core and both adapters, editable).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ADAPTERS := $(wildcard adapters/*/pyproject.toml)
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml $(ADAPTERS)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]" $(foreach a,$(ADAPTERS),-e $(dir $(a)))
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/minirerank demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
+
+clean:
+	rm -rf $(VENV)
