@@ -20,7 +20,7 @@ Storage modes and their error bounds (``x`` an original element, ``y`` the decod
 
 * ``"float32"``: lossless for float32, bfloat16 and float16 entries (bit-exact, NaN and inf included).
 * ``"bfloat16"``: lossless for bfloat16 entries; otherwise round-to-nearest-even to 8 significant bits,
-  ``|x - y| <= |x| * 2**-9``.
+  ``|x - y| <= |x| * 2**-8``.
 * ``"float16"``: lossless for float16 entries; otherwise ``|x - y| <= max(|x| * 2**-11, 2**-25)`` (the
   second term is half the spacing of float16 subnormals). Needs finite ``|x| <= 65504``, else encoding
   raises :class:`CacheError`.
@@ -29,7 +29,7 @@ Storage modes and their error bounds (``x`` an original element, ``y`` the decod
   (layer, kv head, token), taken over head_dim: keys carry outlier channels and values do not (KIVI,
   Liu et al. 2024, arXiv:2402.02750, section 3). ``scale = max|x| / 127`` over its group and, computed
   in float32, ``|x - y| <= scale / 2``; when the entry is bfloat16 or float16 the final cast back to it
-  adds half a unit in its last place (``|y| * 2**-9`` for bfloat16, ``|y| * 2**-11`` for float16).
+  adds at most half a unit in its last place (``|y| * 2**-8`` for bfloat16, ``|y| * 2**-11`` for float16).
   Needs finite inputs, else encoding raises :class:`CacheError`. A blob is about a quarter of float32
   (half of bfloat16) plus the scales.
 """
@@ -127,9 +127,7 @@ def decode_entry(data: bytes) -> PrefixEntry:
         raise CacheError(f"prefix blob must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) < _PREFIX.size:
-        raise CacheError(
-            f"prefix blob truncated: {len(data)} bytes, shorter than the {_PREFIX.size}-byte prefix"
-        )
+        raise CacheError(f"prefix blob truncated: {len(data)} bytes, shorter than the {_PREFIX.size}-byte prefix")
     magic, version, header_length = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise CacheError(f"prefix blob has magic {magic!r}, expected {MAGIC!r}: not a prefix entry")
@@ -151,9 +149,7 @@ def decode_entry(data: bytes) -> PrefixEntry:
     except Exception as error:  # safetensors raises its own SafetensorError and others on bad bytes
         raise CacheError(f"prefix payload is not readable safetensors: {error}") from error
     keys, values = _restore_tensors(header, tensors)
-    return PrefixEntry(
-        keys=keys, values=values, length=header["length"], next_position=header["next_position"]
-    )
+    return PrefixEntry(keys=keys, values=values, length=header["length"], next_position=header["next_position"])
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
@@ -179,9 +175,7 @@ def _checksum(header: dict[str, Any], payload: bytes) -> str:
 def _checked_tensors(entry: PrefixEntry) -> tuple[torch.Tensor, torch.Tensor]:
     keys, values = entry.keys, entry.values
     if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
-        raise CacheError(
-            f"prefix keys and values must be tensors, got {type(keys).__name__}, {type(values).__name__}"
-        )
+        raise CacheError(f"prefix keys and values must be tensors, got {type(keys).__name__}, {type(values).__name__}")
     if keys.dim() != 4:
         raise CacheError(
             f"prefix keys must be [band_layers, kv_heads, length, head_dim], got shape {tuple(keys.shape)}"
@@ -196,7 +190,11 @@ def _checked_tensors(entry: PrefixEntry) -> tuple[torch.Tensor, torch.Tensor]:
     if not _is_int(entry.next_position) or entry.next_position < 0:
         raise CacheError(f"prefix next_position {entry.next_position!r} must be an int >= 0")
     # safetensors needs contiguous CPU tensors; detach so no autograd graph is kept alive
-    return keys.detach().cpu().contiguous(), values.detach().cpu().contiguous()
+    keys, values = keys.detach().cpu().contiguous(), values.detach().cpu().contiguous()
+    if keys.untyped_storage().data_ptr() == values.untyped_storage().data_ptr():
+        # views of one cache tensor: safetensors refuses to save tensors that share memory
+        values = values.clone()
+    return keys, values
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -260,9 +258,7 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def _restore_tensors(
-    header: dict[str, Any], tensors: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _restore_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Check the payload's tensors against the header, then dequantize or cast back to ``header['dtype']``."""
     band_layers, kv_heads, length, head_dim = header["shape"]
     shape = torch.Size([band_layers, kv_heads, length, head_dim])

@@ -1,17 +1,35 @@
-"""Where computed prefixes live between calls: the entry type, the store interface and the in-memory store.
+"""Where computed prefixes live between calls: the entry type, the store interface, the in-memory store
+and the on-disk store.
 
 A prefix entry holds exactly what the fast path reads for one prefix: the post-RoPE keys and values
 of the band layers for the kept tokens, and the M-RoPE index at which the suffix starts.
+
+The on-disk store follows diskcache's own split: :mod:`.prefix_codec` turns entries into bytes and back
+(header, checksum, tensors), :class:`DiskPrefixStore` maps keys to those bytes in a ``diskcache.Cache``
+(transactions, eviction, statistics) and :class:`BytesOnlyDisk` makes sure only bytes cross into it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
+import re
+import sqlite3
+import stat
 import threading
+import time
+import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, get_args
 
+import diskcache
 import torch
+from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
+
+from .errors import CacheError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,7 @@ class StoreStats:
     evictions: int = 0
     rejected: int = 0  # entries found unreadable (bad header, checksum, shape) and dropped
     bytes: int = 0  # bytes currently held
+    write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors)
 
 
 class PrefixStore(ABC):
@@ -97,3 +116,462 @@ class MemoryPrefixStore(PrefixStore):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The on-disk store.
+#
+# The codec imports PrefixEntry from this module, so it is imported here, below PrefixEntry, and as a
+# module: whichever of the two is imported first, its functions are only looked up when a store runs.
+from . import prefix_codec as _codec  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# The names diskcache.Disk.filename gives value files: two levels of two hex digits, then 28 hex digits.
+_VALUE_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val")
+_HEX_DIR = re.compile(r"[0-9a-f]{2}")
+_ORPHAN_MIN_AGE_S = 15 * 60  # seconds; a writer commits its row within `timeout` of writing the value file
+
+
+class _RefusedValue(CacheError):
+    """A row the store will not serve: not bytes, not a value file diskcache made, or a pickle."""
+
+
+class BytesOnlyDisk(diskcache.Disk):
+    """A ``diskcache.Disk`` that moves bytes values under str keys, and nothing else.
+
+    The stock Disk pickles every value that is not bytes, str, int or float when storing, and unpickles
+    rows whose mode is ``MODE_PICKLE`` (and keys whose ``raw`` is 0, when iterating) when reading. A
+    cache directory is data that any process able to write it can change, and unpickling a planted row
+    runs whatever code it names. So this Disk stores only bytes (small ones in the row, ``MODE_RAW``,
+    the rest in value files, ``MODE_BINARY``) and its ``fetch`` refuses every other row with
+    :class:`CacheError` instead of decoding it: text, pickles, unknown modes, non-bytes ``MODE_RAW``
+    values, and file names diskcache would not have made (``../`` or absolute paths).
+    """
+
+    def __init__(self, directory: str, min_file_size: int = 2**15, pickle_protocol: int = 0, **_: Any) -> None:
+        # Extra ``disk_*`` settings read from the database are ignored rather than failing the open.
+        super().__init__(directory, min_file_size=min_file_size, pickle_protocol=pickle_protocol)
+        self._local = threading.local()  # value files this thread stored since the last take_stored()
+
+    def put(self, key: Any) -> tuple[str, bool]:
+        if type(key) is not str:
+            raise TypeError(f"prefix store keys are str digests, got {type(key).__name__}")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> str:
+        if not raw or type(key) is not str:
+            raise _RefusedValue("row key is not a text key (pickled keys are never loaded)")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
+        if type(value) is not bytes or read:
+            raise TypeError(f"the prefix store keeps bytes from the codec only, got {type(value).__name__}")
+        if len(value) < self.min_file_size:
+            return 0, MODE_RAW, None, sqlite3.Binary(value)
+        filename, full_path = self.filename(key, value)
+        try:
+            self._write(full_path, io.BytesIO(value), "xb")
+        except BaseException:
+            self.remove(filename)  # a partial file (full disk) would otherwise stay behind, unreferenced
+            raise
+        self._stored().append(filename)
+        return len(value), MODE_BINARY, filename, None
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes:
+        if read:
+            raise _RefusedValue("file handles are not served; values are read whole")
+        if mode == MODE_RAW:
+            if not isinstance(value, (bytes, memoryview)):
+                raise _RefusedValue(f"row holds a {type(value).__name__}, not bytes")
+            return bytes(value)
+        if mode == MODE_BINARY:
+            return self._read_value_file(filename)
+        raise _RefusedValue(f"row has mode {mode!r}; only raw bytes and value files are read, never pickles")
+
+    def remove(self, file_path: str | None) -> None:
+        if file_path is None:
+            return
+        if not self.is_value_file(file_path):
+            logger.warning("not removing %r: not a value file name of %s", file_path, self._directory)
+            return
+        super().remove(file_path)
+
+    def is_value_file(self, filename: object) -> bool:
+        """Whether ``filename`` is a name diskcache gives value files, relative to the cache directory."""
+        return isinstance(filename, str) and _VALUE_FILE.fullmatch(filename.replace(os.sep, "/")) is not None
+
+    def take_stored(self) -> list[str]:
+        """The value files this thread stored since the last call (removed when their row did not commit)."""
+        stored = self._stored()
+        taken = list(stored)
+        stored.clear()
+        return taken
+
+    def _stored(self) -> list[str]:
+        stored = getattr(self._local, "stored", None)
+        if stored is None:
+            stored = self._local.stored = []
+        return stored
+
+    def _read_value_file(self, filename: str | None) -> bytes:
+        if not self.is_value_file(filename):
+            raise _RefusedValue(f"row names value file {filename!r}, not one this cache would have written")
+        assert filename is not None
+        path = os.path.join(self._directory, filename)
+        # O_NOFOLLOW and O_NONBLOCK: a planted symlink (to /dev/zero, say) or FIFO must not hang the read.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            descriptor = os.open(path, flags)
+        except OSError as error:
+            raise _RefusedValue(f"value file {filename} cannot be opened: {error}") from error
+        with open(descriptor, "rb") as reader:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise _RefusedValue(f"value file {filename} is not a regular file")
+            try:
+                return reader.read()
+            except OSError as error:
+                raise _RefusedValue(f"value file {filename} cannot be read: {error}") from error
+
+
+def _sql(cache: diskcache.Cache) -> Any:
+    """The cache's SQLite ``execute`` for this thread.
+
+    diskcache has no public call to read one row by rowid or to remove a single least-recently-used row;
+    these statements run on its own connection, inside ``cache.transact()`` where they change anything.
+    """
+    return cache._sql
+
+
+class DiskPrefixStore(PrefixStore):
+    """Prefix entries as codec bytes in a ``diskcache.Cache`` directory: across calls, processes, restarts.
+
+    Reads never raise on bad data: a missing, truncated or altered value file, a damaged or planted row,
+    or a blob the codec rejects is deleted, counted in ``stats.rejected``, logged, and served as a miss.
+    Writes never raise on a bad disk: a read-only or full directory, or SQLite errors, give one
+    ``RuntimeWarning`` per store and the store goes on without caching; a directory that cannot be
+    opened at all makes a store that only misses. ``put`` raises only for an entry the codec cannot
+    encode (:class:`CacheError`) and for a key that is not a str (``TypeError``): bugs in the caller.
+
+    Several processes may share one directory (diskcache serializes writers through SQLite). Each put is
+    one ``Cache.set``: the value file is written under a fresh name first and the row that points at it
+    commits in one SQLite transaction, so a writer killed at any point leaves the old row or no row, at
+    worst with an unreferenced file that :meth:`verify` and :meth:`clear` remove later.
+
+    Eviction removes least-recently-used entries (``get`` refreshes ``access_time``) after each put until
+    ``Cache.volume()`` (database pages plus value files) is at most ``size_limit``, never the entry just
+    written; an entry whose blob alone exceeds ``size_limit`` is not stored. diskcache's own cull is off
+    (``cull_limit=0``: it would drop ten rows at once), so ``stats.evictions`` counts exactly the rows
+    this store removed. ``stats`` counts this instance's calls only; ``bytes`` is the shared volume.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size_limit: int = 8 * 2**30,
+        storage: _codec.Storage = "float32",
+        min_file_size: int = 2**15,
+        timeout: float = 60.0,
+    ) -> None:
+        if not isinstance(size_limit, int) or size_limit <= 0:
+            raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
+        if storage not in get_args(_codec.Storage):
+            raise ConfigError(f"storage {storage!r} is unknown; use one of {', '.join(get_args(_codec.Storage))}")
+        if not isinstance(min_file_size, int) or min_file_size < 0:
+            raise ConfigError(f"min_file_size {min_file_size!r} must be a number of bytes >= 0")
+        self.directory = os.fspath(directory)
+        self.size_limit = size_limit  # bytes of database pages plus value files
+        self.storage = storage
+        self._stats = StoreStats()
+        self._lock = threading.Lock()
+        self._warned = False
+        self._cache: diskcache.Cache | None
+        try:
+            self._cache = diskcache.Cache(
+                self.directory,
+                timeout=timeout,  # seconds to wait for another process's lock before giving up
+                disk=BytesOnlyDisk,
+                size_limit=size_limit,
+                eviction_policy="least-recently-used",  # get() refreshes access_time inside a transaction
+                cull_limit=0,  # diskcache's cull would drop ten rows at once; _evict drops one at a time
+                statistics=0,  # hits and misses live in StoreStats, per instance
+                disk_min_file_size=min_file_size,  # bytes; smaller blobs stay in the SQLite row
+            )
+        except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            self._cache = None
+            self._warn_once(error, what="cannot be opened", stacklevel=3)
+        else:
+            self._refresh_bytes()
+
+    # -- PrefixStore ---------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> StoreStats:  # type: ignore[override]
+        """This instance's counters; ``bytes`` is re-read from the shared cache on each access."""
+        self._refresh_bytes()
+        return self._stats
+
+    @property
+    def available(self) -> bool:
+        """False when the directory could not be opened and the store only misses."""
+        return self._cache is not None
+
+    def get(self, key: str) -> PrefixEntry | None:
+        cache = self._cache
+        if cache is None:
+            return self._miss()
+        try:
+            # With the LRU policy diskcache reads the row and its value file inside one write transaction,
+            # so a file missing here is lost, not one that a concurrent writer just replaced.
+            data = cache.get(key, default=None)
+        except _RefusedValue as error:
+            self._reject(key, error)
+            return None
+        except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            logger.warning("prefix cache %s: reading %s failed (%s); counted as a miss", self.directory, key, error)
+            return self._miss()
+        if data is None:
+            return self._miss()
+        try:
+            entry = _codec.decode_entry(data)
+        except CacheError as error:
+            # Decoding runs outside the lock. A concurrent put of the same key may be deleted with the bad
+            # row; keys are content digests, so that only costs one recomputation.
+            self._reject(key, error)
+            return None
+        with self._lock:
+            self._stats.hits += 1
+        return entry
+
+    def put(self, key: str, entry: PrefixEntry) -> None:
+        if type(key) is not str:
+            raise TypeError(f"prefix store keys are str digests, got {type(key).__name__}")
+        data = _codec.encode_entry(entry, storage=self.storage)
+        cache = self._cache
+        if cache is None:
+            self._write_failed(None, what="cannot be opened")
+            return
+        if len(data) > self.size_limit:
+            logger.warning(
+                "prefix cache %s: entry %s is %d bytes, more than size_limit %d; not stored",
+                self.directory,
+                key,
+                len(data),
+                self.size_limit,
+            )
+            return
+        disk: BytesOnlyDisk = cache.disk
+        disk.take_stored()
+        try:
+            cache.set(key, data)  # one transaction: the old row or the new one, never half of either
+        except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            for filename in disk.take_stored():
+                disk.remove(filename)  # its row never committed
+            cache.close()  # a failed COMMIT can leave this thread's connection inside a transaction
+            self._write_failed(error, what="cannot be written")
+            return
+        disk.take_stored()
+        with self._lock:
+            self._stats.writes += 1
+        try:
+            evicted = self._evict(cache, keep=key)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            cache.close()
+            self._write_failed(error, what="cannot evict old entries")
+            return
+        with self._lock:
+            self._stats.evictions += evicted
+
+    def __contains__(self, key: object) -> bool:
+        """Whether a row exists for ``key``; cheap, so the value is not read or checked."""
+        cache = self._cache
+        if cache is None or type(key) is not str:
+            return False
+        try:
+            return key in cache
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            return False
+
+    def __len__(self) -> int:
+        """Rows in the shared cache, unchecked."""
+        cache = self._cache
+        if cache is None:
+            return 0
+        try:
+            return len(cache)
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            return 0
+
+    def close(self) -> None:
+        """Close this thread's SQLite connection; a later call reopens it, as diskcache does."""
+        if self._cache is not None:
+            self._cache.close()
+
+    def __enter__(self) -> DiskPrefixStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DiskPrefixStore({self.directory!r}, size_limit={self.size_limit}, storage={self.storage!r})"
+
+    # -- maintenance ---------------------------------------------------------------------------------
+
+    def verify(self) -> tuple[int, int]:
+        """Read and decode every entry, delete the unreadable ones: ``(ok, dropped)``.
+
+        Each row is checked inside its own transaction (header, checksum and tensors, via the codec) and
+        does not count as a use for eviction. Value files no row points at, left by writers that died
+        more than 15 minutes ago, are removed too. SQLite and file-system errors are raised.
+        """
+        cache = self._cache
+        if cache is None:
+            return 0, 0
+        ok = dropped = 0
+        last_rowid = 0
+        while True:
+            batch = _sql(cache)(
+                "SELECT rowid FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 100", (last_rowid,)
+            ).fetchall()
+            if not batch:
+                break
+            for (rowid,) in batch:
+                last_rowid = rowid
+                verdict = self._verify_row(cache, rowid)
+                ok += verdict is True
+                dropped += verdict is False
+        self._remove_orphan_files(cache)
+        return ok, dropped
+
+    def clear(self) -> int:
+        """Remove every entry (and old unreferenced value files); returns how many entries there were."""
+        cache = self._cache
+        if cache is None:
+            return 0
+        count = cache.clear(retry=True)  # batches of 100 rows; their files go through BytesOnlyDisk.remove
+        self._remove_orphan_files(cache)
+        return int(count)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _miss(self) -> None:
+        with self._lock:
+            self._stats.misses += 1
+        return None
+
+    def _reject(self, key: str, reason: BaseException) -> None:
+        with self._lock:
+            self._stats.rejected += 1
+            self._stats.misses += 1
+        logger.warning("prefix cache %s: dropping unreadable entry %s: %s", self.directory, key, reason)
+        assert self._cache is not None
+        try:
+            self._cache.delete(key, retry=True)
+        except (OSError, sqlite3.Error) as error:
+            logger.warning("prefix cache %s: could not delete entry %s: %s", self.directory, key, error)
+
+    def _write_failed(self, error: BaseException | None, *, what: str) -> None:
+        with self._lock:
+            self._stats.write_failures += 1
+        self._warn_once(error, what=what, stacklevel=4)
+
+    def _warn_once(self, error: BaseException | None, *, what: str, stacklevel: int) -> None:
+        with self._lock:
+            first, self._warned = not self._warned, True
+        if first:
+            warnings.warn(
+                f"prefix cache directory {self.directory!r} {what} ({error}); reranking goes on without "
+                "caching those prefixes, and further failures of this store are not warned about. "
+                "Check the directory's permissions and free space, or pass another cache directory.",
+                RuntimeWarning,
+                stacklevel=stacklevel,  # the caller of the store method
+            )
+        else:
+            logger.debug("prefix cache %s %s: %s", self.directory, what, error)
+
+    def _refresh_bytes(self) -> None:
+        if self._cache is None:
+            return
+        try:
+            volume = self._cache.volume()
+        except (OSError, sqlite3.Error):
+            return
+        with self._lock:
+            self._stats.bytes = int(volume)
+
+    def _evict(self, cache: diskcache.Cache, keep: str) -> int:
+        """Remove least-recently-used rows, never ``keep``, until the volume is within size_limit."""
+        sql = _sql(cache)
+        evicted: list[str | None] = []
+        with cache.transact():
+            over = cache.volume() - self.size_limit  # bytes
+            while over > 0:
+                # Rows held in the database free their pages only at commit, so count their value length.
+                rows = sql(
+                    "SELECT rowid, filename, size + COALESCE(length(value), 0) FROM Cache"
+                    " WHERE NOT (key = ? AND raw = 1) ORDER BY access_time LIMIT 16",
+                    (keep,),
+                ).fetchall()
+                if not rows:
+                    break
+                for rowid, filename, nbytes in rows:
+                    sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+                    evicted.append(filename)
+                    over -= int(nbytes or 0)
+                    if over <= 0:
+                        break
+        for filename in evicted:  # after the commit, as diskcache does: a rollback keeps its files
+            cache.disk.remove(filename)
+        return len(evicted)
+
+    def _verify_row(self, cache: diskcache.Cache, rowid: int) -> bool | None:
+        """True if the row decodes, False if it was dropped, None if it vanished meanwhile."""
+        disk: BytesOnlyDisk = cache.disk
+        sql = _sql(cache)
+        with cache.transact(retry=True):
+            rows = sql("SELECT key, raw, mode, filename, value FROM Cache WHERE rowid = ?", (rowid,)).fetchall()
+            if not rows:
+                return None
+            ((key, raw, mode, filename, value),) = rows
+            try:
+                disk.get(key, raw)
+                _codec.decode_entry(disk.fetch(mode, filename, value, False))
+                return True
+            except CacheError as error:
+                sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+                reason = error
+        disk.remove(filename)
+        with self._lock:
+            self._stats.rejected += 1
+        shown = key if isinstance(key, str) else f"<{type(key).__name__} key>"
+        logger.warning("prefix cache %s: dropping unreadable entry %s: %s", self.directory, shown, reason)
+        return False
+
+    def _remove_orphan_files(self, cache: diskcache.Cache) -> int:
+        """Remove value files that no row names and that are older than any live writer's."""
+        disk: BytesOnlyDisk = cache.disk
+        rows = _sql(cache)("SELECT filename FROM Cache WHERE filename IS NOT NULL").fetchall()
+        referenced = {filename.replace(os.sep, "/") for (filename,) in rows if isinstance(filename, str)}
+        cutoff = time.time() - _ORPHAN_MIN_AGE_S
+        removed = 0
+        for top in _hex_dirs(self.directory):
+            for middle in _hex_dirs(top.path):
+                with os.scandir(middle.path) as files:
+                    for file in files:
+                        name = f"{top.name}/{middle.name}/{file.name}"
+                        if name in referenced or not disk.is_value_file(name):
+                            continue
+                        if file.stat(follow_symlinks=False).st_mtime > cutoff:
+                            continue  # possibly a writer between its file and its row
+                        disk.remove(os.path.join(top.name, middle.name, file.name))
+                        removed += 1
+        if removed:
+            logger.warning("prefix cache %s: removed %d unreferenced value files", self.directory, removed)
+        return removed
+
+
+def _hex_dirs(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as entries:
+        return [e for e in entries if _HEX_DIR.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]

@@ -1,0 +1,115 @@
+"""``minirerank cache stats|verify|clear`` on a directory holding good, damaged and planted entries."""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import torch
+
+from minirerank_integrations.cli import build_parser, main
+from minirerank_integrations.prefix_store import DiskPrefixStore, PrefixEntry
+
+
+def entry_for(seed: int) -> PrefixEntry:
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(1, 2, 64, 64, generator=generator)
+    values = torch.randn(1, 2, 64, 64, generator=generator)
+    return PrefixEntry(keys=keys, values=values, length=64, next_position=seed)
+
+
+class _Plant:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def damaged_cache(tmp_path: Path) -> tuple[Path, Path]:
+    """A cache with 3 good entries, 1 flipped value file and 1 planted pickle row; and the pickle's marker."""
+    directory = tmp_path / "cache"
+    with DiskPrefixStore(directory) as store:
+        for seed in range(4):
+            store.put(f"k{seed}", entry_for(seed))
+    marker = tmp_path / "marker"
+    with closing(sqlite3.connect(directory / "cache.db")) as con:
+        ((filename,),) = con.execute("SELECT filename FROM Cache WHERE key = 'k1'").fetchall()
+        now = time.time()
+        con.execute(
+            "INSERT INTO Cache (key, raw, store_time, access_time, access_count, size, mode, value)"
+            " VALUES ('planted', 1, ?, ?, 0, 0, 4, ?)",
+            (now, now, pickle.dumps(_Plant(marker))),
+        )
+        con.commit()
+    path = directory / filename
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0x40
+    path.write_bytes(bytes(data))
+    return directory, marker
+
+
+def test_stats_verify_clear(damaged_cache: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    directory, marker = damaged_cache
+    args = ["--cache-dir", str(directory)]
+
+    assert main(["cache", "stats", *args]) == 0
+    out = capsys.readouterr().out
+    assert "entries: 5" in out and f"directory: {directory}" in out
+    assert int(out.split("bytes: ")[1].split()[0]) > 4 * 64 * 64 * 2 * 2 * 4
+
+    assert main(["cache", "verify", *args]) == 1  # entries were dropped
+    out = capsys.readouterr().out
+    assert "ok: 3" in out and "dropped: 2" in out
+    assert main(["cache", "verify", *args]) == 0  # nothing left to drop
+    assert "dropped: 0" in capsys.readouterr().out
+
+    assert main(["cache", "stats", *args]) == 0
+    assert "entries: 3" in capsys.readouterr().out
+    assert main(["cache", "clear", *args]) == 0
+    assert "removed: 3" in capsys.readouterr().out
+    assert main(["cache", "stats", *args]) == 0
+    assert "entries: 0" in capsys.readouterr().out
+    assert not marker.exists()  # the planted pickle was never loaded
+
+
+def test_good_entries_survive_verify(damaged_cache: tuple[Path, Path]) -> None:
+    directory, _ = damaged_cache
+    assert main(["cache", "verify", "--cache-dir", str(directory)]) == 1
+    store = DiskPrefixStore(directory)
+    for seed in (0, 2, 3):
+        got = store.get(f"k{seed}")
+        assert got is not None and torch.equal(got.keys, entry_for(seed).keys)
+    assert store.get("k1") is None and store.get("planted") is None
+
+
+def test_missing_cache_directory_is_reported_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    for action in ("stats", "verify", "clear"):
+        assert main(["cache", action, "--cache-dir", str(missing)]) == 2
+        assert "no prefix cache" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_unopenable_cache_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.warns(RuntimeWarning):
+        assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 2
+    assert "cannot be opened" in capsys.readouterr().err
+
+
+def test_parser_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["cache", "verify", "--cache-dir", "somewhere"])
+    assert (args.command, args.cache_command, args.cache_dir) == ("cache", "verify", "somewhere")
+    assert callable(args.handler)
+    for argv in ([], ["cache"], ["cache", "stats"], ["cache", "shrink", "--cache-dir", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()

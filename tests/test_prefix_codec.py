@@ -1,0 +1,335 @@
+"""Prefix codec: exact round trips, measured error bounds of the lossy modes, and every kind of damage."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save as safetensors_save
+
+from minirerank_integrations.errors import CacheError, ConfigError
+from minirerank_integrations.prefix_codec import CODEC_VERSION, _pack, decode_entry, encode_entry
+from minirerank_integrations.prefix_store import PrefixEntry
+
+PREFIX = struct.Struct(">4sHI")
+
+
+def make_entry(
+    dtype: torch.dtype = torch.float32,
+    shape: tuple[int, int, int, int] = (2, 3, 7, 16),
+    seed: int = 0,
+    next_position: int = 11,
+) -> PrefixEntry:
+    generator = torch.Generator().manual_seed(seed)
+    band_layers, kv_heads, length, head_dim = shape
+    # keys with an outlier channel, as real post-RoPE keys have
+    keys = torch.randn(shape, generator=generator) * torch.linspace(0.1, 8.0, head_dim)
+    values = torch.randn(shape, generator=generator) * 2.0
+    return PrefixEntry(keys=keys.to(dtype), values=values.to(dtype), length=length, next_position=next_position)
+
+
+def split(blob: bytes) -> tuple[bytes, dict, bytes]:
+    magic, version, header_length = PREFIX.unpack_from(blob)
+    header = json.loads(blob[PREFIX.size : PREFIX.size + header_length])
+    return magic, header, blob[PREFIX.size + header_length :]
+
+
+def join(header: dict, payload: bytes, magic: bytes = b"MRPX", version: int = CODEC_VERSION) -> bytes:
+    header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return PREFIX.pack(magic, version, len(header_bytes)) + header_bytes + payload
+
+
+# -- round trips ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "storage"),
+    [
+        (torch.float32, "float32"),
+        (torch.bfloat16, "float32"),
+        (torch.float16, "float32"),
+        (torch.bfloat16, "bfloat16"),
+        (torch.float16, "float16"),
+    ],
+)
+def test_lossless_modes_round_trip_bit_exact(dtype: torch.dtype, storage: str) -> None:
+    entry = make_entry(dtype)
+    decoded = decode_entry(encode_entry(entry, storage=storage))  # type: ignore[arg-type]
+    assert decoded.keys.dtype == dtype and decoded.values.dtype == dtype
+    assert torch.equal(decoded.keys, entry.keys) and torch.equal(decoded.values, entry.values)
+    assert (decoded.length, decoded.next_position) == (entry.length, entry.next_position)
+
+
+def test_float32_mode_keeps_nan_and_inf_bits() -> None:
+    entry = make_entry()
+    entry.keys[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    decoded = decode_entry(encode_entry(entry))
+    assert torch.equal(decoded.keys.view(torch.int32), entry.keys.view(torch.int32))
+
+
+def test_non_contiguous_input_round_trips() -> None:
+    base = make_entry(shape=(2, 7, 3, 16))
+    keys = base.keys.transpose(1, 2)  # [2, 3, 7, 16], not contiguous
+    values = base.values.transpose(1, 2)
+    entry = PrefixEntry(keys=keys, values=values, length=7, next_position=3)
+    decoded = decode_entry(encode_entry(entry, storage="float32"))
+    assert torch.equal(decoded.keys, keys) and torch.equal(decoded.values, values)
+
+
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "float16", "int8"])
+def test_keys_and_values_sharing_one_tensor_round_trip(storage: str) -> None:
+    cache = make_entry(shape=(4, 3, 7, 16)).keys  # [2 * band_layers, kv_heads, length, head_dim]
+    entry = PrefixEntry(keys=cache[:2], values=cache[2:], length=7, next_position=0)
+    same = PrefixEntry(keys=cache[:2], values=cache[:2], length=7, next_position=0)
+    for shared in (entry, same):
+        decoded = decode_entry(encode_entry(shared, storage="float32"))
+        assert torch.equal(decoded.keys, shared.keys) and torch.equal(decoded.values, shared.values)
+        assert decode_entry(encode_entry(shared, storage=storage)).keys.shape == (2, 3, 7, 16)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "float16", "int8"])
+def test_empty_prefix_round_trips(storage: str) -> None:
+    entry = make_entry(shape=(2, 3, 0, 16), next_position=0)
+    decoded = decode_entry(encode_entry(entry, storage=storage))  # type: ignore[arg-type]
+    assert decoded.keys.shape == (2, 3, 0, 16) and decoded.length == 0
+
+
+def test_blob_is_deterministic() -> None:
+    entry = make_entry()
+    assert encode_entry(entry, storage="int8") == encode_entry(entry, storage="int8")
+
+
+# -- measured error bounds (the ones the codec's docstring states) ---------------------------------------
+
+
+def test_float16_storage_error_bound() -> None:
+    entry = make_entry()
+    keys = entry.keys.clone()
+    keys[0, 0, 0, :4] = torch.tensor([1e-6, -3e-7, 60000.0, 1e-9])  # subnormal and near-max float16
+    entry = PrefixEntry(keys=keys, values=entry.values, length=entry.length, next_position=entry.next_position)
+    decoded = decode_entry(encode_entry(entry, storage="float16"))
+    assert decoded.keys.dtype == torch.float32
+    for original, restored in ((entry.keys, decoded.keys), (entry.values, decoded.values)):
+        error = (original - restored).abs()
+        bound = torch.maximum(original.abs() * 2**-11, torch.tensor(2**-25))
+        assert bool((error <= bound).all()), float((error - bound).max())
+        assert float(error.max()) > 0  # float32 inputs really were rounded
+
+
+def test_bfloat16_storage_error_bound() -> None:
+    entry = make_entry()
+    decoded = decode_entry(encode_entry(entry, storage="bfloat16"))
+    for original, restored in ((entry.keys, decoded.keys), (entry.values, decoded.values)):
+        error = (original - restored).abs()
+        assert bool((error <= original.abs() * 2**-8).all())
+        assert float(error.max()) > 0
+
+
+def _int8_scales(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    return tensor.float().abs().amax(dim=dim, keepdim=True) / 127
+
+
+def test_int8_error_is_at_most_half_a_scale_per_group() -> None:
+    entry = make_entry(shape=(2, 4, 33, 32))
+    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    assert decoded.keys.dtype == torch.float32
+    key_scales = _int8_scales(entry.keys, dim=2)  # one per (layer, head, channel)
+    value_scales = _int8_scales(entry.values, dim=3)  # one per (layer, head, token)
+    key_error = (entry.keys - decoded.keys).abs()
+    value_error = (entry.values - decoded.values).abs()
+    slack = 1e-6  # float32 arithmetic in the division and the product
+    assert bool((key_error <= key_scales / 2 * (1 + slack)).all())
+    assert bool((value_error <= value_scales / 2 * (1 + slack)).all())
+    # the bound is tight enough to mean something: errors reach a good part of it
+    assert float((key_error / key_scales).max()) > 0.4
+
+
+def test_int8_bound_for_bfloat16_entries_adds_half_an_ulp() -> None:
+    entry = make_entry(torch.bfloat16, shape=(2, 4, 33, 32))
+    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    assert decoded.keys.dtype == torch.bfloat16
+    for original, restored, dim in ((entry.keys, decoded.keys, 2), (entry.values, decoded.values, 3)):
+        error = (original.float() - restored.float()).abs()
+        bound = _int8_scales(original, dim) / 2 * (1 + 1e-6) + restored.float().abs() * 2**-8
+        assert bool((error <= bound).all())
+
+
+def test_int8_handles_all_zero_groups() -> None:
+    entry = make_entry()
+    entry.keys[:, :, :, 0] = 0  # a key channel that is zero on every token
+    entry.values[:, :, 0, :] = 0  # a value token that is all zeros
+    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    assert bool((decoded.keys[:, :, :, 0] == 0).all()) and bool((decoded.values[:, :, 0, :] == 0).all())
+    assert bool(torch.isfinite(decoded.keys).all())
+
+
+def test_lossy_modes_refuse_values_they_cannot_hold() -> None:
+    entry = make_entry()
+    entry.keys[0, 0, 0, 0] = 70000.0
+    with pytest.raises(CacheError, match="float16"):
+        encode_entry(entry, storage="float16")
+    entry.keys[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CacheError, match="finite"):
+        encode_entry(entry, storage="int8")
+
+
+def test_int8_blob_is_smaller() -> None:
+    entry = make_entry(shape=(2, 4, 64, 64))
+    assert len(encode_entry(entry, storage="int8")) < 0.3 * len(encode_entry(entry, storage="float32"))
+
+
+# -- bad entries on encode ---------------------------------------------------------------------------------
+
+
+def test_encode_rejects_malformed_entries() -> None:
+    good = make_entry()
+    bad = [
+        PrefixEntry(keys=good.keys[0], values=good.values[0], length=7, next_position=0),  # 3-D
+        PrefixEntry(keys=good.keys, values=good.values[:, :, :5], length=7, next_position=0),
+        PrefixEntry(keys=good.keys, values=good.values.double(), length=7, next_position=0),
+        PrefixEntry(keys=good.keys.double(), values=good.values.double(), length=7, next_position=0),
+        PrefixEntry(keys=good.keys, values=good.values, length=6, next_position=0),
+        PrefixEntry(keys=good.keys, values=good.values, length=7, next_position=-1),
+        PrefixEntry(keys=good.keys, values=good.values, length=True, next_position=0),  # type: ignore[arg-type]
+    ]
+    for entry in bad:
+        with pytest.raises(CacheError):
+            encode_entry(entry)
+    with pytest.raises(ConfigError, match="int4"):
+        encode_entry(good, storage="int4")  # type: ignore[arg-type]
+
+
+# -- damage on decode ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_every_tampered_header_field_is_refused(storage: str) -> None:
+    blob = encode_entry(make_entry(), storage=storage)  # type: ignore[arg-type]
+    magic, header, payload = split(blob)
+    assert decode_entry(join(header, payload)) is not None  # the test's re-assembly is faithful
+    changes = {
+        "format": [CODEC_VERSION + 1, str(CODEC_VERSION), None, float(CODEC_VERSION)],
+        "storage": ["float16" if storage != "float16" else "float32", "int4", 1],
+        "dtype": ["float16", "float64", None],
+        "shape": [[2, 3, 7, 15], [2, 3, 7], [2, 3, 7, 16, 1], [2, 3, 7, -16], "2,3,7,16", [2, 3, 7, True]],
+        "length": [header["length"] + 1, header["length"] - 1, str(header["length"]), True],
+        "next_position": [header["next_position"] + 1, -1, None, 1.5],
+        "payload_bytes": [header["payload_bytes"] + 1, header["payload_bytes"] - 1, -1, None],
+        "checksum": [header["checksum"][:-1] + ("0" if header["checksum"][-1] != "0" else "1"), "", 0],
+    }
+    assert set(changes) == set(header)  # every field of the format is covered
+    for field, replacements in changes.items():
+        for replacement in replacements:
+            tampered = dict(header, **{field: replacement})
+            with pytest.raises(CacheError):
+                decode_entry(join(tampered, payload))
+    missing = {k: v for k, v in header.items() if k != "length"}
+    extra = dict(header, comment="hi")
+    for tampered in (missing, extra):
+        with pytest.raises(CacheError, match="fields"):
+            decode_entry(join(tampered, payload))
+
+
+def test_fixed_prefix_damage_is_refused() -> None:
+    blob = encode_entry(make_entry())
+    magic, header, payload = split(blob)
+    header_length = PREFIX.unpack_from(blob)[2]
+    body = blob[PREFIX.size :]
+    cases = {
+        "magic": b"MRPY" + blob[4:],
+        "version": PREFIX.pack(b"MRPX", CODEC_VERSION + 1, header_length) + body,
+        "version zero": PREFIX.pack(b"MRPX", 0, header_length) + body,
+        "header longer": PREFIX.pack(b"MRPX", CODEC_VERSION, header_length + 1) + body,
+        "header shorter": PREFIX.pack(b"MRPX", CODEC_VERSION, header_length - 1) + body,
+        "header huge": PREFIX.pack(b"MRPX", CODEC_VERSION, 2**31) + body,
+        "header not json": PREFIX.pack(b"MRPX", CODEC_VERSION, 4) + b"\xff\xfe{[" + payload,
+        "header a list": join([], payload),  # type: ignore[arg-type]
+        "trailing byte": blob + b"\x00",
+    }
+    for name, damaged in cases.items():
+        with pytest.raises(CacheError):
+            decode_entry(damaged)
+        assert name
+
+
+def test_flipped_payload_bytes_are_refused() -> None:
+    blob = encode_entry(make_entry(), storage="int8")
+    payload_start = len(blob) - split(blob)[2].__len__()
+    for position in (payload_start, payload_start + 9, (payload_start + len(blob)) // 2, len(blob) - 1):
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x01
+        with pytest.raises(CacheError, match="checksum"):
+            decode_entry(bytes(damaged))
+    # a flipped bit in the header's JSON text is refused as well
+    damaged = bytearray(blob)
+    damaged[PREFIX.size + 30] ^= 0x01
+    with pytest.raises(CacheError):
+        decode_entry(bytes(damaged))
+
+
+def test_truncated_blobs_are_refused() -> None:
+    blob = encode_entry(make_entry())
+    for size in (0, 1, 4, 9, 10, 40, PREFIX.size + 150, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(CacheError):
+            decode_entry(blob[:size])
+
+
+def test_non_bytes_are_refused() -> None:
+    with pytest.raises(CacheError, match="bytes"):
+        decode_entry("MRPX")  # type: ignore[arg-type]
+
+
+def _forge(tensors: dict[str, torch.Tensor], **header_changes: object) -> bytes:
+    """A blob with a valid checksum whose tensors need not match its header."""
+    payload = safetensors_save(tensors)
+    header = {
+        "format": CODEC_VERSION,
+        "storage": "float32",
+        "dtype": "float32",
+        "shape": [2, 3, 7, 16],
+        "length": 7,
+        "next_position": 0,
+        "payload_bytes": len(payload),
+    }
+    header.update(header_changes)
+    return _pack(header, payload)
+
+
+def test_payload_tensors_must_match_header_even_with_a_valid_checksum() -> None:
+    keys, values = torch.zeros(2, 3, 7, 16), torch.ones(2, 3, 7, 16)
+    assert decode_entry(_forge({"keys": keys, "values": values})).length == 7  # the forger is faithful
+    forgeries = {
+        "wrong name": _forge({"keys": keys, "vals": values}),
+        "extra tensor": _forge({"keys": keys, "values": values, "other": torch.ones(1)}),
+        "wrong dtype": _forge({"keys": keys, "values": values.half()}),
+        "wrong shape": _forge({"keys": keys, "values": torch.zeros(2, 3, 8, 16)}),
+        "keys and values differ": _forge({"keys": keys, "values": torch.zeros(2, 3, 7, 8)}),
+        "int8 without scales": _forge({"keys": keys.to(torch.int8), "values": values.to(torch.int8)}, storage="int8"),
+        "int8 negative scale": _forge(
+            {
+                "keys": keys.to(torch.int8),
+                "values": values.to(torch.int8),
+                "keys_scale": -torch.ones(2, 3, 1, 16),
+                "values_scale": torch.ones(2, 3, 7, 1),
+            },
+            storage="int8",
+        ),
+        "not safetensors": _pack(
+            {
+                "format": CODEC_VERSION,
+                "storage": "float32",
+                "dtype": "float32",
+                "shape": [2, 3, 7, 16],
+                "length": 7,
+                "next_position": 0,
+                "payload_bytes": 12,
+            },
+            b"not tensors!",
+        ),
+    }
+    for name, blob in forgeries.items():
+        with pytest.raises(CacheError):
+            decode_entry(blob)
+        assert name
