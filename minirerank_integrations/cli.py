@@ -1,4 +1,4 @@
-"""The ``minirerank`` command line: ``minirerank cache stats|verify|clear --cache-dir DIR``.
+"""The ``minirerank`` command line: ``demo``, ``rerank`` and ``cache stats|verify|clear --cache-dir DIR``.
 
 Each command group registers itself on the top-level subparsers through an ``_add_<group>_commands``
 function and sets ``handler`` (a function from the parsed arguments to an exit status); adding ``demo``,
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser; each subcommand sets ``handler`` in its defaults."""
     parser = argparse.ArgumentParser(prog="minirerank", description="Multimodal reranking on Qwen3-VL.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo_commands(commands)
+    _add_rerank_commands(commands)
     _add_cache_commands(commands)
     return parser
 
@@ -41,6 +43,68 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     return handler(args)
+
+
+# -- minirerank demo / rerank ----------------------------------------------------------------------------
+
+
+def _add_demo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="rerank a few pictures and passages with the paper and dense presets",
+        description="Rerank a few pictures and passages with the paper and dense presets, offline.",
+    )
+    demo.add_argument("--model", default=None, help="a Qwen3-VL checkpoint; default: a tiny offline one")
+    demo.add_argument("--query", action="append", default=None, help="a text query (repeatable)")
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    print(run_demo(args.model, queries=args.query))
+    return EXIT_OK
+
+
+def _add_rerank_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rerank = commands.add_parser(
+        "rerank",
+        help="rerank text and image candidates for one query; prints JSON lines, best first",
+        description="Rerank candidates for one query. Each --text or --image is one candidate.",
+    )
+    rerank.add_argument("--model", required=True, help="a Qwen3-VL checkpoint (folder or hub id)")
+    rerank.add_argument("--query", default="", help="the query text")
+    rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
+    rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
+    rerank.add_argument("--image", action="append", default=[], metavar="PATH", help="an image candidate")
+    rerank.add_argument("--config", default="paper", choices=["paper", "dense"], help="the preset")
+    rerank.add_argument("--top-n", type=int, default=None)
+    rerank.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
+    rerank.add_argument("--device", default="cpu")
+    rerank.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    rerank.set_defaults(handler=_rerank)
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    import json
+
+    from .errors import MiniRerankError
+    from .inputs import Candidate, Query
+    from .reranker import MiniReranker
+
+    candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
+    candidates += [Candidate(images=[p], id=p) for p in args.image]
+    try:
+        reranker = MiniReranker.from_pretrained(
+            args.model, config=args.config, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir
+        )
+        results = reranker.rerank(Query(text=args.query, images=args.query_image), candidates, top_n=args.top_n)
+    except MiniRerankError as exc:
+        print(f"minirerank: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for result in results:
+        print(json.dumps({"index": result.index, "id": result.id, "score": result.score}))
+    return EXIT_OK
 
 
 # -- minirerank cache ... ------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class MiniReranker:
         dtype: str | torch.dtype = "float32",
         cache_dir: str | Path | None = None,
         cache_size_limit: int | None = None,
+        cache_storage: Literal["float32", "float16", "bfloat16", "int8"] = "float32",
         embedder: str | Path | Backbone | None = None,
         image_fetcher: ImageFetcher | None = None,
     ) -> MiniReranker:
@@ -117,6 +118,8 @@ class MiniReranker:
             device, dtype: where and how the weights live; scores are computed in float32 regardless.
             cache_dir: a directory for the persistent prefix store; None keeps prefixes in memory.
             cache_size_limit: bytes the prefix store may hold.
+            cache_storage: precision of keys/values on disk; float16, bfloat16 and int8 trade a bounded
+                score deviation (see README) for a half or a quarter of the bytes.
             embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
             image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
         """
@@ -128,7 +131,7 @@ class MiniReranker:
             from .prefix_store import DiskPrefixStore
 
             kwargs = {} if cache_size_limit is None else {"size_limit": cache_size_limit}
-            store = DiskPrefixStore(cache_dir, **kwargs)
+            store = DiskPrefixStore(Path(cache_dir).expanduser(), storage=cache_storage, **kwargs)
         else:
             store = MemoryPrefixStore(**({} if cache_size_limit is None else {"size_limit": cache_size_limit}))
         return cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)

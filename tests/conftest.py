@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from PIL import Image, ImageDraw
+from pictures import drawn_image
+from PIL import Image
 
 from minirerank_integrations import MiniReranker
 from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
@@ -28,18 +28,6 @@ def model_path(request):
 @pytest.fixture
 def reranker(tiny4_path) -> MiniReranker:
     return MiniReranker.from_pretrained(tiny4_path, config="dense")
-
-
-def drawn_image(width: int, height: int, seed: int) -> Image.Image:
-    """A deterministic picture (sides multiples of 32, so the official resize keeps it as is)."""
-    generator = torch.Generator().manual_seed(seed)
-    colors = (torch.rand(4, 3, generator=generator) * 255).int().tolist()
-    image = Image.new("RGB", (width, height), tuple(colors[0]))
-    draw = ImageDraw.Draw(image)
-    for i, color in enumerate(colors[1:]):
-        x0, y0 = (i * 13) % (width // 2), (i * 7) % (height // 2)
-        draw.ellipse([x0, y0, x0 + width // 2, y0 + height // 2], fill=tuple(color))
-    return image
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,169 @@
+"""The engine on a persistent prefix store: reuse across instances and processes, exact keys, faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+from pictures import drawn_image
+
+from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
+from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
+
+
+def documents(n: int = 4, offset: int = 0) -> list[Candidate]:
+    sizes = [(64, 64), (96, 64), (128, 96), (64, 128)]
+    docs = [
+        Candidate(images=[drawn_image(*sizes[i % 4], seed=100 + offset + i)], id=f"d{offset + i}") for i in range(n)
+    ]
+    return docs + [Candidate(text=f"text document {offset}")]
+
+
+QUERY = Query(text="a red circle on the left")
+
+
+def test_hits_equal_misses_and_the_reference(tiny4_path, tmp_path):
+    docs = documents()
+    first = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=tmp_path / "cache")
+    computed = first.score([(QUERY, d) for d in docs])
+    assert first.counters.prefix_computations == len(docs)
+    first.store.close()
+
+    second = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=tmp_path / "cache")
+    cached = second.score([(QUERY, d) for d in docs])
+    assert (second.counters.prefix_computations, second.counters.prefix_hits) == (0, len(docs))
+    assert second.store.stats.hits == len(docs)
+    assert cached == pytest.approx(computed, abs=1e-6)
+    assert cached == pytest.approx(second.reference_scores([(QUERY, d) for d in docs]), abs=1e-4)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_persistent_cache import QUERY, documents
+    from minirerank_integrations import MiniReranker
+    reranker = MiniReranker.from_pretrained({model!r}, config="paper", cache_dir={cache!r})
+    docs = documents({n}, {offset})
+    scores = reranker.score([(QUERY, d) for d in docs])
+    print(json.dumps({{"scores": scores, "hits": reranker.counters.prefix_hits,
+                      "computed": reranker.counters.prefix_computations}}))
+    """
+)
+
+
+def _child(model, cache, n=4, offset=0) -> subprocess.Popen:
+    code = _CHILD.format(
+        tests=str(__import__("pathlib").Path(__file__).parent), model=str(model), cache=str(cache), n=n, offset=offset
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_fresh_process_reuses_the_directory(tiny4_path, tmp_path):
+    cache = tmp_path / "cache"
+    here = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
+    expected = here.score([(QUERY, d) for d in documents()])
+    here.store.close()
+    result = _result(_child(tiny4_path, cache))
+    assert (result["hits"], result["computed"]) == (len(expected), 0)
+    assert result["scores"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_four_processes_share_one_directory(tiny4_path, tmp_path):
+    cache = tmp_path / "cache"
+    plain = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    jobs = [(4, 0), (4, 0), (4, 2), (3, 5)]  # shared documents and some new ones
+    processes = [_child(tiny4_path, cache, n, offset) for n, offset in jobs]
+    results = [_result(p) for p in processes]
+    for (n, offset), result in zip(jobs, results):
+        expected = plain.score([(QUERY, d) for d in documents(n, offset)])
+        assert result["scores"] == pytest.approx(expected, abs=1e-6)
+    again = _result(_child(tiny4_path, cache, 4, 0))
+    assert again["computed"] == 0
+
+
+def _keys_differ(tiny4_path, tmp_path, **changes) -> tuple[int, int]:
+    cache = tmp_path / "cache"
+    docs = documents()
+    base = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
+    base.score([(QUERY, d) for d in docs])
+    base.store.close()
+    model = changes.pop("model", tiny4_path)
+    config = RerankConfig.preset("paper", 4, **changes) if changes else "paper"
+    other = MiniReranker.from_pretrained(model, config=config, cache_dir=cache)
+    other.score([(QUERY, d) for d in docs])
+    return other.counters.prefix_hits, other.counters.prefix_computations
+
+
+def test_other_weights_band_or_keep_ratio_miss(tiny4_path, tmp_path):
+    n = len(documents())
+    assert _keys_differ(tiny4_path, tmp_path / "same") == (n, 0)
+    assert _keys_differ(tiny4_path, tmp_path / "band", band=(0, 2)) == (0, n)
+    assert _keys_differ(tiny4_path, tmp_path / "keep", keep_ratio=0.25) == (0, n)
+    other = build_tiny_checkpoint(tmp_path / "other-weights", num_layers=4, seed=7)
+    assert _keys_differ(tiny4_path, tmp_path / "weights", model=other) == (0, n)
+
+
+def test_changed_pixels_miss(tiny4_path, tmp_path):
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=tmp_path / "cache")
+    image = drawn_image(64, 64, seed=5)
+    reranker.rerank(QUERY, [Candidate(images=[image])])
+    changed = image.copy()
+    changed.putpixel((0, 0), (1, 2, 3))
+    reranker.counters.reset()
+    reranker.rerank(QUERY, [Candidate(images=[image]), Candidate(images=[changed])])
+    assert (reranker.counters.prefix_hits, reranker.counters.prefix_computations) == (1, 1)
+
+
+def test_unusable_cache_directory_still_reranks_with_one_warning(tiny4_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=blocker / "cache")
+        first = reranker.rerank(QUERY, documents())
+        second = reranker.rerank(QUERY, documents())
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime) == 1, [str(w.message) for w in runtime]
+    plain = MiniReranker.from_pretrained(tiny4_path, config="paper").rerank(QUERY, documents())
+    assert [r.score for r in first] == pytest.approx([r.score for r in plain], abs=1e-6)
+    assert [r.score for r in second] == pytest.approx([r.score for r in plain], abs=1e-6)
+
+
+def test_precache_fills_the_store_and_resumes(tiny4_path, tmp_path):
+    docs = documents()
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=tmp_path / "cache")
+    assert reranker.precache(docs[:2], progress=False) == 2
+    assert reranker.precache(docs, progress=True) == len(docs) - 2  # already stored ones are skipped
+    reranker.counters.reset()
+    reranker.rerank(QUERY, docs)
+    assert (reranker.counters.prefix_hits, reranker.counters.prefix_computations) == (len(docs), 0)
+
+
+@pytest.mark.parametrize(("storage", "bound"), [("float16", 1e-4), ("bfloat16", 1e-3), ("int8", 2e-3)])
+def test_reduced_precision_storage_stays_within_its_documented_bound(tiny8_path, tmp_path, storage, bound):
+    docs = documents(4) + documents(4, offset=10)
+    pairs = [(QUERY, d) for d in docs]
+    exact = MiniReranker.from_pretrained(tiny8_path, config="paper").score(pairs)
+    writer = MiniReranker.from_pretrained(
+        tiny8_path, config="paper", cache_dir=tmp_path / storage, cache_storage=storage
+    )
+    writer.score(pairs)
+    writer.store.close()
+    reader = MiniReranker.from_pretrained(
+        tiny8_path, config="paper", cache_dir=tmp_path / storage, cache_storage=storage
+    )
+    lossy = reader.score(pairs)
+    assert reader.counters.prefix_hits == len(docs)
+    deviation = max(abs(a - b) for a, b in zip(exact, lossy))
+    assert deviation <= bound
