@@ -1,6 +1,7 @@
 """Bytes stored per document prefix: the `paper` preset against full-depth, full-token KV.
 
-Prints, for a few model shapes (the tiny test model and the real Qwen3-VL-Reranker-2B/8B shapes, computed
+Measures the encoded entry of a tiny offline model (the bytes a cache directory really holds), then
+estimates, for a few model shapes (the tiny test model and the real Qwen3-VL-Reranker-2B/8B shapes, computed
 from their configs without loading weights) and a document page of a given size, what one cached prefix
 costs under each configuration and storage precision.
 
@@ -10,10 +11,16 @@ costs under each configuration and storage precision.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
-from minirerank_integrations import RerankConfig
+from PIL import Image, ImageDraw
+
+from minirerank_integrations import Candidate, MiniReranker, RerankConfig
 from minirerank_integrations.images import smart_resize
+from minirerank_integrations.prefix_codec import encode_entry
 from minirerank_integrations.pruning import kept_count
+from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
 
 # (name, decoder layers, kv heads, head dim): the published Qwen3-VL-2B/8B text configs and our tiny one.
 SHAPES = [("tiny (tests)", 8, 2, 16), ("Qwen3-VL-Reranker-2B", 28, 8, 128), ("Qwen3-VL-Reranker-8B", 36, 8, 128)]
@@ -25,12 +32,33 @@ def prefix_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, dtype: 
     return 2 * layers * kv_heads * tokens * head_dim * BYTES[dtype]  # keys and values
 
 
+def measured(width: int, height: int) -> None:
+    """Encode the real prefix entry of one page on a tiny 8-layer model under both configurations."""
+    model = build_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny", num_layers=8)
+    page = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(page).rectangle([width // 8, height // 8, width // 2, height // 3], fill=(200, 30, 30))
+    doc = Candidate(text="Quarterly report", images=[page])
+    full_cfg = RerankConfig(format="vision_first")  # every layer in the band, every token kept
+    sizes = {}
+    for name, config in [("full depth, all tokens", full_cfg), ("paper", "paper")]:
+        reranker = MiniReranker.from_pretrained(model, config=config)
+        reranker.precache([doc], progress=False)
+        entry = next(iter(reranker.store._entries.values()))
+        for storage in ("float32", "int8"):
+            sizes[(name, storage)] = len(encode_entry(entry, storage=storage))
+    full = sizes[("full depth, all tokens", "float32")]
+    print(f"measured on a tiny 8-layer model, one {width}x{height} page, encoded entries:")
+    for (name, storage), size in sizes.items():
+        print(f"  {name:<24} {storage:>8} {size:>10,} bytes  {size / full:6.3f} of full")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--height", type=int, default=1344)
     parser.add_argument("--text-tokens", type=int, default=64)
     args = parser.parse_args(argv)
+    measured(min(args.width, 512), min(args.height, 672))
     h, w = smart_resize(args.height, args.width)
     visual = (h // 32) * (w // 32)
     print(f"document: a {args.width}x{args.height} page -> {w}x{h} after the resize rule, {visual} visual tokens")

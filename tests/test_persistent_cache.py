@@ -167,3 +167,29 @@ def test_reduced_precision_storage_stays_within_its_documented_bound(tiny8_path,
     assert reader.counters.prefix_hits == len(docs)
     deviation = max(abs(a - b) for a, b in zip(exact, lossy))
     assert deviation <= bound
+
+
+def test_corrupt_entries_are_dropped_recomputed_and_counted(tiny4_path, tmp_path):
+    import sqlite3
+
+    cache = tmp_path / "cache"
+    docs = documents()
+    first = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
+    expected = first.score([(QUERY, d) for d in docs])
+    first.store.close()
+    with sqlite3.connect(cache / "cache.db") as db:  # flip one byte in the middle of every stored value
+        rows = db.execute("SELECT rowid, value FROM Cache WHERE value IS NOT NULL").fetchall()
+        for rowid, value in rows:
+            damaged = bytearray(value)
+            damaged[len(damaged) // 2] ^= 0xFF
+            db.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (bytes(damaged), rowid))
+    assert len(rows) == len(docs)
+
+    second = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
+    scores = second.score([(QUERY, d) for d in docs])
+    assert scores == pytest.approx(expected, abs=1e-6)
+    assert second.store.stats.rejected == len(docs)
+    assert second.counters.prefix_computations == len(docs)
+    second.counters.reset()
+    assert second.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert second.counters.prefix_hits == len(docs)  # the recomputed entries were stored again
