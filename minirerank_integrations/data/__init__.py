@@ -1,0 +1,28 @@
+"""Synthetic multimodal reranking data: a seeded generator, PIL rendering, and a JSONL file format.
+
+Example::
+
+    from minirerank_integrations.data import generate, save_tasks, load_tasks
+
+    tasks = generate("text_to_image", "test", n_queries=50, seed=0)
+    save_tasks(tasks, "data/t2i-test")          # tasks.jsonl + images/*.png, see docs/data-format.md
+    same = load_tasks("data/t2i-test")          # images come back as file paths
+"""
+
+from .generator import SPLITS, attribute_space, caption, generate, query_text, split_of
+from .jsonl import load_tasks, save_tasks
+from .tasks import FAMILIES, RerankTask, attribute_distance
+
+__all__ = [
+    "FAMILIES",
+    "SPLITS",
+    "RerankTask",
+    "attribute_distance",
+    "attribute_space",
+    "caption",
+    "generate",
+    "load_tasks",
+    "query_text",
+    "save_tasks",
+    "split_of",
+]

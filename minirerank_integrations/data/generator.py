@@ -1,0 +1,247 @@
+"""Seeded generator of synthetic multimodal reranking tasks in three families.
+
+- ``text_to_image``: a text query ("two red circles on the left") against rendered scenes.
+- ``text_to_doc``: a text query (title, header colour, layout) against rendered page or app screenshots.
+- ``image_to_text``: a rendered scene as the query against captions.
+
+Every candidate is drawn from an attribute combination: positives share the query's combination; hard
+negatives differ from it in exactly one attribute; easy negatives in two or more. ``hard_negative_share``
+sets the mix, so training can start on easy negatives and move to hard ones (a curriculum).
+
+Split guarantee: each attribute combination belongs to exactly one split, fixed by a hash of the combination
+(independent of the seed), and a query is always drawn from its split's combinations. Query texts name every
+attribute and query images render them, so no query text or query image can occur in two splits, whatever
+seeds the splits were generated with. The two scene families share one partition, so a scene held out for
+testing in ``image_to_text`` is also held out in ``text_to_image``. Negatives may use any combination.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from PIL import Image
+
+from ..errors import InputError
+from ..inputs import Candidate, Query
+from .render import COLOURS, COUNTS, LAYOUTS, POSITIONS, SHAPES, TITLES, render_document, render_scene
+from .tasks import FAMILIES, RerankTask, attribute_distance
+
+__all__ = ["SPLITS", "attribute_space", "caption", "generate", "query_text", "split_of"]
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+
+#: Share of attribute combinations per split, in percent of the hash range (70 / 15 / 15).
+_SPLIT_BOUNDS = (("train", 70), ("validation", 85), ("test", 100))
+
+_SCENE_SPACE: dict[str, tuple[str, ...]] = {
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "count": COUNTS,
+    "position": POSITIONS,
+}
+_DOC_SPACE: dict[str, tuple[str, ...]] = {"title": TITLES, "header": tuple(COLOURS), "layout": LAYOUTS}
+_SPACE_OF_FAMILY = {"text_to_image": "scene", "image_to_text": "scene", "text_to_doc": "document"}
+
+_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
+_WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+#: Phrasings of a scene description; captions use all of them, so one scene has several positive captions.
+_SCENE_TEMPLATES = (
+    "{count} {colour} {shapes} {where}",
+    "a picture of {count} {colour} {shapes} {where}",
+    "{where}, {count} {colour} {shapes}",
+)
+_DOC_TEMPLATES = (
+    "the {title} page with a {header} header and a {layout} layout",
+    "a screen titled {title}, {header} header bar, {layout} layout",
+    "{layout} document called {title} under a {header} header",
+)
+
+
+def attribute_space(family: str) -> dict[str, tuple[str, ...]]:
+    """The attributes of a family and the values each can take."""
+    return dict(_SCENE_SPACE if _space_name(family) == "scene" else _DOC_SPACE)
+
+
+def split_of(family: str, attributes: Mapping[str, str]) -> Split:
+    """The split an attribute combination belongs to: a fixed hash, the same for every seed."""
+    space = _space_name(family)
+    key = space + "|" + "|".join(f"{name}={attributes[name]}" for name in attribute_space(family))
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 100
+    return next(split for split, bound in _SPLIT_BOUNDS if bucket < bound)
+
+
+def query_text(family: str, attributes: Mapping[str, str], variant: int = 0) -> str:
+    """The text describing a combination, in phrasing ``variant`` (scene or document wording by family)."""
+    if _space_name(family) == "scene":
+        template = _SCENE_TEMPLATES[variant % len(_SCENE_TEMPLATES)]
+        count = attributes["count"]
+        shape = attributes["shape"]
+        return template.format(
+            count=count,
+            colour=attributes["colour"],
+            shapes=shape if count == "one" else _PLURAL[shape],
+            where=_WHERE[attributes["position"]],
+        )
+    template = _DOC_TEMPLATES[variant % len(_DOC_TEMPLATES)]
+    return template.format(title=attributes["title"], header=attributes["header"], layout=attributes["layout"])
+
+
+def caption(attributes: Mapping[str, str], variant: int = 0) -> str:
+    """A caption of a scene, used as an ``image_to_text`` candidate."""
+    return query_text("image_to_text", attributes, variant)
+
+
+def generate(
+    family: str,
+    split: Split,
+    n_queries: int,
+    *,
+    seed: int = 0,
+    candidates_per_query: int = 20,
+    hard_negative_share: float = 0.5,
+    max_positives: int = 3,
+    image_size: int = 96,
+) -> list[RerankTask]:
+    """Generate ``n_queries`` reranking tasks of one family from one split.
+
+    Args:
+        family: ``"text_to_image"``, ``"text_to_doc"`` or ``"image_to_text"``.
+        split: ``"train"``, ``"validation"`` or ``"test"``; splits never share a query (see the module docstring).
+        n_queries: number of tasks.
+        seed: any integer; equal arguments give identical tasks, pixels included. Task ``i`` depends only on
+            (family, split, seed, i, and the options), so ``generate(..., n)[:k] == generate(..., k)``.
+        candidates_per_query: candidates per task, positives included (default 20; 20-100 is the usual range).
+        hard_negative_share: share of the negatives that differ from the query in exactly one attribute (0-1);
+            the rest differ in two or more. Lower it for the first training steps of a model learned from scratch.
+            ``image_to_text`` caps hard negatives at its 36 distinct one-attribute captions (12 scenes x 3
+            phrasings), so no caption repeats within a task.
+        max_positives: each task has between 1 and this many positives (renders or phrasings of the query's
+            combination). ``image_to_text`` has at most 3 distinct captions per scene, so it uses at most 3.
+        image_size: width in pixels of scenes (square) and pages (4/3 as tall), 32-512.
+
+    Returns:
+        Tasks with candidates in shuffled order; ``candidate_attributes`` and ``query_attributes`` record the
+        combinations, and candidate ids are ``"<task id>/<index>"``.
+    """
+    _space_name(family)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if n_queries < 0:
+        raise InputError(f"n_queries must be >= 0, got {n_queries}")
+    if not 1 <= max_positives < candidates_per_query:
+        raise InputError(
+            f"need 1 <= max_positives < candidates_per_query, got max_positives={max_positives}, "
+            f"candidates_per_query={candidates_per_query}"
+        )
+    if not 0.0 <= hard_negative_share <= 1.0:
+        raise InputError(f"hard_negative_share must be within [0, 1], got {hard_negative_share}")
+    if not 32 <= image_size <= 512:
+        raise InputError(f"image_size must be within [32, 512] pixels, got {image_size}")
+    return [
+        _task(family, split, seed, index, candidates_per_query, hard_negative_share, max_positives, image_size)
+        for index in range(n_queries)
+    ]
+
+
+# --- internals -------------------------------------------------------------------------------------------
+
+
+def _space_name(family: str) -> str:
+    try:
+        return _SPACE_OF_FAMILY[family]
+    except KeyError:
+        raise InputError(f"unknown task family {family!r}; expected one of {FAMILIES}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _combinations(family: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    space = attribute_space(family)
+    return tuple(tuple(zip(space, values)) for values in itertools.product(*space.values()))
+
+
+@functools.lru_cache(maxsize=32)
+def _split_pool(family: str, split: Split) -> tuple[tuple[tuple[str, str], ...], ...]:
+    pool = tuple(combo for combo in _combinations(family) if split_of(family, dict(combo)) == split)
+    assert pool, f"split {split!r} of {family!r} has no attribute combinations; check _SPLIT_BOUNDS"
+    return pool
+
+
+def _task(
+    family: str,
+    split: Split,
+    seed: int,
+    index: int,
+    n_candidates: int,
+    hard_share: float,
+    max_positives: int,
+    size: int,
+) -> RerankTask:
+    task_id = f"{family}/{split}/s{seed}/{index:05d}"
+    # A string seed is hashed with SHA-512 by random.Random: stable across runs and platforms.
+    rng = random.Random(task_id + f"|n{n_candidates}|h{hard_share}|p{max_positives}|px{size}")
+    target = dict(rng.choice(_split_pool(family, split)))
+    text_candidates = family == "image_to_text"
+    if text_candidates:
+        max_positives = min(max_positives, len(_SCENE_TEMPLATES))
+    n_positives = rng.randint(1, max_positives)
+    n_negatives = n_candidates - n_positives
+    n_hard = round(hard_share * n_negatives)
+
+    hard_pool, easy_pool = [], []
+    for combo in _combinations(family):
+        attributes = dict(combo)
+        distance = attribute_distance(attributes, target)
+        if distance == 1:
+            hard_pool.append(attributes)
+        elif distance >= 2:
+            easy_pool.append(attributes)
+
+    # (attributes, relevance, phrasing variant); text candidates use distinct (combination, phrasing) pairs.
+    drawn: list[tuple[dict[str, str], int, int]] = []
+    for variant in rng.sample(range(len(_SCENE_TEMPLATES)), n_positives) if text_candidates else [0] * n_positives:
+        drawn.append((target, 1, variant))
+    variants = len(_SCENE_TEMPLATES) if text_candidates else 1
+    if text_candidates:
+        # Captions repeat exactly when drawn twice; past the distinct one-attribute captions, use easy ones.
+        n_hard = min(n_hard, len(hard_pool) * variants)
+    drawn += [(a, 0, v) for a, v in _draw(hard_pool, n_hard, variants, rng)]
+    drawn += [(a, 0, v) for a, v in _draw(easy_pool, n_negatives - n_hard, variants, rng)]
+    rng.shuffle(drawn)
+
+    if family == "image_to_text":
+        query = Query(images=[render_scene(target, rng, size)])
+    else:
+        phrasings = len(_DOC_TEMPLATES) if family == "text_to_doc" else len(_SCENE_TEMPLATES)
+        query = Query(text=query_text(family, target, rng.randrange(phrasings)))
+    render: Callable[[Mapping[str, str], random.Random, int], Image.Image] = (
+        render_document if family == "text_to_doc" else render_scene
+    )
+    candidates = []
+    for position, (attributes, _, variant) in enumerate(drawn):
+        candidate_id = f"{task_id}/{position:03d}"
+        if text_candidates:
+            candidates.append(Candidate(text=caption(attributes, variant), id=candidate_id))
+        else:
+            candidates.append(Candidate(images=[render(attributes, rng, size)], id=candidate_id))
+    return RerankTask(
+        id=task_id,
+        family=family,
+        query=query,
+        candidates=candidates,
+        relevance=[relevance for _, relevance, _ in drawn],
+        query_attributes=target,
+        candidate_attributes=[attributes for attributes, _, _ in drawn],
+    )
+
+
+def _draw(pool: list[dict[str, str]], n: int, variants: int, rng: random.Random) -> list[tuple[dict[str, str], int]]:
+    """``n`` (attributes, variant) pairs from ``pool``: without repeats while the pool lasts, then cycling."""
+    pairs = [(attributes, variant) for attributes in pool for variant in range(variants)]
+    rng.shuffle(pairs)
+    return [pairs[i % len(pairs)] for i in range(n)] if pairs else []

@@ -1,0 +1,195 @@
+"""Ranking quality of a reranker on :class:`~minirerank_integrations.data.RerankTask` lists, computed with ranx.
+
+Metrics (ranx names): ``hit_rate@1`` (share of queries whose top candidate is relevant), ``ndcg@5`` and
+``mrr@10``, per task family and over all queries, plus runtime. :func:`retention` divides a configuration's
+metrics by those of the dense (unpruned, no early exit) configuration on the same tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+from .inputs import RerankResults
+
+if TYPE_CHECKING:
+    from .data.tasks import RerankTask
+    from .reranker import MiniReranker
+
+__all__ = ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention"]
+
+#: ranx metric names, in report order.
+METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
+#: Key of the all-families row in a report.
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Metrics per family (and under ``"overall"``), query and pair counts, and runtime.
+
+    ``metrics[family][metric]`` is the mean over that family's queries; ``"overall"`` is the mean over all
+    queries (not over families). ``seconds`` is the wall time spent in ``rerank`` calls, ``None`` when the
+    scores were given precomputed. ``task_digest`` identifies the task list, so reports on different tasks
+    are not compared by mistake.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    queries: dict[str, int]
+    pairs: dict[str, int]
+    seconds: dict[str, float] | None
+    task_digest: str
+
+    @property
+    def pairs_per_second(self) -> float | None:
+        """Query-candidate pairs scored per second over all tasks, or ``None`` without timing."""
+        if self.seconds is None or self.seconds[OVERALL] <= 0:
+            return None
+        return self.pairs[OVERALL] / self.seconds[OVERALL]
+
+    def as_table(self) -> str:
+        """A plain-text table: one row per family, then the overall row."""
+        header = ["family", "queries", *METRICS, "seconds", "pairs/s"]
+        rows = [header]
+        for family in [*sorted(k for k in self.metrics if k != OVERALL), OVERALL]:
+            seconds = self.seconds[family] if self.seconds is not None else None
+            rate = self.pairs[family] / seconds if seconds else None
+            rows.append(
+                [
+                    family,
+                    str(self.queries[family]),
+                    *(f"{self.metrics[family][m]:.4f}" for m in METRICS),
+                    f"{seconds:.2f}" if seconds is not None else "-",
+                    f"{rate:.1f}" if rate is not None else "-",
+                ]
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def evaluate(reranker: MiniReranker, tasks: Sequence[RerankTask], *, progress: bool = False) -> EvalReport:
+    """Rerank every task's candidates with ``reranker`` and score the rankings.
+
+    Only the ``rerank`` calls are timed. A candidate the engine cannot score raises (``on_error="raise"``).
+    """
+    iterator = tasks
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(tasks, desc="evaluating", unit="query")
+    scores: list[list[float]] = []
+    seconds: dict[str, float] = {}
+    for task in iterator:
+        start = time.perf_counter()
+        results = reranker.rerank(task.query, task.candidates)
+        seconds[task.family] = seconds.get(task.family, 0.0) + time.perf_counter() - start
+        scores.append(_scores_by_index(results, len(task.candidates), task.id))
+    seconds[OVERALL] = sum(seconds.values())
+    return evaluate_scores(tasks, scores, seconds=seconds)
+
+
+def evaluate_scores(
+    tasks: Sequence[RerankTask],
+    scores: Sequence[Sequence[float]],
+    *,
+    seconds: Mapping[str, float] | None = None,
+) -> EvalReport:
+    """Score precomputed rankings: ``scores[i][j]`` is the score of ``tasks[i].candidates[j]`` (higher is better).
+
+    Equal scores rank in input order, as the engine does. ``seconds`` (per family and ``"overall"``) is copied
+    into the report when given.
+
+    Raises:
+        InputError: no tasks, a score list of the wrong length, a task without a relevant candidate, or
+            duplicate task or candidate ids.
+    """
+    if not tasks:
+        raise InputError("no tasks to evaluate; pass at least one RerankTask")
+    if len(scores) != len(tasks):
+        raise InputError(f"{len(scores)} score lists for {len(tasks)} tasks; give one list per task")
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    run: dict[str, dict[str, dict[str, float]]] = {}
+    pairs: dict[str, int] = {}
+    seen: set[str] = set()
+    for task, task_scores in zip(tasks, scores):
+        if task.id in seen:
+            raise InputError(f"task id {task.id!r} appears twice; task ids must be unique")
+        seen.add(task.id)
+        n = len(task.candidates)
+        if len(task_scores) != n:
+            raise InputError(f"task {task.id!r}: {len(task_scores)} scores for {n} candidates")
+        if not task.positives:
+            raise InputError(f"task {task.id!r} has no relevant candidate; its ranking metrics are undefined")
+        keys = [task.candidate_key(j) for j in range(n)]
+        if len(set(keys)) != n:
+            raise InputError(f"task {task.id!r}: candidate ids are not unique; give each candidate its own id")
+        # ranx breaks ties in its own order; handing it n, n-1, ..., 1 by (score desc, index asc) makes the
+        # ranking exactly the engine's, where equal scores keep input order.
+        order = sorted(range(n), key=lambda j: (-float(task_scores[j]), j))
+        ranked = {keys[j]: float(n - rank) for rank, j in enumerate(order)}
+        relevant = {keys[j]: task.relevance[j] for j in task.positives}
+        for group in (task.family, OVERALL):
+            qrels.setdefault(group, {})[task.id] = relevant
+            run.setdefault(group, {})[task.id] = ranked
+            pairs[group] = pairs.get(group, 0) + n
+    metrics = {group: _ranx_means(qrels[group], run[group]) for group in qrels}
+    return EvalReport(
+        metrics=metrics,
+        queries={group: len(qrels[group]) for group in qrels},
+        pairs=pairs,
+        seconds=dict(seconds) if seconds is not None else None,
+        task_digest=hashlib.sha256("\n".join(task.id for task in tasks).encode()).hexdigest(),
+    )
+
+
+def retention(report: EvalReport, dense_report: EvalReport) -> dict[str, dict[str, float]]:
+    """``metric(report) / metric(dense_report)`` per family (and ``"overall"``) and metric.
+
+    A ratio whose dense metric is 0 is ``nan`` (undefined).
+
+    Raises:
+        InputError: the two reports were computed on different task lists.
+    """
+    if report.task_digest != dense_report.task_digest:
+        raise InputError(
+            "the reports were computed on different task lists; evaluate both configurations on the same tasks"
+        )
+    return {
+        group: {
+            metric: (values[metric] / dense_report.metrics[group][metric])
+            if dense_report.metrics[group][metric] != 0
+            else float("nan")
+            for metric in METRICS
+        }
+        for group, values in report.metrics.items()
+    }
+
+
+# --- internals -------------------------------------------------------------------------------------------
+
+
+def _scores_by_index(results: RerankResults, n: int, task_id: str) -> list[float]:
+    scores: list[float | None] = [None] * n
+    for result in results:
+        scores[result.index] = result.score
+    missing = [j for j, score in enumerate(scores) if score is None]
+    if missing:
+        raise InputError(f"task {task_id!r}: the reranker returned no score for candidates {missing}")
+    return [float(score) for score in scores if score is not None]
+
+
+def _ranx_means(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    # ranx pulls in numba (seconds to import, a one-time JIT compile); load it only when evaluating.
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    with warnings.catch_warnings():
+        # ranx's numba kernels warn about an internal uint64 -> int64 cast on every call; it does not affect results.
+        warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64.*")
+        values = ranx_evaluate(Qrels(qrels), Run(run), list(METRICS))
+    return {metric: float(values[metric]) for metric in METRICS}
