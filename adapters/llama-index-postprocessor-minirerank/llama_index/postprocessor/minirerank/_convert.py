@@ -1,0 +1,109 @@
+"""LlamaIndex objects to engine inputs: nodes become ``Candidate``s, query bundles become ``Query``s.
+
+The postprocessor and the ingestion step both convert through :func:`node_to_candidate`, so a document
+pre-cached while it is ingested is exactly the candidate scored at query time (same text, same image,
+hence the same prefix key in the engine's store).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable
+
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
+from minirerank_integrations import Candidate, ImageLoadError, Query
+
+#: Called with an http(s) URL, returns the encoded image bytes. Nothing is downloaded without one.
+ImageFetcher = Callable[[str], bytes]
+
+_HTTP_PREFIXES = ("http://", "https://")
+
+
+def node_to_candidate(node: BaseNode, metadata_mode: MetadataMode, fetcher: ImageFetcher | None) -> Candidate:
+    """The engine candidate for ``node``: its text (if it has any of its own) and its image (if any).
+
+    Raises:
+        ImageLoadError: ``fetcher`` failed on the node's image URL.
+    """
+    image = node_image(node)
+    images = () if image is None else (_fetched(image, fetcher, f"node {node.node_id!r}"),)
+    return Candidate(text=node_text(node, metadata_mode), images=images, id=node.node_id)
+
+
+def query_to_engine(query_bundle: QueryBundle, fetcher: ImageFetcher | None) -> Query:
+    """The engine query for ``query_bundle``: ``query_str`` and/or the image at ``image_path``.
+
+    ``image_to_image_retrieve`` builds ``QueryBundle(query_str="", image_path=...)``: an image-only query.
+    """
+    text = query_bundle.query_str if query_bundle.query_str and query_bundle.query_str.strip() else None
+    images = () if not query_bundle.image_path else (_fetched(query_bundle.image_path, fetcher, "the query"),)
+    return Query(text=text, images=images)
+
+
+def node_text(node: BaseNode, metadata_mode: MetadataMode) -> str | None:
+    """The node's content rendered with ``metadata_mode``, or None when the node has no text of its own.
+
+    Metadata alone is not content: an image node whose text is empty (the usual ``ImageNode``) is
+    scored on its image only, and a text node with empty text has nothing to score.
+    """
+    if not node.get_content(metadata_mode=MetadataMode.NONE).strip():
+        return None
+    return node.get_content(metadata_mode=metadata_mode)
+
+
+def node_image(node: BaseNode) -> str | None:
+    """Where the node's image is, as an engine image source; the first of, in order:
+
+    1. ``ImageNode``: ``image`` (base64, sent as a ``data:`` URI), ``image_path``, ``image_url``;
+    2. ``Node``: ``image_resource`` ``data`` (base64), ``path``, ``url``;
+    3. ``metadata["file_path"]`` when it names an image file (by extension or ``metadata["file_type"]``),
+       as readers such as ``SimpleDirectoryReader`` record it.
+    """
+    if isinstance(node, ImageNode):
+        if node.image:
+            return _data_uri(node.image, node.image_mimetype)
+        if node.image_path:
+            return node.image_path
+        if node.image_url:
+            return node.image_url
+    if isinstance(node, Node) and node.image_resource is not None:
+        resource = node.image_resource
+        if resource.data:
+            # MediaResource keeps its data base64-encoded (it encodes raw bytes on validation).
+            return _data_uri(resource.data.decode("ascii", errors="replace"), resource.mimetype)
+        if resource.path is not None:
+            return str(resource.path)
+        if resource.url is not None:
+            return str(resource.url)
+    file_path = node.metadata.get("file_path")
+    if isinstance(file_path, str) and _is_image_file(file_path, node.metadata.get("file_type")):
+        return file_path
+    return None
+
+
+def _is_image_file(path: str, file_type: object) -> bool:
+    if isinstance(file_type, str) and file_type.startswith("image/"):
+        return True
+    guessed, _ = mimetypes.guess_type(path)
+    return guessed is not None and guessed.startswith("image/")
+
+
+def _data_uri(payload: str, mimetype: str | None) -> str:
+    # A data: URI cannot be mistaken for a file name; the engine decodes by content, so an unknown
+    # type is fine as long as it is an image type.
+    mime = mimetype if mimetype and mimetype.startswith("image/") else "image/*"
+    return f"data:{mime};base64,{payload}"
+
+
+def _fetched(source: str, fetcher: ImageFetcher | None, what: str) -> str | bytes:
+    """Download an http(s) source through ``fetcher``; anything else (and URLs when there is no
+    fetcher) goes to the engine as is, which refuses URLs unless it has a fetcher of its own."""
+    if fetcher is None or not source.lower().startswith(_HTTP_PREFIXES):
+        return source
+    try:
+        data = fetcher(source)
+    except Exception as exc:
+        raise ImageLoadError(f"{what}: the image fetcher failed on {source}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageLoadError(f"{what}: the image fetcher returned {type(data).__name__} for {source}, expected bytes")
+    return bytes(data)

@@ -1,0 +1,124 @@
+"""Loading the engine, or sharing one that is already loaded, for the postprocessor and the ingestion step."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch
+from llama_index.core.utils import infer_torch_device
+from minirerank_integrations import MiniReranker, RerankConfig
+
+#: The checkpoint loaded when no model is named.
+DEFAULT_MODEL = "Qwen/Qwen3-VL-Reranker-2B"
+
+PresetName = Literal["paper", "dense"]
+ModelLike = str | os.PathLike | MiniReranker
+
+
+def resolve_engine(
+    model: ModelLike,
+    *,
+    config: RerankConfig | PresetName | None,
+    batch_size: int | None,
+    device: str | None,
+    dtype: str | None,
+    cache_dir: str | os.PathLike | None,
+) -> tuple[MiniReranker, dict[str, Any]]:
+    """Load ``model`` by name, or share it if it is already a ``MiniReranker``.
+
+    Returns the engine and the values the component records in its fields (what ``to_dict`` writes), so
+    that ``from_dict`` loads the same model with the same settings.
+
+    The loading options (``device``, ``dtype``, ``cache_dir``) belong to whoever loads the model, and the
+    configuration to the engine: a shared engine is never reconfigured behind the back of the other
+    components that use it, so a conflicting value raises ``ValueError`` instead.
+    """
+    if isinstance(model, MiniReranker):
+        return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir)
+    name = os.fspath(model)
+    device = device or infer_torch_device()
+    config = "paper" if config is None else config
+    kwargs: dict[str, Any] = {"config": config, "device": device}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if cache_dir is not None:
+        kwargs["cache_dir"] = cache_dir
+    engine = MiniReranker.from_pretrained(name, **kwargs)
+    if batch_size is not None and batch_size != engine.config.batch_size:
+        engine.config = _with_batch_size(engine.config, batch_size)
+    fields = {
+        "model": name,
+        "config": config,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": _dtype_name(engine),
+        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+    }
+    return engine, fields
+
+
+def model_name(engine: MiniReranker) -> str:
+    """The name or path the engine's checkpoint was loaded from."""
+    return engine.backbone.name
+
+
+def _shared_fields(
+    engine: MiniReranker,
+    config: RerankConfig | PresetName | None,
+    batch_size: int | None,
+    device: str | None,
+    dtype: str | None,
+    cache_dir: str | os.PathLike | None,
+) -> dict[str, Any]:
+    current = engine.config
+    if config is not None or batch_size is not None:
+        wanted = current
+        if config is not None:
+            depth = engine.num_layers
+            wanted = RerankConfig.preset(config, depth) if isinstance(config, str) else config.resolve(depth)
+        if batch_size is not None:
+            wanted = _with_batch_size(wanted, batch_size)
+        if wanted != current:
+            raise ValueError(
+                f"config={config!r}, batch_size={batch_size!r} differ from the shared engine's configuration "
+                f"({current!r}); set it on the engine (engine.config = ...) so every component that shares "
+                "the engine scores the same way, or leave config and batch_size unset"
+            )
+    loaded_on = engine.backbone.device
+    if device is not None and not _same_device(torch.device(device), loaded_on):
+        raise ValueError(
+            f"device={device!r}, but the shared engine is already loaded on {loaded_on}; device applies only when "
+            "the model is loaded by name"
+        )
+    if dtype is not None and dtype != _dtype_name(engine):
+        raise ValueError(
+            f"dtype={dtype!r}, but the shared engine is already loaded as {_dtype_name(engine)}; dtype applies "
+            "only when the model is loaded by name"
+        )
+    if cache_dir is not None:
+        raise ValueError(
+            f"cache_dir={os.fspath(cache_dir)!r} applies only when the model is loaded by name; pass it to "
+            "MiniReranker.from_pretrained(..., cache_dir=...) when you load the engine you share"
+        )
+    return {
+        "model": model_name(engine),
+        "config": current,
+        "batch_size": batch_size,
+        "device": str(loaded_on),
+        "dtype": _dtype_name(engine),
+        "cache_dir": None,
+    }
+
+
+def _with_batch_size(config: RerankConfig, batch_size: int) -> RerankConfig:
+    # Rebuilt rather than model_copy'd, so the new value is validated.
+    return RerankConfig(**{**config.model_dump(), "batch_size": batch_size})
+
+
+def _same_device(wanted: torch.device, actual: torch.device) -> bool:
+    return wanted.type == actual.type and (wanted.index is None or wanted.index == actual.index)
+
+
+def _dtype_name(engine: MiniReranker) -> str:
+    return str(engine.backbone.dtype).removeprefix("torch.")
