@@ -1,9 +1,9 @@
 """The layer loop: one explicit pass over ``language_model.layers`` where the band masks, the early
 exit and the pruned positions are visible.
 
-``reference_score`` is the definition of a configuration (design notes, section 2): the whole
+``reference_logits`` is the definition of a configuration (design notes, section 2): the whole
 concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``compute_suffix_preband``,
-``pair_scores``) computes the same numbers with less work, and a test holds them equal.
+``pair_logits``) computes the same numbers with less work, and a test holds them equal.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ def _causal(valid: torch.Tensor) -> torch.Tensor:
     return torch.where(allowed, 0.0, NEG)[:, None]
 
 
-def _final_score(backbone: Backbone, last: torch.Tensor) -> torch.Tensor:
-    """sigmoid(logit yes - logit no) from the last token's state [batch, hidden], in float32."""
+def _final_logit(backbone: Backbone, last: torch.Tensor) -> torch.Tensor:
+    """logit(yes) - logit(no) from the last token's state [batch, hidden], in float32."""
     normed = backbone.norm(last).float()  # [batch, hidden]
-    return torch.sigmoid(normed @ backbone.score_vector().to(normed.device))  # [batch]
+    return normed @ backbone.score_vector().to(normed.device)  # [batch]
 
 
 def _left_pad(states: list[SegmentStates], hidden: list[torch.Tensor] | None = None):
@@ -104,35 +104,46 @@ def _left_pad(states: list[SegmentStates], hidden: list[torch.Tensor] | None = N
     return x, positions, valid, deepstack
 
 
-@torch.no_grad()
-def reference_score(
-    backbone: Backbone, prefix: SegmentStates, suffix: SegmentStates, band: tuple[int, int], exit_layer: int
-) -> float:
-    """The naive definition: [prefix; suffix] through layers 0..exit-1, where suffix tokens see prefix
-    tokens only in band layers; ``suffix`` positions must already follow the prefix's."""
-    x = torch.cat([prefix.hidden, suffix.hidden])[None]  # [1, p + s, hidden]
-    positions = torch.cat([prefix.positions, suffix.positions], 1)[:, None]  # [3, 1, p + s]
-    visual = torch.cat([prefix.visual, suffix.visual])
-    deepstack = [torch.cat([a, b]) for a, b in zip(prefix.deepstack, suffix.deepstack)] or (
-        prefix.deepstack or suffix.deepstack
-    )
-    p, t = prefix.length, x.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-    within = causal.clone()
-    within[p:, :p] = False  # outside the band, the suffix attends only within itself
+def reference_logits(
+    backbone: Backbone,
+    prefixes: list[SegmentStates],
+    suffixes: list[SegmentStates],
+    band: tuple[int, int],
+    exit_layer: int,
+) -> torch.Tensor:
+    """The naive definition, batched: each [prefix; suffix] through layers 0..exit-1, where suffix tokens
+    see prefix tokens only in band layers. ``suffix`` positions must already follow their prefix's.
+    Returns logit(yes) - logit(no) [batch] in float32; differentiable (training uses it too)."""
+    joined = [
+        SegmentStates(
+            torch.cat([p.hidden, s.hidden]),
+            torch.cat([p.positions, s.positions], 1),
+            torch.cat([p.visual, s.visual]),
+            [torch.cat([a, b]) for a, b in zip(p.deepstack, s.deepstack)] or (p.deepstack or s.deepstack),
+            s.next_position,
+        )
+        for p, s in zip(prefixes, suffixes)
+    ]
+    x, positions, valid, deepstack = _left_pad(joined)
+    batch, t, _ = x.shape
+    in_suffix = torch.zeros(batch, t, dtype=torch.bool, device=x.device)  # [batch, t]
+    for b, s in enumerate(suffixes):
+        in_suffix[b, t - s.length :] = True
+    causal = _causal(valid) == 0  # [batch, 1, t, t] allowed
+    crossing = in_suffix[:, None, :, None] & ~in_suffix[:, None, None, :]  # suffix query, prefix key
+    band_bias = torch.where(causal, 0.0, NEG)
+    within_bias = torch.where(causal & ~crossing, 0.0, NEG)
     cos, sin = _rotary(backbone, x, positions)
     for layer_idx in range(exit_layer):
-        allowed = causal if band[0] <= layer_idx < band[1] else within
-        bias = torch.where(allowed, 0.0, NEG)[None, None]
+        bias = band_bias if band[0] <= layer_idx < band[1] else within_bias
         x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias)
         if layer_idx < len(deepstack):
-            x[0, visual] += deepstack[layer_idx]
-    return float(_final_score(backbone, x[:, -1])[0])
+            x = x + deepstack[layer_idx]
+    return _final_logit(backbone, x[:, -1])
 
 
-@torch.no_grad()
-def single_segment_scores(backbone: Backbone, states: list[SegmentStates], exit_layer: int) -> torch.Tensor:
-    """Score whole prompts (query-first), batched with left padding: causal attention, early exit."""
+def single_segment_logits(backbone: Backbone, states: list[SegmentStates], exit_layer: int) -> torch.Tensor:
+    """Whole prompts (query-first), batched with left padding: causal attention, early exit. [batch] logits."""
     x, positions, valid, deepstack = _left_pad(states)
     cos, sin = _rotary(backbone, x, positions)
     bias = _causal(valid)
@@ -141,10 +152,9 @@ def single_segment_scores(backbone: Backbone, states: list[SegmentStates], exit_
         x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, last_only=last)
         if layer_idx < len(deepstack) and not last:  # the last token is never visual
             x = x + deepstack[layer_idx]
-    return _final_score(backbone, x[:, -1])
+    return _final_logit(backbone, x[:, -1])
 
 
-@torch.no_grad()
 def compute_prefix(backbone: Backbone, prefix: SegmentStates, band: tuple[int, int]) -> PrefixEntry:
     """Run a prefix alone up to the band end and keep its band-layer keys and values.
 
@@ -180,7 +190,6 @@ def compute_prefix(backbone: Backbone, prefix: SegmentStates, band: tuple[int, i
     )
 
 
-@torch.no_grad()
 def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start: int) -> torch.Tensor:
     """Hidden states [s, hidden] of a suffix after the layers below the band, where it sees only itself.
 
@@ -197,8 +206,7 @@ def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start
     return x[0]
 
 
-@torch.no_grad()
-def pair_scores(
+def pair_logits(
     backbone: Backbone,
     entries: list[PrefixEntry],
     suffixes: list[SegmentStates],  # positions already shifted by each entry's next_position
@@ -207,7 +215,7 @@ def pair_scores(
     exit_layer: int,
 ) -> torch.Tensor:
     """The per-pair work: suffix tokens through layers band start..exit-1, batched across pairs of
-    different lengths, reading each pair's cached prefix keys/values in band layers. Returns [batch]."""
+    different lengths, reading each pair's cached prefix keys/values in band layers. Returns [batch] logits."""
     start, end = band
     x, positions, valid, deepstack = _left_pad(suffixes, prebands)
     batch, t, _ = x.shape
@@ -236,10 +244,9 @@ def pair_scores(
         x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, past, last_only=last)
         if layer_idx < len(deepstack) and not last:
             x = x + deepstack[layer_idx]
-    return _final_score(backbone, x[:, -1])
+    return _final_logit(backbone, x[:, -1])
 
 
-@torch.no_grad()
 def last_token_attention(backbone: Backbone, states: SegmentStates) -> torch.Tensor:
     """Attention probabilities from the last token to every token, per layer and head:
     [layers, heads, tokens]. Used by embedder-guided pruning."""

@@ -121,7 +121,6 @@ class Backbone:
         grid = (1, height // self.patch_size, width // self.patch_size)
         return PreparedImage(image, grid, digest, self.merge_size)
 
-    @torch.no_grad()
     def encode_image(self, image: PreparedImage) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Vision features of one image: merged tokens [n, hidden] and DeepStack features [n, hidden] each."""
         out = self.image_processor(images=[image.image], do_resize=False, return_tensors="pt")
@@ -166,7 +165,6 @@ class Backbone:
         positions = torch.cat(out, dim=1) if out else torch.zeros(3, 0, dtype=torch.long)
         return positions.to(self.device), pos
 
-    @torch.no_grad()
     def embed(
         self, segment: Segment, image_features: dict[str, tuple[torch.Tensor, list[torch.Tensor]]]
     ) -> SegmentStates:

@@ -32,9 +32,9 @@ from .inputs import (
 from .layers import (
     compute_prefix,
     compute_suffix_preband,
-    pair_scores,
-    reference_score,
-    single_segment_scores,
+    pair_logits,
+    reference_logits,
+    single_segment_logits,
 )
 from .modeling import Backbone, SegmentStates, load_backbone
 from .prefix_store import MemoryPrefixStore, PrefixEntry, PrefixStore
@@ -204,6 +204,7 @@ class MiniReranker:
         with self._lock:
             return self._score_sides(self._prepare_pairs(pairs))
 
+    @torch.no_grad()
     def reference_scores(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
         """The slow definition of the current configuration: each whole pair through the naive
         per-layer-masked loop (design notes, section 2). For verification, not for serving."""
@@ -212,14 +213,14 @@ class MiniReranker:
             out = []
             for q, d in self._prepare_pairs(pairs):
                 if cfg.format == "query_first":
-                    states = self._states(self._query_first(q, d))
-                    empty = SegmentStates(states.hidden[:0], states.positions[:, :0], states.visual[:0], [], 0)
-                    out.append(reference_score(self.backbone, states, empty, cfg.band, cfg.exit_layer))
+                    p_states = self._states(self._query_first(q, d))
+                    s_states = p_states.select(torch.zeros_like(p_states.visual))  # nothing after it
                 else:
                     prefix, suffix = self._vision_first(q, d)
                     p_states = self._states(prefix)
                     s_states = self._states(suffix).shifted(p_states.next_position)
-                    out.append(reference_score(self.backbone, p_states, s_states, cfg.band, cfg.exit_layer))
+                logit = reference_logits(self.backbone, [p_states], [s_states], cfg.band, cfg.exit_layer)
+                out.append(float(torch.sigmoid(logit)[0]))
             return out
 
     def precache(self, candidates: Iterable[_CandidateLike], *, progress: bool = True) -> int:
@@ -364,10 +365,12 @@ class MiniReranker:
 
     # -- scoring --------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
         self.counters.prefix_computations += 1
         return compute_prefix(self.backbone, self._states(prefix, cache), self.config.band)
 
+    @torch.no_grad()
     def _score_sides(self, pairs: list[tuple[SideContent, SideContent]]) -> list[float]:
         if not pairs:
             return []
@@ -379,7 +382,7 @@ class MiniReranker:
                 chunk = pairs[start : start + cfg.batch_size]
                 states = [self._states(self._query_first(q, d), cache) for q, d in chunk]
                 self.counters.single_passes += len(chunk)
-                scores.extend(single_segment_scores(self.backbone, states, cfg.exit_layer).tolist())
+                scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
             return scores
 
         # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once.
@@ -409,7 +412,6 @@ class MiniReranker:
             batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
             prebands = [suffixes[s][1] for _, s in chunk]
             self.counters.pair_passes += len(chunk)
-            scores.extend(
-                pair_scores(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer).tolist()
-            )
+            logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
+            scores.extend(torch.sigmoid(logits).tolist())
         return scores
