@@ -49,13 +49,9 @@ def _blank_bilevel_png(width: int, height: int) -> bytes:
     rows_per_chunk = 1000
     row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
-    parts = [
-        compressor.compress(row * min(rows_per_chunk, height - y)) for y in range(0, height, rows_per_chunk)
-    ]
+    parts = [compressor.compress(row * min(rows_per_chunk, height - y)) for y in range(0, height, rows_per_chunk)]
     parts.append(compressor.flush())
-    return (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
 @pytest.fixture
