@@ -133,6 +133,20 @@ class Backbone:
 
     # -- segments ---------------------------------------------------------------------------------
 
+    def encode_images(self, images: list[PreparedImage]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """:meth:`encode_image` of several images in one vision-encoder call (attention stays per image)."""
+        if not images:
+            return []
+        out = self.image_processor(images=[im.image for im in images], do_resize=False, return_tensors="pt")
+        grid = out["image_grid_thw"].to(self.device)
+        if [tuple(g) for g in grid.tolist()] != [im.grid_thw for im in images]:
+            raise ValueError("image processor grids differ from the prepared images' grids")
+        result = self.visual(out["pixel_values"].to(self.device, self.visual.dtype), grid_thw=grid, return_dict=True)
+        sizes = [im.num_tokens for im in images]
+        merged = result.pooler_output.to(self.dtype).split(sizes)
+        stacks = [f.to(self.dtype).split(sizes) for f in result.deepstack_features]
+        return [(merged[i], [stack[i] for stack in stacks]) for i in range(len(images))]
+
     def positions(self, segment: Segment, start: int = 0) -> tuple[torch.Tensor, int]:
         """M-RoPE positions [3, tokens] of a segment starting at ``start``, and the next free position.
 

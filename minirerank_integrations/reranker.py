@@ -34,6 +34,7 @@ from .layers import (
     compute_suffix_preband,
     pair_logits,
     reference_logits,
+    shared_start_logits,
     single_segment_logits,
 )
 from .modeling import Backbone, SegmentStates, load_backbone
@@ -312,11 +313,14 @@ class MiniReranker:
             cache[key] = feats
         return feats
 
+    @torch.no_grad()  # pruning ranks tokens; it is not trained through
     def _importance_of(self, image: PreparedImage, cache: dict) -> torch.Tensor:
         cfg = self.config
         key = (
             cfg.pruning_guide,
-            cfg.pruning_seed if cfg.pruning_guide == "random" else id(self.embedder),
+            # The embedder's weight digest, not its identity: importances computed before its weights
+            # changed (training, a merged adapter) must not be reused.
+            cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint(),
             image.digest,
         )
         if key not in self._importance:
@@ -364,6 +368,33 @@ class MiniReranker:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     # -- scoring --------------------------------------------------------------------------------
+
+    def logits(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> torch.Tensor:
+        """logit(yes) - logit(no) of each pair [batch], float32, by the reference definition of the current
+        configuration, with gradients: what training optimizes is exactly what the fast path computes."""
+        cfg, sides = self.config, self._prepare_pairs(pairs)
+        cache: dict = {}
+        unique = list({im.digest: im for q, d in sides for im in (*q.images, *d.images)}.values())
+        for image, feats in zip(unique, self.backbone.encode_images(unique)):  # one vision call per step
+            cache[(id(self.backbone), image.digest)] = feats
+        self.counters.vision_encodings += len(unique)
+        if cfg.format == "query_first":
+            segments = [self._query_first(q, d) for q, d in sides]
+            states = [self._states(seg, cache) for seg in segments]
+            shared = _shared_text_start(segments, self.backbone.image_token_id)
+            if len(states) > 1 and shared >= 8 and cfg.keep_ratio == 1.0:
+                first = states[0]
+                head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
+                rests = [st.select(torch.arange(st.length, device=st.visual.device) >= shared) for st in states]
+                return shared_start_logits(self.backbone, head, rests, cfg.exit_layer)
+            return single_segment_logits(self.backbone, states, cfg.exit_layer)
+        prefixes, suffixes = [], []
+        for q, d in sides:
+            prefix, suffix = self._vision_first(q, d)
+            p_states = self._states(prefix, cache)
+            prefixes.append(p_states)
+            suffixes.append(self._states(suffix, cache).shifted(p_states.next_position))
+        return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer)
 
     @torch.no_grad()
     def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
@@ -415,3 +446,14 @@ class MiniReranker:
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
         return scores
+
+
+def _shared_text_start(segments: Sequence[Segment], image_token_id: int) -> int:
+    """How many leading token ids all segments share, stopping before any image token and leaving at
+    least the last token of each segment outside."""
+    limit = min(len(seg.input_ids) for seg in segments) - 1
+    first = segments[0].input_ids
+    n = 0
+    while n < limit and first[n] != image_token_id and all(seg.input_ids[n] == first[n] for seg in segments):
+        n += 1
+    return n

@@ -1,0 +1,246 @@
+"""Point-wise yes/no training of a Qwen3-VL reranker, from scratch or as an adaptation to a miniReranker
+configuration (full fine-tuning or LoRA through ``peft``).
+
+The forward pass is :meth:`MiniReranker.logits`: the reference definition of the current configuration
+(format, band masks, exit layer, pruned tokens), so what is trained is exactly what the fast path serves.
+
+Each step scores groups of candidates for a few queries. The loss is a listwise softmax cross-entropy over
+each group (all positives together against the negatives; it gives a from-scratch model a ranking signal
+long before point-wise BCE moves off 0.693) plus the point-wise binary cross-entropy on
+sigmoid(logit yes - logit no) that the model is finally used with.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data.tasks import RerankTask, attribute_distance
+from .reranker import MiniReranker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """One training run. Odd defaults: lr 1e-3 suits a from-scratch tiny model; the paper's adaptation
+    uses 1e-4 (see :func:`adaptation_settings`)."""
+
+    steps: int = 1000
+    queries_per_step: int = 8
+    candidates_per_query: int = 8  # 1..max positives, the rest negatives
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    listwise_weight: float = 1.0
+    bce_weight: float = 0.5
+    hard_start: float = 0.0  # share of hard negatives (one attribute off) at step 0 ...
+    hard_end: float = 0.75  # ... rising linearly to this by 60% of the steps (a curriculum)
+    seed: int = 0
+    time_limit_s: float | None = None  # stop early after this many seconds
+
+
+def adaptation_settings(num_tasks: int, **overrides: object) -> TrainSettings:
+    """The paper's adaptation: lr 1e-4, one epoch over the training tasks."""
+    base = {"lr": 1e-4, "warmup_steps": 20, "hard_start": 0.75, "hard_end": 0.75}
+    base.update(overrides)
+    settings = TrainSettings(**base)  # type: ignore[arg-type]
+    settings.steps = max(1, math.ceil(num_tasks / settings.queries_per_step))
+    return settings
+
+
+@dataclass
+class TrainReport:
+    losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def mean_step_seconds(self) -> float:
+        timed = self.step_seconds[1:] or self.step_seconds  # the first step pays for warm-up
+        return sum(timed) / max(1, len(timed))
+
+
+def sample_group(task: RerankTask, size: int, hard_share: float, rng: random.Random) -> list[int]:
+    """Candidate indices for one training group: one to all positives, then negatives, ``hard_share`` of
+    them one attribute away from a positive (when attributes are known)."""
+    positives = [i for i, r in enumerate(task.relevance) if r > 0]
+    negatives = [i for i, r in enumerate(task.relevance) if r <= 0]
+    chosen = rng.sample(positives, k=min(len(positives), max(1, size // 4)))
+    if task.candidate_attributes and task.query_attributes:
+        hard = [i for i in negatives if attribute_distance(task.candidate_attributes[i], task.query_attributes) == 1]
+        easy = [i for i in negatives if i not in set(hard)]
+    else:
+        hard, easy = [], negatives
+    if len(task.candidates) < size:
+        raise ValueError(f"task {task.id!r} has {len(task.candidates)} candidates; groups need {size}")
+    n_neg = min(size - len(chosen), len(negatives))
+    n_hard = min(len(hard), round(hard_share * n_neg))
+    picked = rng.sample(hard, n_hard) + rng.sample(easy, min(len(easy), n_neg - n_hard))
+    if len(picked) < n_neg:  # not enough of one kind: top up from the rest
+        rest = [i for i in negatives if i not in set(picked)]
+        picked += rng.sample(rest, n_neg - len(picked))
+    return chosen + picked
+
+
+def group_loss(logits: torch.Tensor, labels: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
+    """Listwise (all positives vs the group) + point-wise BCE; ``logits``/``labels`` are [groups, size]."""
+    log_probs = F.log_softmax(logits, dim=-1)  # [groups, size]
+    listwise = -(torch.logsumexp(log_probs.masked_fill(labels <= 0, float("-inf")), dim=-1)).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, labels.float())
+    return settings.listwise_weight * listwise + settings.bce_weight * bce
+
+
+def training_step(
+    reranker: MiniReranker,
+    optimizer: torch.optim.Optimizer,
+    pairs: Sequence[tuple],
+    labels: Sequence[Sequence[int]],
+    settings: TrainSettings,
+) -> float:
+    """One optimizer step on groups of pairs (``labels`` is [groups][size], pairs in the same order)."""
+    logits = reranker.logits(pairs).view(len(labels), -1)  # [groups, size]
+    loss = group_loss(logits, torch.tensor(labels, device=logits.device), settings)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train(
+    reranker: MiniReranker,
+    tasks: Sequence[RerankTask],
+    settings: TrainSettings,
+    *,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainReport:
+    """Train ``reranker``'s weights (those with ``requires_grad``) under its current configuration."""
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    model = reranker.backbone.model
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+    def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    report = TrainReport()
+    started = time.perf_counter()
+    order = list(range(len(tasks)))
+    rng.shuffle(order)
+    model.train()
+    bar = tqdm(range(settings.steps), disable=not progress, desc="train", unit="step")
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            ramp = min(1.0, step / max(1, 0.6 * settings.steps))
+            hard_share = settings.hard_start + (settings.hard_end - settings.hard_start) * ramp
+            pairs, labels = [], []
+            for g in range(settings.queries_per_step):
+                task = tasks[order[(step * settings.queries_per_step + g) % len(order)]]
+                group = sample_group(task, settings.candidates_per_query, hard_share, rng)
+                pairs += [(task.query, task.candidates[i]) for i in group]
+                labels.append([1 if task.relevance[i] > 0 else 0 for i in group])
+            loss = training_step(reranker, optimizer, pairs, labels, settings)
+            lr_schedule.step()
+            report.losses.append(loss)
+            report.step_seconds.append(time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{sum(report.losses[-20:]) / len(report.losses[-20:]):.4f}", hard=f"{hard_share:.2f}")
+            if on_step is not None:
+                on_step(step, loss)
+            if settings.time_limit_s is not None and time.perf_counter() - started > settings.time_limit_s:
+                logger.info("time limit reached after %d steps", step + 1)
+                break
+    finally:
+        model.eval()
+        reranker.backbone.invalidate_fingerprint()  # weights changed: old cache keys must not match
+    return report
+
+
+def add_lora(reranker: MiniReranker, *, rank: int = 16, alpha: int = 32, dropout: float = 0.05) -> None:
+    """Wrap the text decoder's projections in LoRA adapters (``peft``), freezing everything else.
+
+    rank 16 / alpha 32 on every attention and MLP projection of the language model, as in the paper's
+    adaptation recipe; the vision encoder stays frozen.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    model = reranker.backbone.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    was_training = model.training
+    inject_adapter_in_model(config, model)
+    model.train(was_training)  # new dropout modules start in training mode
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.requires_grad_(True)
+
+
+def save_lora(reranker: MiniReranker, path: str | Path) -> Path:
+    """Write the LoRA weights alone (safetensors) so an adaptation can ship as a small file."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = get_peft_model_state_dict(reranker.backbone.model)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    return Path(path)
+
+
+def load_lora(reranker: MiniReranker, path: str | Path, **lora: int | float) -> None:
+    """Add LoRA adapters (same rank/alpha as when saved) and load their weights from ``path``."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    add_lora(reranker, **lora)  # type: ignore[arg-type]
+    result = set_peft_model_state_dict(reranker.backbone.model, load_file(str(path)))
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{path}: LoRA weights for modules this model lacks: {result.unexpected_keys[:3]}")
+    reranker.backbone.invalidate_fingerprint()
+
+
+def merge_lora(reranker: MiniReranker) -> None:
+    """Fold LoRA weights into the base projections and remove the adapters (for saving and serving)."""
+    from peft.tuners.lora import LoraLayer
+
+    model = reranker.backbone.model
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    reranker.backbone.invalidate_fingerprint()
+
+
+def save_checkpoint(reranker: MiniReranker, directory: str | Path) -> Path:
+    """Save model, tokenizer and image processor so ``MiniReranker.from_pretrained`` loads it back."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    b = reranker.backbone
+    b.model.save_pretrained(directory)
+    b.tokenizer.save_pretrained(directory)
+    b.image_processor.save_pretrained(directory)
+    return directory
