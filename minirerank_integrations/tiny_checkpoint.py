@@ -5,6 +5,7 @@ real checkpoints use, so tests, the demo and training exercise the real code wit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,8 +39,11 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 600) -> Qwen2TokenizerFast:
-    """A byte-level BPE with Qwen's special tokens, where ``yes`` and ``no`` are single tokens."""
+def build_tokenizer(vocab_size: int = 600, extra_corpus: Sequence[str] = ()) -> Qwen2TokenizerFast:
+    """A byte-level BPE with Qwen's special tokens, where ``yes`` and ``no`` are single tokens.
+
+    ``extra_corpus`` adds sentences (e.g. a data set's queries) so their words become few tokens.
+    """
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -49,7 +53,7 @@ def build_tokenizer(vocab_size: int = 600) -> Qwen2TokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS * 4 + list(extra_corpus), trainer=trainer)
     tokenizer = Qwen2TokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -70,10 +74,10 @@ def tiny_config(
     hidden_size: int = 64,
     vision_depth: int = 3,
     vision_hidden_size: int = 32,
+    head_dim: int = 16,
 ) -> Qwen3VLConfig:
     """A Qwen3-VL config small enough for CPU tests, with DeepStack on every vision layer up to 3."""
     ids = tokenizer.convert_tokens_to_ids
-    head_dim = 16
     return Qwen3VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
