@@ -224,10 +224,14 @@ class MiniReranker:
                 out.append(float(torch.sigmoid(logit)[0]))
             return out
 
-    def precache(self, candidates: Iterable[_CandidateLike], *, progress: bool = True) -> int:
+    def precache(
+        self, candidates: Iterable[_CandidateLike], *, progress: bool = True, on_error: OnError = "raise"
+    ) -> int:
         """Compute and store the document-side prefixes of ``candidates`` ahead of queries.
 
-        Resumable: prefixes already in the store are skipped. Returns how many were computed.
+        Resumable: prefixes already in the store are skipped. A bad candidate raises
+        :class:`CandidateError` (``on_error="raise"``) or is logged and passed over (``"skip"``).
+        Returns how many prefixes were computed.
         """
         if self.config.format != "vision_first" or self.config.prefix_side == "query":
             raise InputError("precache needs format='vision_first' with the document side as prefix")
@@ -238,7 +242,11 @@ class MiniReranker:
                 try:
                     side = self._prepare(as_candidate(raw), f"candidate {index}")
                 except MiniRerankError as exc:
-                    raise CandidateError(index, exc, raw.id if isinstance(raw, Candidate) else None) from exc
+                    error = CandidateError(index, exc, raw.id if isinstance(raw, Candidate) else None)
+                    if on_error == "raise":
+                        raise error from exc
+                    logger.warning("precache skips %s", error)
+                    continue
                 prefix, _ = self._vision_first(SideContent("NULL"), side, side="document")
                 key = self._prefix_key(prefix)
                 if key not in self.store:

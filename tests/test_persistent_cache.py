@@ -193,3 +193,15 @@ def test_corrupt_entries_are_dropped_recomputed_and_counted(tiny4_path, tmp_path
     second.counters.reset()
     assert second.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
     assert second.counters.prefix_hits == len(docs)  # the recomputed entries were stored again
+
+
+def test_precache_skips_bad_documents_on_request(tiny4_path, tmp_path):
+    from minirerank_integrations import CandidateError
+
+    docs = [*documents(2), Candidate(images=[str(tmp_path / "missing.png")], id="bad")]
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    with pytest.raises(CandidateError, match="missing.png"):
+        reranker.precache(docs, progress=False)
+    assert reranker.precache(docs, progress=False, on_error="skip") == 0  # the good ones were stored before the error
+    fresh = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    assert fresh.precache(docs, progress=False, on_error="skip") == len(docs) - 1
