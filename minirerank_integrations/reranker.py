@@ -34,7 +34,6 @@ from .layers import (
     compute_suffix_preband,
     pair_logits,
     reference_logits,
-    shared_start_logits,
     single_segment_logits,
 )
 from .modeling import Backbone, SegmentStates, load_backbone
@@ -387,22 +386,21 @@ class MiniReranker:
             cache[(id(self.backbone), image.digest)] = feats
         self.counters.vision_encodings += len(unique)
         if cfg.format == "query_first":
-            segments = [self._query_first(q, d) for q, d in sides]
-            states = [self._states(seg, cache) for seg in segments]
-            shared = _shared_text_start(segments, self.backbone.image_token_id)
-            if len(states) > 1 and shared >= 8 and cfg.keep_ratio == 1.0:
-                first = states[0]
-                head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
-                rests = [st.select(torch.arange(st.length, device=st.visual.device) >= shared) for st in states]
-                return shared_start_logits(self.backbone, head, rests, cfg.exit_layer)
-            return single_segment_logits(self.backbone, states, cfg.exit_layer)
-        prefixes, suffixes = [], []
-        for q, d in sides:
-            prefix, suffix = self._vision_first(q, d)
-            p_states = self._states(prefix, cache)
-            prefixes.append(p_states)
-            suffixes.append(self._states(suffix, cache).shifted(p_states.next_position))
-        return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer)
+            segments = [(self._query_first(q, d), None) for q, d in sides]
+        else:
+            segments = [self._vision_first(q, d) for q, d in sides]
+        prefixes = [self._states(p, cache) for p, _ in segments]
+        suffixes = [
+            self._states(s, cache).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
+            for p, (_, s) in zip(prefixes, segments)
+        ]
+        shared = _shared_text_start([p for p, _ in segments], self.backbone.image_token_id)
+        head = None
+        if len(sides) > 1 and shared >= 8:
+            first = prefixes[0]
+            head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
+            prefixes = [p.select(torch.arange(p.length, device=p.visual.device) >= shared) for p in prefixes]
+        return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
 
     @torch.no_grad()
     def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
@@ -458,7 +456,7 @@ class MiniReranker:
 
 def _shared_text_start(segments: Sequence[Segment], image_token_id: int) -> int:
     """How many leading token ids all segments share, stopping before any image token and leaving at
-    least the last token of each segment outside."""
+    least the last token of each segment outside. Pruning never touches text, so these survive it."""
     limit = min(len(seg.input_ids) for seg in segments) - 1
     first = segments[0].input_ids
     n = 0
