@@ -23,7 +23,7 @@ import torch
 from .config import RerankConfig
 from .errors import InputError
 from .evaluation import METRICS, OVERALL, evaluate
-from .layers import NEG, _causal, _left_pad, _rotary, layer_forward
+from .layers import _rotary, join_pairs, layer_forward
 from .modeling import Backbone, SegmentStates
 
 if TYPE_CHECKING:
@@ -170,29 +170,14 @@ def _suffix_to_prefix_shares(
     attention the suffix pays to the prefix. Returns [layers, batch]: per layer and pair, the attention mass on
     prefix keys, averaged over heads and suffix tokens.
 
-    Kept line by line beside ``reference_logits`` (same joining, left padding and band masks) so the shares
-    describe exactly the forward the engine defines.
+    Built by ``layers.join_pairs``, as ``reference_logits`` is, so the shares describe exactly the forward
+    the engine defines.
     """
-    joined = [
-        SegmentStates(
-            torch.cat([p.hidden, s.hidden]),
-            torch.cat([p.positions, s.positions], 1),
-            torch.cat([p.visual, s.visual]),
-            [torch.cat([a, b]) for a, b in zip(p.deepstack, s.deepstack)] or (p.deepstack or s.deepstack),
-            s.next_position,
-        )
-        for p, s in zip(prefixes, suffixes)
-    ]
-    x, positions, valid, deepstack = _left_pad(joined)  # x [batch, t, hidden], valid [batch, t]
-    batch, t, _ = x.shape
-    in_suffix = torch.zeros(batch, t, dtype=torch.bool, device=x.device)  # [batch, t]
-    for b, s in enumerate(suffixes):
-        in_suffix[b, t - s.length :] = True
-    in_prefix = valid & ~in_suffix  # [batch, t]; left padding is neither
-    causal = _causal(valid) == 0  # [batch, 1, t, t] allowed
-    crossing = in_suffix[:, None, :, None] & ~in_suffix[:, None, None, :]  # suffix query, prefix key
-    band_bias = torch.where(causal, 0.0, NEG)
-    within_bias = torch.where(causal & ~crossing, 0.0, NEG)
+    pairs = join_pairs(prefixes, suffixes)
+    x, in_suffix, deepstack = pairs.x, pairs.in_suffix, pairs.deepstack
+    in_prefix = pairs.valid & ~in_suffix  # [batch, t]; left padding is neither
+    band_bias, within_bias = pairs.band_bias, pairs.within_bias
+    positions = pairs.positions
     cos, sin = _rotary(backbone, x, positions)
     suffix_tokens = in_suffix.sum(dim=1).float()  # [batch]
     rows = []

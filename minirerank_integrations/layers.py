@@ -8,6 +8,8 @@ concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, repeat_kv
@@ -104,22 +106,21 @@ def _left_pad(states: list[SegmentStates], hidden: list[torch.Tensor] | None = N
     return x, positions, valid, deepstack
 
 
-def reference_logits(
-    backbone: Backbone,
-    prefixes: list[SegmentStates],
-    suffixes: list[SegmentStates],
-    band: tuple[int, int],
-    exit_layer: int,
-    shared: SegmentStates | None = None,
-) -> torch.Tensor:
-    """The naive definition, batched: each [prefix; suffix] through layers 0..exit-1, where suffix tokens
-    see prefix tokens only in band layers. ``suffix`` positions must already follow their prefix's.
-    Returns logit(yes) - logit(no) [batch] in float32; differentiable (training uses it too).
+@dataclass
+class JoinedPairs:
+    """[prefix; suffix] sequences of a batch, left-padded, with the masks of the reference definition."""
 
-    ``shared``: text tokens that begin every prefix (the system prompt), cut from ``prefixes``: they run
-    once for the batch and are attended like the rest of the prefix. Same numbers, less work: training
-    uses it to skip the ~60% of each prompt that never changes.
-    """
+    x: torch.Tensor  # [batch, t, hidden]
+    positions: torch.Tensor  # [3, batch, t]
+    valid: torch.Tensor  # [batch, t], False at left padding
+    in_suffix: torch.Tensor  # [batch, t]
+    deepstack: list[torch.Tensor]  # per DeepStack layer: [batch, t, hidden], zero outside visual tokens
+    band_bias: torch.Tensor  # [batch, 1, t, t]: causal (band layers)
+    within_bias: torch.Tensor  # [batch, 1, t, t]: causal, suffix rows blind to prefix keys
+
+
+def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> JoinedPairs:
+    """Concatenate each pair, left-pad the batch and build both per-layer masks."""
     joined = [
         SegmentStates(
             torch.cat([p.hidden, s.hidden]),
@@ -137,8 +138,37 @@ def reference_logits(
         in_suffix[b, t - s.length :] = True
     causal = _causal(valid) == 0  # [batch, 1, t, t] allowed
     crossing = in_suffix[:, None, :, None] & ~in_suffix[:, None, None, :]  # suffix query, prefix key
-    band_bias = torch.where(causal, 0.0, NEG)
-    within_bias = torch.where(causal & ~crossing, 0.0, NEG)
+    return JoinedPairs(
+        x,
+        positions,
+        valid,
+        in_suffix,
+        deepstack,
+        torch.where(causal, 0.0, NEG),
+        torch.where(causal & ~crossing, 0.0, NEG),
+    )
+
+
+def reference_logits(
+    backbone: Backbone,
+    prefixes: list[SegmentStates],
+    suffixes: list[SegmentStates],
+    band: tuple[int, int],
+    exit_layer: int,
+    shared: SegmentStates | None = None,
+) -> torch.Tensor:
+    """The naive definition, batched: each [prefix; suffix] through layers 0..exit-1, where suffix tokens
+    see prefix tokens only in band layers. ``suffix`` positions must already follow their prefix's.
+    Returns logit(yes) - logit(no) [batch] in float32; differentiable (training uses it too).
+
+    ``shared``: text tokens that begin every prefix (the system prompt), cut from ``prefixes``: they run
+    once for the batch and are attended like the rest of the prefix. Same numbers, less work: training
+    uses it to skip the ~60% of each prompt that never changes.
+    """
+    pairs = join_pairs(prefixes, suffixes)
+    x, positions, in_suffix, deepstack = pairs.x, pairs.positions, pairs.in_suffix, pairs.deepstack
+    band_bias, within_bias = pairs.band_bias, pairs.within_bias
+    batch, t, _ = x.shape
     if shared is not None:  # every token sees the shared start, except suffix tokens outside the band
         k = shared.length
         band_bias = torch.cat([band_bias.new_zeros(batch, 1, t, k), band_bias], dim=-1)
