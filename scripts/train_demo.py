@@ -107,10 +107,11 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = TrainSettings(
         steps=args.dense_steps,
-        queries_per_step=8,
-        candidates_per_query=8,
+        queries_per_step=16,
+        candidates_per_query=4,
         lr=2e-3,
-        warmup_steps=100,
+        warmup_steps=50,
+        bce_weight=0.2,
         hard_start=0.0,
         hard_end=0.75,
         seed=args.seed,
