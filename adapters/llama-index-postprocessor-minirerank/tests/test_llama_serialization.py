@@ -89,7 +89,7 @@ def test_config_reaches_the_engine(tiny_path, config, batch_size, expected) -> N
 
 @pytest.mark.parametrize(
     "settings",
-    [{"config": "dense"}, {"batch_size": 3}, {"device": "meta"}, {"dtype": "bfloat16"}, {"cache_dir": "/tmp/x"}],
+    [{"config": "dense"}, {"batch_size": 3}, {"device": "meta"}, {"dtype": "bfloat16"}, {"cache_dir": "some/cache"}],
 )
 def test_a_shared_engine_is_not_reconfigured(engine, settings) -> None:
     before = engine.config
