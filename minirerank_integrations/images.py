@@ -252,7 +252,7 @@ def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_p
         raise ImageLoadError(f"{desc}: empty string is not an image source")
     lowered = text[:8].lower()
     if lowered.startswith(("http://", "https://")):
-        return _decode(_fetch(text, desc, fetcher), desc, max_source_pixels)
+        return _decode(fetch_image(text, desc, fetcher), desc, max_source_pixels)
     if lowered.startswith("data:"):
         return _decode(_data_uri_bytes(text, desc), desc, max_source_pixels)
     if lowered.startswith("file://"):
@@ -292,7 +292,11 @@ def _b64decode(text: str) -> bytes | None:
         return None
 
 
-def _fetch(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
+def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
+    """The encoded bytes of an http(s) image through ``fetcher``; ``desc`` names the source in errors.
+
+    Raises :class:`ImageLoadError` when there is no fetcher, it fails, or it returns something else than bytes.
+    """
     if fetcher is None:
         raise ImageLoadError(
             f"{desc}: URLs are not fetched by default; pass image_fetcher= (a callable taking the URL "
@@ -301,9 +305,9 @@ def _fetch(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
     try:
         data = fetcher(url)
     except Exception as exc:
-        raise ImageLoadError(f"{desc}: the image fetcher failed: {type(exc).__name__}: {exc}") from exc
+        raise ImageLoadError(f"{desc}: the image fetcher failed on {url}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__}, expected bytes")
+        raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__} for {url}, expected bytes")
     return bytes(data)
 
 

@@ -11,7 +11,8 @@ import mimetypes
 from collections.abc import Callable
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
-from minirerank_integrations import Candidate, ImageLoadError, Query
+from minirerank_integrations import Candidate, Query
+from minirerank_integrations.images import fetch_image
 
 #: Called with an http(s) URL, returns the encoded image bytes. Nothing is downloaded without one.
 ImageFetcher = Callable[[str], bytes]
@@ -100,10 +101,4 @@ def _fetched(source: str, fetcher: ImageFetcher | None, what: str) -> str | byte
     fetcher) goes to the engine as is, which refuses URLs unless it has a fetcher of its own."""
     if fetcher is None or not source.lower().startswith(_HTTP_PREFIXES):
         return source
-    try:
-        data = fetcher(source)
-    except Exception as exc:
-        raise ImageLoadError(f"{what}: the image fetcher failed on {source}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageLoadError(f"{what}: the image fetcher returned {type(data).__name__} for {source}, expected bytes")
-    return bytes(data)
+    return fetch_image(source, what, fetcher)
