@@ -212,33 +212,62 @@ def compute_prefix(backbone: Backbone, prefix: SegmentStates, band: tuple[int, i
     The prefix never attends to the suffix, so this depends on the prefix alone. Layers below the band
     start are run only to reach it; the last band layer stops after its key/value projection.
     """
+    return compute_prefixes(backbone, [prefix], band)[0]
+
+
+def compute_prefixes(
+    backbone: Backbone, prefixes: list[SegmentStates], band: tuple[int, int], shared: SegmentStates | None = None
+) -> list[PrefixEntry]:
+    """:func:`compute_prefix` of several prefixes in one left-padded batch; differentiable (fast-path training).
+
+    ``shared``: text tokens that begin every prefix, cut from ``prefixes`` (as in :func:`reference_logits`):
+    run once, their keys and values lead each returned entry.
+    """
     start, end = band
     end = end if end > start else 0  # an empty band reads nothing from the prefix: run no layer
-    x = prefix.hidden[None]  # [1, p, hidden]
-    cos, sin = _rotary(backbone, x, prefix.positions[:, None])
-    bias = _causal(torch.ones(1, prefix.length, dtype=torch.bool, device=x.device))
-    keys, values = [], []
+    x, positions, valid, deepstack = _left_pad(prefixes)
+    batch, t, _ = x.shape
+    cos, sin = _rotary(backbone, x, positions)
+    bias = _causal(valid)
+    if shared is not None:
+        k_shared = shared.length
+        bias = torch.cat([bias.new_zeros(batch, 1, t, k_shared), bias], dim=-1)
+        xs = shared.hidden[None]  # [1, k, hidden]
+        cos_s, sin_s = _rotary(backbone, xs, shared.positions[:, None])
+        bias_s = _causal(torch.ones(1, k_shared, dtype=torch.bool, device=x.device))
+    keys, values = [], []  # per band layer: [batch, kv_heads, (shared +) t, head_dim]
     for layer_idx in range(end):
         kv_only = layer_idx == end - 1
-        out, k, v, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, kv_only=kv_only)
+        layer = backbone.layers[layer_idx]
+        past = None
+        if shared is not None:
+            out_s, k_s, v_s, _ = layer_forward(layer, xs, cos_s, sin_s, bias_s, kv_only=kv_only)
+            past = (k_s.expand(batch, -1, -1, -1), v_s.expand(batch, -1, -1, -1))
+            xs = out_s if out_s is not None else xs
+        out, k, v, _ = layer_forward(layer, x, cos, sin, bias, past, kv_only=kv_only)
         if layer_idx >= start:
-            keys.append(k[0])
-            values.append(v[0])
+            keys.append(k if past is None else torch.cat([past[0], k], 2))
+            values.append(v if past is None else torch.cat([past[1], v], 2))
         if out is not None:
-            x = out
-            if layer_idx < len(prefix.deepstack):
-                x[0, prefix.visual] += prefix.deepstack[layer_idx]
-    kv_heads, head_dim = (
-        backbone.layers[0].self_attn.config.num_key_value_heads,
-        backbone.layers[0].self_attn.head_dim,
-    )
-    empty = x.new_zeros(0, kv_heads, prefix.length, head_dim)
-    return PrefixEntry(
-        keys=torch.stack(keys) if keys else empty,  # [band layers, kv_heads, p, head_dim]
-        values=torch.stack(values) if values else empty,
-        length=prefix.length,
-        next_position=prefix.next_position,
-    )
+            x = out + deepstack[layer_idx] if layer_idx < len(deepstack) else out
+    attn = backbone.layers[0].self_attn
+    kv_heads, head_dim = attn.config.num_key_value_heads, attn.head_dim
+    head = shared.length if shared is not None else 0
+    entries = []
+    for b, prefix in enumerate(prefixes):
+        rows = torch.cat([torch.arange(head), torch.arange(head + t - prefix.length, head + t)]).to(x.device)
+        length = head + prefix.length
+        entries.append(
+            PrefixEntry(
+                keys=torch.stack([k[b][:, rows] for k in keys]) if keys else x.new_zeros(0, kv_heads, length, head_dim),
+                values=torch.stack([v[b][:, rows] for v in values])
+                if values
+                else x.new_zeros(0, kv_heads, length, head_dim),
+                length=length,
+                next_position=prefix.next_position,
+            )
+        )
+    return entries
 
 
 def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start: int) -> torch.Tensor:
@@ -301,13 +330,20 @@ def pair_logits(
 def last_token_attention(backbone: Backbone, states: SegmentStates) -> torch.Tensor:
     """Attention probabilities from the last token to every token, per layer and head:
     [layers, heads, tokens]. Used by embedder-guided pruning."""
-    x = states.hidden[None]
-    cos, sin = _rotary(backbone, x, states.positions[:, None])
-    bias = _causal(torch.ones(1, states.length, dtype=torch.bool, device=x.device))
+    return last_token_attention_batch(backbone, [states])[0]
+
+
+def last_token_attention_batch(backbone: Backbone, states: list[SegmentStates]) -> list[torch.Tensor]:
+    """:func:`last_token_attention` of several segments in one left-padded batch (padding gets exactly 0)."""
+    x, positions, valid, deepstack = _left_pad(states)
+    cos, sin = _rotary(backbone, x, positions)
+    bias = _causal(valid)
     rows = []
     for layer_idx, layer in enumerate(backbone.layers):
         x, _, _, probs = layer_forward(layer, x, cos, sin, bias, want_probs=True)
-        rows.append(probs[0, :, -1].float())  # [heads, tokens]
-        if layer_idx < len(states.deepstack):
-            x[0, states.visual] += states.deepstack[layer_idx]
-    return torch.stack(rows)
+        rows.append(probs[:, :, -1].float())  # [batch, heads, t]
+        if layer_idx < len(deepstack):
+            x = x + deepstack[layer_idx]
+    stacked = torch.stack(rows, 1)  # [batch, layers, heads, t]
+    t = x.shape[1]
+    return [stacked[b, :, :, t - s.length :] for b, s in enumerate(states)]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from .layers import last_token_attention
+from .layers import last_token_attention_batch
 from .modeling import Backbone
 from .prompts import PreparedImage, Segment, embedder_segment
 
@@ -31,16 +31,27 @@ def embedder_importance(embedder: Backbone, image: PreparedImage, features: Feat
     Averaged over every head of every layer of the embedder: the pooled token's attention is spread
     across depth, and no single layer was found to rank better on its own at small scale.
     """
-    segment: Segment = embedder_segment(embedder.tokenizer, image)
-    states = embedder.embed(segment, {image.digest: features(embedder, image)})
-    probs = last_token_attention(embedder, states)  # [layers, heads, tokens]
-    importance = probs.mean(dim=(0, 1))[states.visual]  # [visual tokens]
-    if importance.shape[0] != image.num_tokens:
-        raise ValueError(
-            f"the embedder sees {importance.shape[0]} tokens for an image the reranker sees as {image.num_tokens}: "
-            "its patch and merge sizes must match the reranker's"
-        )
-    return importance
+    return embedder_importances(embedder, [image], features)[0]
+
+
+def embedder_importances(
+    embedder: Backbone, images: Sequence[PreparedImage], features: FeatureLookup
+) -> list[torch.Tensor]:
+    """:func:`embedder_importance` of several images in one batched embedder pass (same numbers)."""
+    segments: list[Segment] = [embedder_segment(embedder.tokenizer, image) for image in images]
+    states = [
+        embedder.embed(segment, {image.digest: features(embedder, image)}) for segment, image in zip(segments, images)
+    ]
+    out = []
+    for image, state, probs in zip(images, states, last_token_attention_batch(embedder, states)):
+        importance = probs.mean(dim=(0, 1))[state.visual]  # probs: [layers, heads, tokens] -> [visual tokens]
+        if importance.shape[0] != image.num_tokens:
+            raise ValueError(
+                f"the embedder sees {importance.shape[0]} tokens for an image the reranker sees as "
+                f"{image.num_tokens}: its patch and merge sizes must match the reranker's"
+            )
+        out.append(importance)
+    return out
 
 
 def random_importance(image: PreparedImage, seed: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import PresetName, RerankConfig
+from .demo_model import DEMO_MODEL, demo_checkpoint
 from .errors import CandidateError, InputError, MiniRerankError
 from .images import ImageFetcher, image_digest, prepare_image
 from .inputs import (
@@ -31,6 +32,7 @@ from .inputs import (
 )
 from .layers import (
     compute_prefix,
+    compute_prefixes,
     compute_suffix_preband,
     pair_logits,
     reference_logits,
@@ -39,7 +41,7 @@ from .layers import (
 from .modeling import Backbone, SegmentStates, load_backbone
 from .prefix_store import MemoryPrefixStore, PrefixEntry, PrefixStore
 from .prompts import PreparedImage, Segment, SideContent, query_first_segment, vision_first_segments
-from .pruning import embedder_importance, keep_mask, random_importance
+from .pruning import embedder_importances, keep_mask, random_importance
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class MiniReranker:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path,
+        name_or_path: str | Path = DEMO_MODEL,
         *,
         config: RerankConfig | PresetName = "paper",
         device: str | torch.device = "cpu",
@@ -112,7 +114,10 @@ class MiniReranker:
         """Load a Qwen3-VL checkpoint (local folder or hub id) as a reranker.
 
         Args:
-            name_or_path: a ``Qwen3VLForConditionalGeneration`` checkpoint (e.g. Qwen3-VL-Reranker-2B).
+            name_or_path: a ``Qwen3VLForConditionalGeneration`` checkpoint (e.g. Qwen3-VL-Reranker-2B); by default
+                ``"minirerank-demo"``, the embedded demo model (see :mod:`minirerank_integrations.demo_model`):
+                its dense variant for ``config="dense"``, else its ``paper`` adaptation, guided by the dense
+                variant as embedder unless ``embedder`` is given.
             config: a :class:`RerankConfig` or a preset name (``"paper"``, ``"dense"``), checked against
                 the model's depth here.
             device, dtype: where and how the weights live; scores are computed in float32 regardless.
@@ -123,6 +128,11 @@ class MiniReranker:
             embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
             image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
         """
+        if str(name_or_path) == DEMO_MODEL:
+            variant = "dense" if config == "dense" else "paper"
+            name_or_path = demo_checkpoint(variant)
+            if variant == "paper" and embedder is None:
+                embedder = demo_checkpoint("dense")
         backbone = load_backbone(name_or_path, device=device, dtype=dtype)
         if isinstance(embedder, (str, Path)):
             embedder = load_backbone(embedder, device=device, dtype=dtype)
@@ -320,26 +330,39 @@ class MiniReranker:
             cache[key] = feats
         return feats
 
-    @torch.no_grad()  # pruning ranks tokens; it is not trained through
-    def _importance_of(self, image: PreparedImage, cache: dict) -> torch.Tensor:
+    def _importance_key(self, image: PreparedImage) -> tuple:
         cfg = self.config
-        key = (
+        return (
             cfg.pruning_guide,
             # The embedder's weight digest, not its identity: importances computed before its weights
             # changed (training, a merged adapter) must not be reused.
             cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint(),
             image.digest,
         )
+
+    @torch.no_grad()  # pruning ranks tokens; it is not trained through
+    def _importance_of(self, image: PreparedImage, cache: dict) -> torch.Tensor:
+        key = self._importance_key(image)
         if key not in self._importance:
-            if cfg.pruning_guide == "random":
-                value = random_importance(image, cfg.pruning_seed)
-            else:
-                self.counters.embedder_passes += 1
-                value = embedder_importance(self.embedder, image, lambda bb, im: self._features(bb, im, cache))
-            self._importance[key] = value
-            while len(self._importance) > 4096:
-                self._importance.popitem(last=False)
+            self._prefetch_importances([image], cache)
         return self._importance[key]
+
+    @torch.no_grad()
+    def _prefetch_importances(self, images: Sequence[PreparedImage], cache: dict) -> None:
+        """Compute the missing importances of ``images``, with one batched embedder pass."""
+        cfg = self.config
+        missing = [im for im in images if self._importance_key(im) not in self._importance]
+        if not missing:
+            return
+        if cfg.pruning_guide == "random":
+            values = [random_importance(image, cfg.pruning_seed) for image in missing]
+        else:
+            self.counters.embedder_passes += len(missing)
+            values = embedder_importances(self.embedder, missing, lambda bb, im: self._features(bb, im, cache))
+        for image, value in zip(missing, values):
+            self._importance[self._importance_key(image)] = value
+        while len(self._importance) > 4096:
+            self._importance.popitem(last=False)
 
     def _states(self, segment: Segment, cache: dict | None = None) -> SegmentStates:
         """Embed a segment (encoding its images) and drop pruned visual tokens."""
@@ -376,31 +399,68 @@ class MiniReranker:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def logits(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> torch.Tensor:
-        """logit(yes) - logit(no) of each pair [batch], float32, by the reference definition of the current
-        configuration, with gradients: what training optimizes is exactly what the fast path computes."""
+    def logits(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]], *, fast: bool = False) -> torch.Tensor:
+        """logit(yes) - logit(no) of each pair [batch], float32, with gradients: what training optimizes is
+        exactly what the fast path serves.
+
+        ``fast=False`` computes the reference definition of the current configuration. ``fast=True`` (vision-first
+        configurations) computes the same numbers as serving does: each distinct prefix up to the band end only,
+        each distinct suffix's pre-band layers once, the per-pair layers last. Training uses it: same loss, less
+        work; a test holds both paths and their gradients equal.
+        """
         cfg, sides = self.config, self._prepare_pairs(pairs)
         cache: dict = {}
         unique = list({im.digest: im for q, d in sides for im in (*q.images, *d.images)}.values())
         for image, feats in zip(unique, self.backbone.encode_images(unique)):  # one vision call per step
             cache[(id(self.backbone), image.digest)] = feats
         self.counters.vision_encodings += len(unique)
+        if cfg.keep_ratio < 1.0:
+            self._prefetch_importances(unique, cache)
         if cfg.format == "query_first":
             segments = [(self._query_first(q, d), None) for q, d in sides]
         else:
             segments = [self._vision_first(q, d) for q, d in sides]
+        if fast and cfg.format == "vision_first":
+            return self._fast_logits(segments, cache)  # type: ignore[arg-type]
         prefixes = [self._states(p, cache) for p, _ in segments]
         suffixes = [
             self._states(s, cache).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
             for p, (_, s) in zip(prefixes, segments)
         ]
-        shared = _shared_text_start([p for p, _ in segments], self.backbone.image_token_id)
-        head = None
-        if len(sides) > 1 and shared >= 8:
-            first = prefixes[0]
-            head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
-            prefixes = [p.select(torch.arange(p.length, device=p.visual.device) >= shared) for p in prefixes]
+        head, prefixes = _cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
         return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
+
+    def _fast_logits(self, segments: list[tuple[Segment, Segment]], cache: dict) -> torch.Tensor:
+        """The serving computation of :meth:`_score_sides`, batched and differentiable, without the store."""
+        cfg, b = self.config, self.backbone
+        prefix_index: dict[tuple, int] = {}  # segment key -> row among the distinct ones
+        suffix_index: dict[tuple, int] = {}
+        distinct_prefixes: list[Segment] = []
+        distinct_suffixes: list[Segment] = []
+        rows_p, rows_s = [], []
+        for prefix, suffix in segments:
+            for segment, index, distinct, rows in (
+                (prefix, prefix_index, distinct_prefixes, rows_p),
+                (suffix, suffix_index, distinct_suffixes, rows_s),
+            ):
+                key = (segment.input_ids, tuple(im.digest for im in segment.images))
+                if key not in index:
+                    index[key] = len(distinct)
+                    distinct.append(segment)
+                rows.append(index[key])
+        prefix_states = [self._states(p, cache) for p in distinct_prefixes]
+        head, cut = _cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
+        entries = compute_prefixes(b, cut, cfg.band, shared=head)
+        suffix_states = [self._states(s, cache) for s in distinct_suffixes]
+        prebands = [compute_suffix_preband(b, s, cfg.band[0]) for s in suffix_states]
+        return pair_logits(
+            b,
+            [entries[i] for i in rows_p],
+            [suffix_states[j].shifted(entries[i].next_position) for i, j in zip(rows_p, rows_s)],
+            [prebands[j] for j in rows_s],
+            cfg.band,
+            cfg.exit_layer,
+        )
 
     @torch.no_grad()
     def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
@@ -452,6 +512,19 @@ class MiniReranker:
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
         return scores
+
+
+def _cut_shared_start(
+    segments: Sequence[Segment], states: list[SegmentStates], image_token_id: int
+) -> tuple[SegmentStates | None, list[SegmentStates]]:
+    """Split the text start shared by all segments (the system prompt) off their states, when long enough to
+    be worth running once: (shared start or None, the rest of each segment)."""
+    shared = _shared_text_start(segments, image_token_id)
+    if len(segments) < 2 or shared < 8:
+        return None, states
+    first = states[0]
+    head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
+    return head, [s.select(torch.arange(s.length, device=s.visual.device) >= shared) for s in states]
 
 
 def _shared_text_start(segments: Sequence[Segment], image_token_id: int) -> int:

@@ -10,7 +10,20 @@ from stock_reference import pads
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
-from minirerank_integrations.pruning import embedder_importance, kept_count
+from minirerank_integrations.pruning import embedder_importance, embedder_importances, kept_count
+
+
+def test_batched_importances_equal_one_image_at_a_time(tiny8_path, images):
+    reranker = MiniReranker.from_pretrained(tiny8_path)
+    prepared = [reranker._prepare(Query(images=[image]), "q").images[0] for image in images]
+    assert len({im.num_tokens for im in prepared}) > 1  # different sizes: the batch is left-padded
+    features = lambda bb, im: bb.encode_image(im)  # noqa: E731
+    batched = embedder_importances(reranker.backbone, prepared, features)
+    for image, together in zip(prepared, batched):
+        alone = embedder_importance(reranker.backbone, image, features)
+        assert together.shape == alone.shape == (image.num_tokens,)
+        assert torch.allclose(together, alone, atol=1e-6)
+        assert alone.std() > 0  # tokens are ranked, not tied
 
 
 def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, images):

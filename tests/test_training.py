@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from minirerank_integrations import MiniReranker
 from minirerank_integrations.data import generate
+from minirerank_integrations.data.render import render_scene
 from minirerank_integrations.training import (
     TrainSettings,
     add_lora,
@@ -18,6 +21,7 @@ from minirerank_integrations.training import (
     save_lora,
     train,
     training_step,
+    vision_warm_start,
 )
 
 
@@ -27,8 +31,6 @@ def tasks():
 
 
 def _fixed_batch(tasks, size=6):
-    import random
-
     rng = random.Random(0)
     pairs, labels = [], []
     for task in tasks:
@@ -63,8 +65,6 @@ def test_training_logits_are_the_served_scores(tiny4_path, tasks):
 
 
 def test_sample_group_mixes_positives_and_hard_negatives(tasks):
-    import random
-
     from minirerank_integrations.data import attribute_distance
 
     task = tasks[0]
@@ -102,3 +102,52 @@ def test_lora_trains_only_adapters_and_saves_loads_merges(tiny4_path, tasks, tmp
     assert reranker.score(pairs) == pytest.approx(adapted, abs=1e-5)
     merged_dir = save_checkpoint(reranker, tmp_path / "merged")
     assert MiniReranker.from_pretrained(merged_dir, config="paper").score(pairs) == pytest.approx(adapted, abs=1e-5)
+
+
+def test_vision_warm_start_learns_attributes_and_leaves_the_decoder(tiny4_path):
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
+    labels = [{"colour": c, "shape": s} for c in ("red", "blue", "green") for s in ("circle", "square")]
+    rng = random.Random(0)
+    images = [render_scene(a | {"count": "one", "position": "left"}, rng, 64) for a in labels]
+    decoder = {n: p.detach().clone() for n, p in reranker.backbone.model.named_parameters() if "visual" not in n}
+    fingerprint = reranker.backbone.fingerprint()
+    report = vision_warm_start(reranker, images, labels, steps=25, batch_size=len(images), lr=3e-3)
+    assert len(report.losses) == 25
+    assert report.losses[-1] < 0.5 * report.losses[0], report.losses
+    for name, p in reranker.backbone.model.named_parameters():
+        if "visual" not in name:
+            assert torch.equal(p, decoder[name]), f"{name} moved"
+    assert reranker.backbone.fingerprint() != fingerprint  # stored prefixes of the old weights must not match
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"preset": "paper"},
+        {"format": "vision_first", "exit_layer": 3, "band": (1, 3), "keep_ratio": 0.6, "pruning_guide": "random"},
+        {"format": "vision_first", "band": (0, 0)},
+    ],
+    ids=["paper", "band-1-3", "no-band"],
+)
+def test_fast_training_path_equals_the_reference_with_gradients(tiny8_path, tasks, fields):
+    from minirerank_integrations import RerankConfig
+
+    reranker = MiniReranker.from_pretrained(tiny8_path)
+    preset = fields.pop("preset", None)
+    reranker.config = RerankConfig.preset(preset, 8) if preset else RerankConfig(**fields)
+    pairs, _ = _fixed_batch(tasks)  # groups share a query: suffixes (t2i) and prefixes (i2t) repeat
+    params = list(reranker.backbone.model.parameters())
+    grads, values = [], []
+    for fast in (False, True):
+        logits = reranker.logits(pairs, fast=fast)
+        values.append(logits.detach())
+        grads.append(torch.autograd.grad(logits.square().sum(), params, allow_unused=True))
+    assert values[1].tolist() == pytest.approx(values[0].tolist(), abs=1e-4)
+    assert values[0].std() > 1e-3  # the pairs are told apart, so equality is not trivial
+    scale = max(float(g.abs().max()) for g in grads[0] if g is not None)
+    for reference, fast in zip(*grads):
+        if reference is None or fast is None:
+            assert (reference is None or not reference.any()) and (fast is None or not fast.any())
+            continue
+        assert float((reference - fast).abs().max()) <= 1e-3 * scale
+    assert torch.allclose(torch.sigmoid(values[1]), torch.tensor(reranker.score(pairs)), atol=1e-4)
