@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: demo test lint clean
+.PHONY: demo test results clean
 
 $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 	python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
+
+# The demo model's measured results (docs/results.md): quality tables, then training step times. ~15 min on 2 CPUs.
+results: $(VENV)/.installed
+	$(PY) benchmarks/train_step.py --json docs/results/train_step.json
+	$(PY) scripts/demo_results.py --out docs/results
 
 clean:
 	rm -rf $(VENV)

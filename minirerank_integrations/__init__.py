@@ -1,6 +1,7 @@
 """minirerank-integrations: a fast, faithful multimodal reranker on Qwen3-VL."""
 
 from .config import RerankConfig
+from .demo_model import DEMO_MODEL
 from .errors import (
     CacheError,
     CandidateError,
@@ -14,6 +15,7 @@ from .inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandid
 from .reranker import MiniReranker, WorkCounters
 
 __all__ = [
+    "DEMO_MODEL",
     "CacheError",
     "Candidate",
     "CandidateError",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .demo_model import DEMO_MODEL
 from .prefix_store import DiskPrefixStore
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _add_demo_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="rerank a few pictures and passages with the paper and dense presets",
         description="Rerank a few pictures and passages with the paper and dense presets, offline.",
     )
-    demo.add_argument("--model", default=None, help="a Qwen3-VL checkpoint; default: a tiny offline one")
+    demo.add_argument("--model", default=None, help="a Qwen3-VL checkpoint; default: the embedded demo model")
     demo.add_argument("--query", action="append", default=None, help="a text query (repeatable)")
     demo.set_defaults(handler=_demo)
 
@@ -80,7 +81,9 @@ def _add_rerank_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="rerank text and image candidates for one query; prints JSON lines, best first",
         description="Rerank candidates for one query. Each --text or --image is one candidate.",
     )
-    rerank.add_argument("--model", required=True, help="a Qwen3-VL checkpoint (folder or hub id)")
+    rerank.add_argument(
+        "--model", default=DEMO_MODEL, help=f"a Qwen3-VL checkpoint (folder or hub id); default: {DEMO_MODEL}, embedded"
+    )
     rerank.add_argument("--query", default="", help="the query text")
     rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
     rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
@@ -131,7 +134,12 @@ def _add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "JSONL format (--data) or synthetic tasks generated on the fly. Prints per-family Hit@1, NDCG@5 and "
         "MRR@10, runtime and retention against the first configuration.",
     )
-    evaluate.add_argument("--model", required=True, help="a Qwen3-VL checkpoint (folder or hub id)")
+    evaluate.add_argument(
+        "--model",
+        default=DEMO_MODEL,
+        help=f"a Qwen3-VL checkpoint (folder or hub id); default: {DEMO_MODEL}, the embedded demo (its dense "
+        "variant: every configuration is evaluated on the same weights)",
+    )
     evaluate.add_argument(
         "--data",
         nargs="+",

@@ -1,82 +1,98 @@
-"""The README's main job: rerank a handful of pictures and texts for a few queries, printing the
-paper configuration's ranking next to the dense baseline's.
+"""The README's main job: rerank generated test-split tasks (scenes, screenshots, captions) with the embedded
+demo model, printing the ``paper`` configuration's ranking next to the dense baseline's scores.
 
-Until a trained demo checkpoint ships with the package, the demo builds a tiny randomly initialised
-Qwen3-VL offline: it shows the pipeline end to end (loading, prompts, prefix reuse, early exit, band,
-pruning), not meaningful relevance.
+The demo model is trained on synthetic data only (see :mod:`minirerank_integrations.demo_model`); pass
+another checkpoint with ``model=`` to see the same pipeline on it.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-from .inputs import Candidate, Query
+from .data import generate, query_text
+from .data.tasks import RerankTask
+from .demo_model import DEMO_MODEL
+from .inputs import Query
 from .reranker import MiniReranker
-from .tiny_checkpoint import build_tiny_checkpoint
 
-_COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (240, 210, 20)}
+__all__ = ["demo_tasks", "describe", "run_demo"]
 
-
-def _picture(colour: str, shape: str, size: int = 96) -> Image.Image:
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    box = [size // 6, size // 6, size - size // 6, size - size // 6]
-    if shape == "circle":
-        draw.ellipse(box, fill=_COLOURS[colour])
-    else:
-        draw.rectangle(box, fill=_COLOURS[colour])
-    return image
+_SHOWN = 3  # candidates printed per query
 
 
-def demo_candidates() -> list[Candidate]:
-    """Pictures of coloured shapes and a few text passages."""
-    pictures = [
-        Candidate(images=[_picture(c, s)], id=f"{c} {s}")
-        for c, s in [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
+def describe(task: RerankTask, index: int | None = None) -> str:
+    """A one-line description of a task's query (``index`` None) or candidate, from its attributes."""
+    item = task.query if index is None else task.candidates[index]
+    if item.text:
+        return repr(item.text)
+    attributes = task.query_attributes if index is None else task.candidate_attributes[index]
+    kind = "page" if task.family == "text_to_doc" else "picture"
+    return f"[{kind}: {query_text(task.family, attributes)}]"
+
+
+def demo_tasks(n_per_family: int = 1, seed: int = 7) -> list[RerankTask]:
+    """A few test-split tasks of every family, 20 candidates each, 60% of the negatives hard."""
+    return [
+        task
+        for family in ("text_to_image", "text_to_doc", "image_to_text")
+        for task in generate(family, "test", n_per_family, seed=seed, candidates_per_query=20, hard_negative_share=0.6)
     ]
-    texts = [
-        Candidate(text="A red circle drawn on a white page.", id="text: red circle"),
-        Candidate(text="Quarterly report: revenue grew in every region.", id="text: report"),
-    ]
-    return pictures + texts
 
 
 def run_demo(model: str | Path | None = None, *, queries: list[str] | None = None) -> str:
-    """Rerank the demo candidates for each query with the ``paper`` and ``dense`` presets; return a report."""
-    lines: list[str] = []
-    with tempfile.TemporaryDirectory() as scratch:
-        if model is None:
-            model = build_tiny_checkpoint(Path(scratch) / "tiny-qwen3-vl", num_layers=8)
-            lines.append("model: a tiny randomly initialised Qwen3-VL (8 layers) built offline; scores show the")
-            lines.append("       pipeline at work, not real relevance. Pass --model PATH for a real checkpoint.")
-        else:
-            lines.append(f"model: {model}")
-        fast = MiniReranker.from_pretrained(model, config="paper")
-        dense = MiniReranker(fast.backbone, "dense")  # same weights, the official query-first prompt
-        cfg = fast.config
+    """Rerank demo tasks with the ``paper`` and ``dense`` configurations; return a printable report.
+
+    ``queries``: free-text queries, reranked against the candidates of the generated scene and page tasks.
+    """
+    model = model or DEMO_MODEL
+    lines = [f"model: {model}"]
+    if str(model) == DEMO_MODEL:
+        lines.append("       (the embedded demo: 1.9M parameters trained from scratch on synthetic scenes and pages)")
+    fast = MiniReranker.from_pretrained(model, config="paper")
+    dense = MiniReranker.from_pretrained(model, config="dense")
+    cfg = fast.config
+    lines.append(
+        f"paper preset: exit after {cfg.exit_layer}/{fast.num_layers} layers, band {list(cfg.band or ())}, "
+        f"keep {cfg.keep_ratio:.0%} of visual tokens"
+    )
+    tasks = demo_tasks()
+    if queries:
+        pool = [c for t in tasks if t.family != "image_to_text" for c in t.candidates]
+        meta = {id(c): (t, i) for t in tasks for i, c in enumerate(t.candidates)}
+        jobs = [(Query(text=q), pool, None) for q in queries]
+    else:
+        jobs = [(t.query, t.candidates, t) for t in tasks]
+        meta = {id(c): (t, i) for t in tasks for i, c in enumerate(t.candidates)}
+
+    top_hits = 0
+    for query, candidates, task in jobs:
+        started = time.perf_counter()
+        ranked = fast.rerank(query, candidates)
+        fast_s = time.perf_counter() - started
+        started = time.perf_counter()
+        baseline = {r.index: r.score for r in dense.rerank(query, candidates)}
+        dense_s = time.perf_counter() - started
+        shown_query = describe(task) if task is not None else repr(query.text)
+        family = f"{task.family}, " if task is not None else ""
         lines.append(
-            f"paper preset: exit after {cfg.exit_layer}/{fast.num_layers} layers, band {list(cfg.band)}, "
-            f"keep {cfg.keep_ratio:.0%} of visual tokens"
+            f"\nquery: {shown_query}   ({family}{len(candidates)} candidates; "
+            f"paper {fast_s * 1000:.0f} ms, dense {dense_s * 1000:.0f} ms)"
         )
-        candidates = demo_candidates()
-        for query in queries or ["a red circle", "a blue square"]:
-            started = time.perf_counter()
-            ranked = fast.rerank(Query(text=query), candidates)
-            fast_s = time.perf_counter() - started
-            started = time.perf_counter()
-            baseline = {r.index: r.score for r in dense.rerank(Query(text=query), candidates)}
-            dense_s = time.perf_counter() - started
-            lines.append(f"\nquery: {query!r}   (paper {fast_s * 1000:.0f} ms, dense {dense_s * 1000:.0f} ms)")
-            lines.append(f"  {'rank':>4}  {'candidate':<22} {'paper':>7} {'dense':>7}")
-            for rank, result in enumerate(ranked, 1):
-                lines.append(f"  {rank:>4}  {result.id:<22} {result.score:7.4f} {baseline[result.index]:7.4f}")
-        c = fast.counters
-        lines.append(
-            f"\nwork (paper): {c.prefix_computations} prefixes computed, {c.prefix_hits} reused from the store, "
-            f"{c.suffix_prebands} shared suffix passes, {c.pair_passes} per-pair passes"
-        )
+        lines.append(f"  {'rank':>4}  {'paper':>6} {'dense':>6}  candidate")
+        for rank, result in enumerate(ranked[:_SHOWN], 1):
+            owner, index = meta[id(candidates[result.index])]
+            relevant = " (relevant)" if task is not None and task.relevance[result.index] > 0 else ""
+            lines.append(
+                f"  {rank:>4}  {result.score:6.3f} {baseline[result.index]:6.3f}  {describe(owner, index)}{relevant}"
+            )
+        if task is not None:
+            top_hits += task.relevance[ranked[0].index] > 0
+    if not queries:
+        lines.append(f"\npaper top-1 relevant on {top_hits} of {len(jobs)} queries")
+    c = fast.counters
+    lines.append(
+        f"work (paper): {c.prefix_computations} prefixes computed, {c.prefix_hits} reused from the store, "
+        f"{c.suffix_prebands} shared suffix passes, {c.pair_passes} per-pair passes"
+    )
     return "\n".join(lines)

@@ -149,6 +149,23 @@ def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> 
     )
 
 
+class _SharedStart:
+    """Text tokens that begin every row of a batch (the system prompt): run once per layer, at batch size 1;
+    every row attends to their keys and values."""
+
+    def __init__(self, backbone: Backbone, shared: SegmentStates) -> None:
+        self.length = shared.length
+        self.x = shared.hidden[None]  # [1, k, hidden]
+        self.cos, self.sin = _rotary(backbone, self.x, shared.positions[:, None])
+        self.bias = _causal(torch.ones(1, shared.length, dtype=torch.bool, device=self.x.device))
+
+    def layer(self, layer: torch.nn.Module, batch: int, kv_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run one layer; return its keys and values expanded to the batch."""
+        out, k, v, _ = layer_forward(layer, self.x, self.cos, self.sin, self.bias, kv_only=kv_only)
+        self.x = out if out is not None else self.x
+        return k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+
+
 def reference_logits(
     backbone: Backbone,
     prefixes: list[SegmentStates],
@@ -169,24 +186,18 @@ def reference_logits(
     x, positions, in_suffix, deepstack = pairs.x, pairs.positions, pairs.in_suffix, pairs.deepstack
     band_bias, within_bias = pairs.band_bias, pairs.within_bias
     batch, t, _ = x.shape
-    if shared is not None:  # every token sees the shared start, except suffix tokens outside the band
-        k = shared.length
+    start = _SharedStart(backbone, shared) if shared is not None else None
+    if start is not None:  # every token sees the shared start, except suffix tokens outside the band
+        k = start.length
         band_bias = torch.cat([band_bias.new_zeros(batch, 1, t, k), band_bias], dim=-1)
         hidden_from_suffix = torch.where(in_suffix, NEG, 0.0)[:, None, :, None].expand(batch, 1, t, k)
         within_bias = torch.cat([hidden_from_suffix, within_bias], dim=-1)
-        xs = shared.hidden[None]  # [1, k, hidden]
-        cos_s, sin_s = _rotary(backbone, xs, shared.positions[:, None])
-        bias_s = _causal(torch.ones(1, k, dtype=torch.bool, device=x.device))
     cos, sin = _rotary(backbone, x, positions)
     for layer_idx in range(exit_layer):
         last = layer_idx == exit_layer - 1
         layer = backbone.layers[layer_idx]
         bias = band_bias if band[0] <= layer_idx < band[1] else within_bias
-        past = None
-        if shared is not None:
-            out_s, k_s, v_s, _ = layer_forward(layer, xs, cos_s, sin_s, bias_s, kv_only=last)
-            past = (k_s.expand(batch, -1, -1, -1), v_s.expand(batch, -1, -1, -1))
-            xs = out_s if out_s is not None else xs
+        past = start.layer(layer, batch, kv_only=last) if start is not None else None
         x, _, _, _ = layer_forward(layer, x, cos, sin, bias, past, last_only=last)
         if layer_idx < len(deepstack) and not last:  # the last token is never visual
             x = x + deepstack[layer_idx]
@@ -229,21 +240,14 @@ def compute_prefixes(
     batch, t, _ = x.shape
     cos, sin = _rotary(backbone, x, positions)
     bias = _causal(valid)
-    if shared is not None:
-        k_shared = shared.length
-        bias = torch.cat([bias.new_zeros(batch, 1, t, k_shared), bias], dim=-1)
-        xs = shared.hidden[None]  # [1, k, hidden]
-        cos_s, sin_s = _rotary(backbone, xs, shared.positions[:, None])
-        bias_s = _causal(torch.ones(1, k_shared, dtype=torch.bool, device=x.device))
+    head_start = _SharedStart(backbone, shared) if shared is not None else None
+    if head_start is not None:
+        bias = torch.cat([bias.new_zeros(batch, 1, t, head_start.length), bias], dim=-1)
     keys, values = [], []  # per band layer: [batch, kv_heads, (shared +) t, head_dim]
     for layer_idx in range(end):
         kv_only = layer_idx == end - 1
         layer = backbone.layers[layer_idx]
-        past = None
-        if shared is not None:
-            out_s, k_s, v_s, _ = layer_forward(layer, xs, cos_s, sin_s, bias_s, kv_only=kv_only)
-            past = (k_s.expand(batch, -1, -1, -1), v_s.expand(batch, -1, -1, -1))
-            xs = out_s if out_s is not None else xs
+        past = head_start.layer(layer, batch, kv_only) if head_start is not None else None
         out, k, v, _ = layer_forward(layer, x, cos, sin, bias, past, kv_only=kv_only)
         if layer_idx >= start:
             keys.append(k if past is None else torch.cat([past[0], k], 2))

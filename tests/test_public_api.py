@@ -9,6 +9,7 @@ def test_all_is_pinned():
         "Candidate",
         "CandidateError",
         "ConfigError",
+        "DEMO_MODEL",
         "ImageLoadError",
         "InputError",
         "MiniRerankError",

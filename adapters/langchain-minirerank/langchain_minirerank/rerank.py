@@ -8,7 +8,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
-from minirerank_integrations import MiniReranker, RerankConfig, RerankResults
+from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, RerankResults
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
@@ -60,8 +60,10 @@ class MiniRerankCompressor(BaseDocumentCompressor):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     model: str | Path | MiniReranker = Field(
-        description="A Qwen3-VL reranker checkpoint (local folder or hub id) to load, or a loaded "
-        "MiniReranker to share between components."
+        DEMO_MODEL,
+        description="A Qwen3-VL reranker checkpoint (local folder or hub id, e.g. Qwen/Qwen3-VL-Reranker-2B) to "
+        "load, or a loaded MiniReranker to share between components. Default: the embedded demo model, "
+        "trained on synthetic data only.",
     )
     top_n: int | None = Field(3, ge=1, description="Documents returned, best first; None returns all.")
     score_threshold: float | None = Field(

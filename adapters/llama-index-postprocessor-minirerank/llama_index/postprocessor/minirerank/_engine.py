@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 import torch
 from llama_index.core.utils import infer_torch_device
-from minirerank_integrations import MiniReranker, RerankConfig
+from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig
 
 #: The checkpoint loaded when no model is named.
-DEFAULT_MODEL = "Qwen/Qwen3-VL-Reranker-2B"
+DEFAULT_MODEL = DEMO_MODEL  # the embedded demo; pass a real checkpoint such as "Qwen/Qwen3-VL-Reranker-2B"
 
 PresetName = Literal["paper", "dense"]
 ModelLike = str | os.PathLike | MiniReranker

@@ -1,0 +1,234 @@
+"""Measure the embedded demo model: dense quality, the no-interaction control, retention of the adapted and
+zero-shot ``paper`` configuration and of each technique alone, embedder vs random pruning, training step
+time dense vs adapted, and the layer-wise analysis. Writes docs/results.md (+ results.json and two PNGs).
+
+    make results        # benchmarks/train_step.py --json docs/results/train_step.json, then this script
+
+Every quality number is deterministic (seeded test-split tasks, fixed weights); runtimes are of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from minirerank_integrations import MiniReranker, RerankConfig
+from minirerank_integrations.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
+from minirerank_integrations.data import FAMILIES, generate
+from minirerank_integrations.demo_model import demo_checkpoint
+from minirerank_integrations.evaluation import EvalReport, evaluate, retention
+
+METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
+TARGET = 0.97  # retention bar of the adapted paper preset
+
+
+def configs(depth: int) -> dict[str, dict]:
+    """Name -> RerankConfig fields; ``paper`` is the preset, the single techniques take its values."""
+    paper = RerankConfig.preset("paper", depth)
+    return {
+        "dense": {},
+        "no interaction (band empty)": {"format": "vision_first", "band": (0, 0)},
+        "paper": paper.model_dump(include={"format", "exit_layer", "band", "keep_ratio"}),
+        "vision-first only": {"format": "vision_first"},
+        f"exit only (layer {paper.exit_layer})": {"exit_layer": paper.exit_layer},
+        f"band only {list(paper.band)}": {"format": "vision_first", "band": paper.band},
+        f"pruning only (keep {paper.keep_ratio})": {"keep_ratio": paper.keep_ratio},
+    }
+
+
+def pruning_configs(depth: int) -> dict[str, dict]:
+    paper = RerankConfig.preset("paper", depth).model_dump(include={"format", "exit_layer", "band"})
+    return {
+        f"paper, keep {keep}, {guide}": paper | {"keep_ratio": keep, "pruning_guide": guide}
+        for keep in (0.5, 0.25)
+        for guide in ("embedder", "random")
+    }
+
+
+def run(model: MiniReranker, fields: dict, tasks: list) -> EvalReport:
+    """Evaluate ``model``'s weights under a configuration, from cold: a fresh prefix store and fresh pruning
+    importances, so every run pays for its own prefixes and embedder passes."""
+    reranker = MiniReranker(model.backbone, RerankConfig(**fields), embedder=model.embedder)
+    return evaluate(reranker, tasks)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dense", type=Path, default=demo_checkpoint("dense"))
+    parser.add_argument("--paper", type=Path, default=demo_checkpoint("paper"))
+    parser.add_argument("--queries", type=int, default=50, help="test-split queries per family")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-step",
+        type=Path,
+        default=Path("docs/results/train_step.json"),
+        help="timings written by benchmarks/train_step.py --json, included when present",
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+
+    tasks = [
+        t
+        for f in FAMILIES
+        for t in generate(f, "test", args.queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6)
+    ]
+    dense = MiniReranker.from_pretrained(args.dense, config="dense")
+    adapted = MiniReranker.from_pretrained(args.paper, config="paper", embedder=dense.backbone)
+    depth = dense.num_layers
+    results: dict[str, dict] = {}
+    base = run(dense, {}, tasks)
+
+    def record(group: str, name: str, report: EvalReport) -> None:
+        results.setdefault(group, {})[name] = {
+            "metrics": report.metrics,
+            "retention": retention(report, base),
+            "seconds": sum((report.seconds or {}).values()),
+        }
+        print(group, name, {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()}, flush=True)
+
+    record("zero-shot (dense weights)", "dense", base)
+    for name, fields in list(configs(depth).items())[1:]:
+        record("zero-shot (dense weights)", name, run(dense, fields, tasks))
+    for name, fields in list(configs(depth).items())[2:]:
+        record("adapted (paper weights)", name, run(adapted, fields, tasks))
+    warm = MiniReranker(adapted.backbone, "paper", embedder=adapted.embedder)
+    evaluate(warm, tasks)  # fills the prefix store and the pruning importances
+    record("adapted (paper weights)", "paper, warm prefix store", evaluate(warm, tasks))
+    for name, fields in pruning_configs(depth).items():
+        record("pruning guide (paper weights)", name, run(adapted, fields, tasks))
+
+    dense.config = "dense"
+    curve = exit_curve(dense, tasks)
+    share = attention_share(dense, tasks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_exit_curve(curve, args.out / "exit_curve.png", title="Dense demo model: quality by exit layer")
+    band = RerankConfig.preset("paper", depth).band
+    plot_attention_share(share, args.out / "attention_share.png", band=band, band_label=f"paper band {list(band)}")
+    steps = json.loads(args.train_step.read_text()) if args.train_step.exists() else None
+
+    document = {
+        "tasks": {"split": "test", "queries_per_family": args.queries, "candidates": 20, "seed": args.seed},
+        "results": results,
+        "exit_curve": curve,
+        "attention_share": share,
+        "train_step": steps,
+    }
+    (args.out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    (args.out.parent / "results.md").write_text(markdown(document, depth, args))
+    print(f"wrote {args.out.parent / 'results.md'}")
+
+
+def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
+    families = [*FAMILIES, "overall"]
+    results = doc["results"]
+    dense = results["zero-shot (dense weights)"]["dense"]
+    base = dense["metrics"]
+    # Retention is studied only where the dense model is worth retaining (Hit@1 >= 0.5).
+    eligible = [f for f in FAMILIES if base[f]["hit_rate@1"] >= 0.5]
+    lines = [
+        "# Demo model results",
+        "",
+        "Measured by `make results` (`scripts/demo_results.py`) on the embedded demo model: "
+        f"{args.queries} test-split queries per family, 20 candidates each (1-3 relevant; 60% of the negatives "
+        f"differ from the query in exactly one attribute), seed {args.seed}. Test-split attribute combinations "
+        "never occur as training queries. The model is a demo trained on synthetic data; docs/demo-training.md "
+        "tells how. Quality numbers are deterministic; runtimes are of the machine that ran the command.",
+        "",
+        "## Dense model",
+        "",
+        table(
+            ["family", *METRICS, "Hit@1 of a random order"],
+            [[f, *(f"{base[f][m]:.3f}" for m in METRICS), f"{chance(f, args):.3f}"] for f in FAMILIES]
+            + [["overall", *(f"{base['overall'][m]:.3f}" for m in METRICS), ""]],
+        ),
+        "",
+        f"Retention below is studied on the families where dense Hit@1 >= 0.5: {', '.join(eligible) or 'none'}.",
+        "Each row is evaluated from cold (empty prefix store, pruning importances computed in the run), except "
+        "`paper, warm prefix store`: the same tasks again, every prefix reused. Runtime is the whole rerank call "
+        "(image decoding and vision encoder included).",
+        "",
+    ]
+    header = ["configuration", *(f"{f} Hit@1 / NDCG@5" for f in families), "min retention", "runtime / dense"]
+    for group, entries in results.items():
+        rows = []
+        for name, entry in entries.items():
+            metrics, ret = entry["metrics"], entry["retention"]
+            worst = [ret[f][m] for f in eligible for m in ("hit_rate@1", "ndcg@5")]
+            rows.append(
+                [
+                    name,
+                    *(f"{metrics[f]['hit_rate@1']:.3f} / {metrics[f]['ndcg@5']:.3f}" for f in families),
+                    f"{min(worst):.3f}" if worst else "n/a",
+                    f"{entry['seconds'] / dense['seconds']:.2f}",
+                ]
+            )
+        lines += [f"## {group}", "", table(header, rows), ""]
+    paper = results["adapted (paper weights)"]["paper"]["retention"]
+    worst = min((paper[f][m] for f in eligible for m in ("hit_rate@1", "ndcg@5")), default=float("nan"))
+    lines += [
+        f"Adapted `paper` preset, lowest retention over {', '.join(eligible) or 'no family'} and (Hit@1, NDCG@5): "
+        f"{worst:.3f}; the bar is {TARGET}.",
+        "",
+    ]
+    steps = doc["train_step"]
+    if steps is not None:
+        seconds = steps["seconds"]
+        lines += [
+            "## Training step time",
+            "",
+            f"`benchmarks/train_step.py`: {steps['groups']} queries x {steps['size']} candidates per step, "
+            f"mean of {steps['steps']} steps on {steps['device']}, the same batches for every row.",
+            "",
+            table(
+                ["configuration", *(f"s/step, vision tower {v}" for v in seconds), "speed vs dense, vision frozen"],
+                [
+                    [
+                        name,
+                        *(f"{seconds[v][name]:.3f}" for v in seconds),
+                        f"{seconds['frozen']['dense'] / seconds['frozen'][name]:.2f}x",
+                    ]
+                    for name in seconds["frozen"]
+                ],
+            ),
+            "",
+        ]
+    lines += [
+        "## Layer-wise analysis (dense weights)",
+        "",
+        "Quality when the score is read after each layer (query-first prompt):",
+        "",
+        table(
+            ["exit layer", *(f"{f} Hit@1" for f in families)],
+            [[str(k), *(f"{v[f]['hit_rate@1']:.3f}" for f in families)] for k, v in doc["exit_curve"].items()],
+        ),
+        "",
+        "![exit curve](results/exit_curve.png)",
+        "",
+        "Share of the suffix's attention that goes to the prefix, by layer (vision-first prompt, every layer "
+        "attending everywhere): where interaction concentrates.",
+        "",
+        table(["layer", "share"], [[str(i), f"{s:.3f}"] for i, s in enumerate(doc["attention_share"])]),
+        "",
+        "![attention share](results/attention_share.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chance(family: str, args: argparse.Namespace) -> float:
+    """Expected Hit@1 of a random order: the mean share of relevant candidates."""
+    tasks = generate(family, "test", args.queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6)
+    return sum(len(t.positives) / len(t.candidates) for t in tasks) / len(tasks)
+
+
+if __name__ == "__main__":
+    main()
