@@ -88,7 +88,12 @@ def _add_rerank_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
     rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
     rerank.add_argument("--image", action="append", default=[], metavar="PATH", help="an image candidate")
-    rerank.add_argument("--config", default="paper", choices=["paper", "dense"], help="the preset")
+    rerank.add_argument(
+        "--config",
+        default=None,
+        choices=["paper", "dense"],
+        help="the preset; default: the configuration saved with the checkpoint, else paper",
+    )
     rerank.add_argument("--top-n", type=int, default=None)
     rerank.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
     rerank.add_argument("--device", default="cpu")

@@ -1,5 +1,5 @@
 """The README's main job: rerank generated test-split tasks (scenes, screenshots, captions) with the embedded
-demo model, printing the ``paper`` configuration's ranking next to the dense baseline's scores.
+demo model, printing the fast configuration's ranking next to the dense baseline's scores.
 
 The demo model is trained on synthetic data only (see :mod:`minirerank_integrations.demo_model`); pass
 another checkpoint with ``model=`` to see the same pipeline on it.
@@ -41,7 +41,8 @@ def demo_tasks(n_per_family: int = 1, seed: int = 7) -> list[RerankTask]:
 
 
 def run_demo(model: str | Path | None = None, *, queries: list[str] | None = None) -> str:
-    """Rerank demo tasks with the ``paper`` and ``dense`` configurations; return a printable report.
+    """Rerank demo tasks with the fast configuration (the checkpoint's own, else ``paper``) and ``dense``; return
+    a printable report.
 
     ``queries``: free-text queries, reranked against the candidates of the generated scene and page tasks.
     """
@@ -49,11 +50,11 @@ def run_demo(model: str | Path | None = None, *, queries: list[str] | None = Non
     lines = [f"model: {model}"]
     if str(model) == DEMO_MODEL:
         lines.append("       (the embedded demo: 1.9M parameters trained from scratch on synthetic scenes and pages)")
-    fast = MiniReranker.from_pretrained(model, config="paper")
+    fast = MiniReranker.from_pretrained(model)  # the configuration saved with the checkpoint, else paper
     dense = MiniReranker.from_pretrained(model, config="dense")
     cfg = fast.config
     lines.append(
-        f"paper preset: exit after {cfg.exit_layer}/{fast.num_layers} layers, band {list(cfg.band or ())}, "
+        f"fast configuration: exit after {cfg.exit_layer}/{fast.num_layers} layers, band {list(cfg.band or ())}, "
         f"keep {cfg.keep_ratio:.0%} of visual tokens"
     )
     tasks = demo_tasks()
@@ -77,9 +78,9 @@ def run_demo(model: str | Path | None = None, *, queries: list[str] | None = Non
         family = f"{task.family}, " if task is not None else ""
         lines.append(
             f"\nquery: {shown_query}   ({family}{len(candidates)} candidates; "
-            f"paper {fast_s * 1000:.0f} ms, dense {dense_s * 1000:.0f} ms)"
+            f"fast {fast_s * 1000:.0f} ms, dense {dense_s * 1000:.0f} ms)"
         )
-        lines.append(f"  {'rank':>4}  {'paper':>6} {'dense':>6}  candidate")
+        lines.append(f"  {'rank':>4}  {'fast':>6} {'dense':>6}  candidate")
         for rank, result in enumerate(ranked[:_SHOWN], 1):
             owner, index = meta[id(candidates[result.index])]
             relevant = " (relevant)" if task is not None and task.relevance[result.index] > 0 else ""
@@ -89,10 +90,10 @@ def run_demo(model: str | Path | None = None, *, queries: list[str] | None = Non
         if task is not None:
             top_hits += task.relevance[ranked[0].index] > 0
     if not queries:
-        lines.append(f"\npaper top-1 relevant on {top_hits} of {len(jobs)} queries")
+        lines.append(f"\nfast configuration's top-1 is relevant on {top_hits} of {len(jobs)} queries")
     c = fast.counters
     lines.append(
-        f"work (paper): {c.prefix_computations} prefixes computed, {c.prefix_hits} reused from the store, "
+        f"work (fast): {c.prefix_computations} prefixes computed, {c.prefix_hits} reused from the store, "
         f"{c.suffix_prebands} shared suffix passes, {c.pair_passes} per-pair passes"
     )
     return "\n".join(lines)

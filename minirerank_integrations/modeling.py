@@ -17,6 +17,9 @@ from .prompts import PreparedImage, Segment
 
 logger = logging.getLogger(__name__)
 
+#: A checkpoint folder may hold the RerankConfig it was adapted to; ``from_pretrained(config=None)`` uses it.
+CONFIG_FILE = "minirerank_config.json"
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .config import PresetName, RerankConfig
 from .demo_model import DEMO_MODEL, demo_checkpoint
-from .errors import CandidateError, InputError, MiniRerankError
+from .errors import CandidateError, ConfigError, InputError, MiniRerankError
 from .images import ImageFetcher, image_digest, prepare_image
 from .inputs import (
     Candidate,
@@ -38,7 +38,7 @@ from .layers import (
     reference_logits,
     single_segment_logits,
 )
-from .modeling import Backbone, SegmentStates, load_backbone
+from .modeling import CONFIG_FILE, Backbone, SegmentStates, load_backbone
 from .prefix_store import MemoryPrefixStore, PrefixEntry, PrefixStore
 from .prompts import PreparedImage, Segment, SideContent, query_first_segment, vision_first_segments
 from .pruning import embedder_importances, keep_mask, random_importance
@@ -102,7 +102,7 @@ class MiniReranker:
         cls,
         name_or_path: str | Path = DEMO_MODEL,
         *,
-        config: RerankConfig | PresetName = "paper",
+        config: RerankConfig | PresetName | None = None,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float32",
         cache_dir: str | Path | None = None,
@@ -116,10 +116,11 @@ class MiniReranker:
         Args:
             name_or_path: a ``Qwen3VLForConditionalGeneration`` checkpoint (e.g. Qwen3-VL-Reranker-2B); by default
                 ``"minirerank-demo"``, the embedded demo model (see :mod:`minirerank_integrations.demo_model`):
-                its dense variant for ``config="dense"``, else its ``paper`` adaptation, guided by the dense
+                its dense variant for ``config="dense"``, else its adapted variant, guided by the dense
                 variant as embedder unless ``embedder`` is given.
             config: a :class:`RerankConfig` or a preset name (``"paper"``, ``"dense"``), checked against
-                the model's depth here.
+                the model's depth here. None: the configuration the checkpoint was adapted to, when its folder
+                holds one (``minirerank_config.json``, as the demo's adapted variant does), else ``"paper"``.
             device, dtype: where and how the weights live; scores are computed in float32 regardless.
             cache_dir: a directory for the persistent prefix store; None keeps prefixes in memory.
             cache_size_limit: bytes the prefix store may hold.
@@ -133,6 +134,8 @@ class MiniReranker:
             name_or_path = demo_checkpoint(variant)
             if variant == "paper" and embedder is None:
                 embedder = demo_checkpoint("dense")
+        if config is None:
+            config = _saved_config(Path(name_or_path)) or "paper"
         backbone = load_backbone(name_or_path, device=device, dtype=dtype)
         if isinstance(embedder, (str, Path)):
             embedder = load_backbone(embedder, device=device, dtype=dtype)
@@ -512,6 +515,17 @@ class MiniReranker:
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
         return scores
+
+
+def _saved_config(folder: Path) -> RerankConfig | None:
+    """The configuration a checkpoint folder says it was adapted to, if it says one."""
+    saved = folder / CONFIG_FILE
+    if not saved.is_file():
+        return None
+    try:
+        return RerankConfig.model_validate_json(saved.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"{saved}: not a valid RerankConfig ({exc})") from exc
 
 
 def _cut_shared_start(

@@ -25,24 +25,24 @@ METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
 TARGET = 0.97  # retention bar of the adapted paper preset
 
 
-def configs(depth: int) -> dict[str, dict]:
-    """Name -> RerankConfig fields; ``paper`` is the preset, the single techniques take its values."""
-    paper = RerankConfig.preset("paper", depth)
+def configs(adapted: RerankConfig) -> dict[str, dict]:
+    """Name -> RerankConfig fields: the adapted configuration, then each of its techniques alone."""
+    dense = {"format": "query_first"}  # the official prompt, every layer and token
     return {
-        "dense": {},
+        "dense": dense,
         "no interaction (band empty)": {"format": "vision_first", "band": (0, 0)},
-        "paper": paper.model_dump(include={"format", "exit_layer", "band", "keep_ratio"}),
+        "adapted config": adapted.model_dump(include={"format", "exit_layer", "band", "keep_ratio"}),
         "vision-first only": {"format": "vision_first"},
-        f"exit only (layer {paper.exit_layer})": {"exit_layer": paper.exit_layer},
-        f"band only {list(paper.band)}": {"format": "vision_first", "band": paper.band},
-        f"pruning only (keep {paper.keep_ratio})": {"keep_ratio": paper.keep_ratio},
+        f"exit only (layer {adapted.exit_layer})": dense | {"exit_layer": adapted.exit_layer},
+        f"band only {list(adapted.band or ())}": {"format": "vision_first", "band": adapted.band},
+        f"pruning only (keep {adapted.keep_ratio})": dense | {"keep_ratio": adapted.keep_ratio},
     }
 
 
-def pruning_configs(depth: int) -> dict[str, dict]:
-    paper = RerankConfig.preset("paper", depth).model_dump(include={"format", "exit_layer", "band"})
+def pruning_configs(adapted: RerankConfig) -> dict[str, dict]:
+    base = adapted.model_dump(include={"format", "exit_layer", "band"})
     return {
-        f"paper, keep {keep}, {guide}": paper | {"keep_ratio": keep, "pruning_guide": guide}
+        f"adapted config, keep {keep}, {guide}": base | {"keep_ratio": keep, "pruning_guide": guide}
         for keep in (0.5, 0.25)
         for guide in ("embedder", "random")
     }
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         for t in generate(f, "test", args.queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6)
     ]
     dense = MiniReranker.from_pretrained(args.dense, config="dense")
-    adapted = MiniReranker.from_pretrained(args.paper, config="paper", embedder=dense.backbone)
+    adapted = MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)  # its saved configuration
     depth = dense.num_layers
+    preset = RerankConfig.preset("paper", depth)
     results: dict[str, dict] = {}
-    base = run(dense, {}, tasks)
+    base = run(dense, {"format": "query_first"}, tasks)
 
     def record(group: str, name: str, report: EvalReport) -> None:
         results.setdefault(group, {})[name] = {
@@ -95,24 +96,27 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(group, name, {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()}, flush=True)
 
+    preset_fields = preset.model_dump(include={"format", "exit_layer", "band", "keep_ratio"})
     record("zero-shot (dense weights)", "dense", base)
-    for name, fields in list(configs(depth).items())[1:]:
+    record("zero-shot (dense weights)", f"paper preset (band {list(preset.band)})", run(dense, preset_fields, tasks))
+    for name, fields in list(configs(adapted.config).items())[1:]:
         record("zero-shot (dense weights)", name, run(dense, fields, tasks))
-    for name, fields in list(configs(depth).items())[2:]:
-        record("adapted (paper weights)", name, run(adapted, fields, tasks))
-    warm = MiniReranker(adapted.backbone, "paper", embedder=adapted.embedder)
+    record("adapted weights", f"paper preset (band {list(preset.band)})", run(adapted, preset_fields, tasks))
+    for name, fields in list(configs(adapted.config).items())[2:]:
+        record("adapted weights", name, run(adapted, fields, tasks))
+    warm = MiniReranker(adapted.backbone, adapted.config, embedder=adapted.embedder)
     evaluate(warm, tasks)  # fills the prefix store and the pruning importances
-    record("adapted (paper weights)", "paper, warm prefix store", evaluate(warm, tasks))
-    for name, fields in pruning_configs(depth).items():
-        record("pruning guide (paper weights)", name, run(adapted, fields, tasks))
+    record("adapted weights", "adapted config, warm prefix store", evaluate(warm, tasks))
+    for name, fields in pruning_configs(adapted.config).items():
+        record("pruning guide (adapted weights)", name, run(adapted, fields, tasks))
 
     dense.config = "dense"
     curve = exit_curve(dense, tasks)
     share = attention_share(dense, tasks)
     args.out.mkdir(parents=True, exist_ok=True)
     plot_exit_curve(curve, args.out / "exit_curve.png", title="Dense demo model: quality by exit layer")
-    band = RerankConfig.preset("paper", depth).band
-    plot_attention_share(share, args.out / "attention_share.png", band=band, band_label=f"paper band {list(band)}")
+    band = adapted.config.band
+    plot_attention_share(share, args.out / "attention_share.png", band=band, band_label=f"adapted band {list(band)}")
     steps = json.loads(args.train_step.read_text()) if args.train_step.exists() else None
 
     document = {
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         "exit_curve": curve,
         "attention_share": share,
         "train_step": steps,
+        "adapted_config": adapted.config.model_dump(
+            mode="json", include={"format", "exit_layer", "band", "keep_ratio"}
+        ),
     }
     (args.out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     (args.out.parent / "results.md").write_text(markdown(document, depth, args))
@@ -172,11 +179,11 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
                 ]
             )
         lines += [f"## {group}", "", table(header, rows), ""]
-    paper = results["adapted (paper weights)"]["paper"]["retention"]
+    paper = results["adapted weights"]["adapted config"]["retention"]
     worst = min((paper[f][m] for f in eligible for m in ("hit_rate@1", "ndcg@5")), default=float("nan"))
     lines += [
-        f"Adapted `paper` preset, lowest retention over {', '.join(eligible) or 'no family'} and (Hit@1, NDCG@5): "
-        f"{worst:.3f}; the bar is {TARGET}.",
+        f"Adapted configuration ({doc['adapted_config']}), lowest retention over {', '.join(eligible) or 'no family'}"
+        f" and (Hit@1, NDCG@5): {worst:.3f}; the bar is {TARGET}.",
         "",
     ]
     steps = doc["train_step"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from minirerank_integrations import MiniReranker
+from minirerank_integrations import ConfigError, MiniReranker, RerankConfig
 from minirerank_integrations.data import FAMILIES, generate
 from minirerank_integrations.demo_model import DEMO_MODEL, demo_checkpoint
 from minirerank_integrations.evaluation import evaluate
+from minirerank_integrations.modeling import CONFIG_FILE
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +39,31 @@ def test_default_model_is_the_adapted_demo_guided_by_the_dense_one():
     fast = MiniReranker.from_pretrained()
     dense = MiniReranker.from_pretrained(DEMO_MODEL, config="dense")
     by_path = MiniReranker.from_pretrained(demo_checkpoint("paper"), embedder=demo_checkpoint("dense"))
+    saved = RerankConfig.model_validate_json((demo_checkpoint("paper") / CONFIG_FILE).read_text())
+    assert fast.config == by_path.config == saved.resolve(8)  # the configuration it was adapted to
     assert fast.config.format == "vision_first" and fast.config.keep_ratio < 1.0
+    assert fast.config.exit_layer <= 0.6 * fast.num_layers
+    assert fast.config.band[1] - fast.config.band[0] <= fast.num_layers / 3
+    assert MiniReranker.from_pretrained(config="paper").config == RerankConfig.preset("paper", 8)
     assert fast.backbone.fingerprint() == by_path.backbone.fingerprint()
     assert fast.embedder.fingerprint() == dense.backbone.fingerprint() != fast.backbone.fingerprint()
     assert dense.config.format == "query_first"
 
 
-@pytest.mark.parametrize("config", ["dense", "paper"])
+def test_a_checkpoint_may_carry_its_configuration(tiny4_path, tmp_path):
+    folder = tmp_path / "adapted"
+    shutil.copytree(tiny4_path, folder)
+    (folder / CONFIG_FILE).write_text('{"format": "vision_first", "exit_layer": 3, "band": [0, 1]}')
+    reranker = MiniReranker.from_pretrained(folder)
+    assert (reranker.config.exit_layer, reranker.config.band) == (3, (0, 1))
+    assert MiniReranker.from_pretrained(folder, config="dense").config.format == "query_first"
+    assert MiniReranker.from_pretrained(tiny4_path).config == RerankConfig.preset("paper", 4)  # no file: paper
+    (folder / CONFIG_FILE).write_text('{"exit_layer": "import os"}')
+    with pytest.raises(ConfigError, match=CONFIG_FILE):
+        MiniReranker.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("config", ["dense", None], ids=["dense", "adapted"])
 def test_demo_model_ranks_generated_queries_far_better_than_chance(tasks, config):
     reranker = MiniReranker.from_pretrained(config=config)
     report = evaluate(reranker, tasks)

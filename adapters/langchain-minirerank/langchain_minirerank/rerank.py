@@ -75,7 +75,9 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         "naming it; 'skip' leaves it out (and logs a warning).",
     )
     config: RerankConfig | Literal["paper", "dense"] | None = Field(
-        None, description="The engine's RerankConfig or preset name, used when loading; None: 'paper'."
+        None,
+        description="The engine's RerankConfig or preset name, used when loading; None: the configuration saved with "
+        "the checkpoint, else 'paper'.",
     )
     cache_dir: str | Path | None = Field(
         None, description="Directory of the persistent prefix store, used when loading; None: in memory."
@@ -129,7 +131,7 @@ class MiniRerankCompressor(BaseDocumentCompressor):
             return self
         reranker = MiniReranker.from_pretrained(
             self.model,
-            config=self.config if self.config is not None else "paper",
+            config=self.config,
             device=self.device or "cpu",
             dtype=self.dtype or "float32",
             cache_dir=self.cache_dir,

@@ -38,8 +38,7 @@ def resolve_engine(
         return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir)
     name = os.fspath(model)
     device = device or infer_torch_device()
-    config = "paper" if config is None else config
-    kwargs: dict[str, Any] = {"config": config, "device": device}
+    kwargs: dict[str, Any] = {"config": config, "device": device}  # None: the checkpoint's own, else "paper"
     if dtype is not None:
         kwargs["dtype"] = dtype
     if cache_dir is not None:

@@ -64,7 +64,8 @@ class MiniRerank(BaseNodePostprocessor):
     top_n: int | None = Field(default=5, ge=0, description="Nodes returned, best first (None: all of them, reordered).")
     config: RerankConfig | PresetName | None = Field(
         default=None,
-        description="Engine configuration or preset name ('paper', 'dense'); None: 'paper' when loading, the "
+        description="Engine configuration or preset name ('paper', 'dense'); None: when loading, the configuration "
+        "saved with the checkpoint, else 'paper'; the "
         "engine's own when sharing one.",
     )
     cache_dir: str | None = Field(
