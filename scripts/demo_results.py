@@ -160,7 +160,7 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         "",
         f"Retention below is studied on the families where dense Hit@1 >= 0.5: {', '.join(eligible) or 'none'}.",
         "Each row is evaluated from cold (empty prefix store, pruning importances computed in the run), except "
-        "`paper, warm prefix store`: the same tasks again, every prefix reused. Runtime is the whole rerank call "
+        "`adapted config, warm prefix store`: the same tasks again, every prefix reused. Runtime is the whole rerank call "
         "(image decoding and vision encoder included).",
         "",
     ]
