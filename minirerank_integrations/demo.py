@@ -58,13 +58,12 @@ def run_demo(model: str | Path | None = None, *, queries: list[str] | None = Non
         f"keep {cfg.keep_ratio:.0%} of visual tokens"
     )
     tasks = demo_tasks()
+    meta = {id(c): (t, i) for t in tasks for i, c in enumerate(t.candidates)}  # candidate -> (task, index)
     if queries:
         pool = [c for t in tasks if t.family != "image_to_text" for c in t.candidates]
-        meta = {id(c): (t, i) for t in tasks for i, c in enumerate(t.candidates)}
         jobs = [(Query(text=q), pool, None) for q in queries]
     else:
         jobs = [(t.query, t.candidates, t) for t in tasks]
-        meta = {id(c): (t, i) for t in tasks for i, c in enumerate(t.candidates)}
 
     top_hits = 0
     for query, candidates, task in jobs:
