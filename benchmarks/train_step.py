@@ -1,12 +1,13 @@
-"""Training step time: dense (query-first, every layer and token) against the `paper` configuration,
+"""Training step time: dense (query-first, every layer and token) against an adapted configuration,
 same batches, same machine, same run.
 
     python benchmarks/train_step.py [--model PATH] [--steps 10] [--device cuda] [--json FILE]
 
 Rows: dense; the adapted configuration (the one saved with the checkpoint, else `paper`) trained through
-the serving decomposition (the default, `TrainSettings.fast_path`), and through the reference forward. Each with every weight trainable, and with the vision tower frozen
-(as in adaptation). Pruning importances come from the frozen dense model, computed once per image before
-the timing, as an index's embedder has already seen its documents.
+the serving decomposition (the default, `TrainSettings.fast_path`), and through the reference forward.
+Each with every weight trainable, and with the vision tower frozen (as in adaptation). Pruning importances
+come from the frozen dense model, computed once per image before the timing, as an index's embedder has
+already seen its documents.
 """
 
 from __future__ import annotations
