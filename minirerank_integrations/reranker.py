@@ -436,21 +436,8 @@ class MiniReranker:
     def _fast_logits(self, segments: list[tuple[Segment, Segment]], cache: dict) -> torch.Tensor:
         """The serving computation of :meth:`_score_sides`, batched and differentiable, without the store."""
         cfg, b = self.config, self.backbone
-        prefix_index: dict[tuple, int] = {}  # segment key -> row among the distinct ones
-        suffix_index: dict[tuple, int] = {}
-        distinct_prefixes: list[Segment] = []
-        distinct_suffixes: list[Segment] = []
-        rows_p, rows_s = [], []
-        for prefix, suffix in segments:
-            for segment, index, distinct, rows in (
-                (prefix, prefix_index, distinct_prefixes, rows_p),
-                (suffix, suffix_index, distinct_suffixes, rows_s),
-            ):
-                key = (segment.input_ids, tuple(im.digest for im in segment.images))
-                if key not in index:
-                    index[key] = len(distinct)
-                    distinct.append(segment)
-                rows.append(index[key])
+        distinct_prefixes, rows_p = _distinct([p for p, _ in segments])
+        distinct_suffixes, rows_s = _distinct([s for _, s in segments])
         prefix_states = [self._states(p, cache) for p in distinct_prefixes]
         head, cut = _cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
         entries = compute_prefixes(b, cut, cfg.band, shared=head)
@@ -500,7 +487,7 @@ class MiniReranker:
                 else:
                     self.counters.prefix_hits += 1
                 entries[key] = entry
-            suffix_key = (suffix.input_ids, tuple(im.digest for im in suffix.images))
+            suffix_key = _segment_key(suffix)
             if suffix_key not in suffixes:
                 states = self._states(suffix, cache)
                 self.counters.suffix_prebands += 1
@@ -515,6 +502,25 @@ class MiniReranker:
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
         return scores
+
+
+def _segment_key(segment: Segment) -> tuple:
+    """Equal keys, equal segments: the token ids and the images' content digests."""
+    return segment.input_ids, tuple(im.digest for im in segment.images)
+
+
+def _distinct(segments: Sequence[Segment]) -> tuple[list[Segment], list[int]]:
+    """The distinct segments in first-seen order, and each input's row among them."""
+    index: dict[tuple, int] = {}
+    distinct: list[Segment] = []
+    rows = []
+    for segment in segments:
+        key = _segment_key(segment)
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(segment)
+        rows.append(index[key])
+    return distinct, rows
 
 
 def _saved_config(folder: Path) -> RerankConfig | None:

@@ -8,7 +8,9 @@ what is trained is exactly what the fast path serves, at the fast path's cost.
 Each step scores groups of candidates for a few queries. The loss is a listwise softmax cross-entropy over
 each group (all positives together against the negatives; it gives a from-scratch model a ranking signal
 long before point-wise BCE moves off 0.693) plus the point-wise binary cross-entropy on
-sigmoid(logit yes - logit no) that the model is finally used with.
+sigmoid(logit yes - logit no) that the model is finally used with. An adaptation can also distil from a
+teacher (the dense model it starts from): KL divergence between the teacher's and the student's softmax over
+each group, so the adapted configuration learns to keep the dense model's order, not only the labels.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class TrainSettings:
     # Vision-first configurations: compute the loss through the serving decomposition (prefix up to the band
     # end, shared suffix layers once per distinct suffix), equal to the reference definition (tested) and cheaper.
     fast_path: bool = True
+    # Adaptation: weight of the listwise distillation loss from ``train(..., teacher=...)`` (0 = labels only).
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
 
 def adaptation_settings(num_tasks: int, **overrides: object) -> TrainSettings:
@@ -97,12 +102,25 @@ def sample_group(task: RerankTask, size: int, hard_share: float, rng: random.Ran
     return chosen + picked
 
 
-def group_loss(logits: torch.Tensor, labels: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
-    """Listwise (all positives vs the group) + point-wise BCE; ``logits``/``labels`` are [groups, size]."""
+def group_loss(
+    logits: torch.Tensor, labels: torch.Tensor, settings: TrainSettings, teacher_logits: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Listwise (all positives vs the group) + point-wise BCE, + distillation when ``teacher_logits`` are given;
+    ``logits``, ``labels`` and ``teacher_logits`` are [groups, size]."""
     log_probs = F.log_softmax(logits, dim=-1)  # [groups, size]
     listwise = -(torch.logsumexp(log_probs.masked_fill(labels <= 0, float("-inf")), dim=-1)).mean()
     bce = F.binary_cross_entropy_with_logits(logits, labels.float())
-    return settings.listwise_weight * listwise + settings.bce_weight * bce
+    loss = settings.listwise_weight * listwise + settings.bce_weight * bce
+    if teacher_logits is not None and settings.distill_weight > 0:
+        t = settings.distill_temperature
+        distill = F.kl_div(
+            F.log_softmax(logits / t, dim=-1),
+            F.log_softmax(teacher_logits / t, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        loss = loss + settings.distill_weight * t * t * distill  # t^2 keeps gradients comparable across temperatures
+    return loss
 
 
 def training_step(
@@ -111,10 +129,15 @@ def training_step(
     pairs: Sequence[tuple],
     labels: Sequence[Sequence[int]],
     settings: TrainSettings,
+    teacher: MiniReranker | None = None,
 ) -> float:
     """One optimizer step on groups of pairs (``labels`` is [groups][size], pairs in the same order)."""
     logits = reranker.logits(pairs, fast=settings.fast_path).view(len(labels), -1)  # [groups, size]
-    loss = group_loss(logits, torch.tensor(labels, device=logits.device), settings)
+    teacher_logits = None
+    if teacher is not None and settings.distill_weight > 0:
+        with torch.no_grad():
+            teacher_logits = teacher.logits(pairs).view(len(labels), -1).to(logits.device)
+    loss = group_loss(logits, torch.tensor(labels, device=logits.device), settings, teacher_logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -134,8 +157,17 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    teacher: MiniReranker | None = None,
 ) -> TrainReport:
-    """Train ``reranker``'s weights (those with ``requires_grad``) under its current configuration."""
+    """Train ``reranker``'s weights (those with ``requires_grad``) under its current configuration.
+
+    ``teacher`` (with ``settings.distill_weight > 0``): a frozen reranker, usually the dense model being adapted,
+    scored under its own configuration on the same pairs; its order within each group is distilled.
+    """
+    if settings.distill_weight > 0 and teacher is None:
+        raise ValueError("settings.distill_weight > 0 needs a teacher reranker")
+    if teacher is not None and teacher.backbone.model is reranker.backbone.model:
+        raise ValueError("the teacher must be a separate copy of the model: training changes the student's weights")
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     model = reranker.backbone.model
@@ -166,7 +198,7 @@ def train(
                 group = sample_group(task, settings.candidates_per_query, hard_share, rng)
                 pairs += [(task.query, task.candidates[i]) for i in group]
                 labels.append([1 if task.relevance[i] > 0 else 0 for i in group])
-            loss = training_step(reranker, optimizer, pairs, labels, settings)
+            loss = training_step(reranker, optimizer, pairs, labels, settings, teacher)
             lr_schedule.step()
             report.losses.append(loss)
             report.step_seconds.append(time.perf_counter() - t0)

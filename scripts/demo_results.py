@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dense", type=Path, default=demo_checkpoint("dense"))
     parser.add_argument("--paper", type=Path, default=demo_checkpoint("paper"))
-    parser.add_argument("--queries", type=int, default=50, help="test-split queries per family")
+    parser.add_argument("--queries", type=int, default=100, help="test-split queries per family")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--train-step",
         type=Path,
         default=Path("docs/results/train_step.json"),
         help="timings written by benchmarks/train_step.py --json, included when present",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        nargs="*",
+        default=[Path("docs/results/training_history.json"), Path("docs/results/training_history_continued.json")],
+        help="train_demo.py history files, in training order, for the validation curve (missing ones are skipped)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     args = parser.parse_args(argv)
@@ -118,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     band = adapted.config.band
     plot_attention_share(share, args.out / "attention_share.png", band=band, band_label=f"adapted band {list(band)}")
     steps = json.loads(args.train_step.read_text()) if args.train_step.exists() else None
+    validation = validation_curve([json.loads(p.read_text()) for p in args.history if p.exists()])
+    if validation:
+        plot_validation_curve(validation, args.out / "validation_curve.png")
 
     document = {
         "tasks": {"split": "test", "queries_per_family": args.queries, "candidates": 20, "seed": args.seed},
@@ -125,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         "exit_curve": curve,
         "attention_share": share,
         "train_step": steps,
+        "validation_curve": validation,
+        "chance_hit@1": {f: chance([t for t in tasks if t.family == f]) for f in FAMILIES},
         "adapted_config": adapted.config.model_dump(
             mode="json", include={"format", "exit_layer", "band", "keep_ratio"}
         ),
@@ -154,10 +166,25 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         "",
         table(
             ["family", *METRICS, "Hit@1 of a random order"],
-            [[f, *(f"{base[f][m]:.3f}" for m in METRICS), f"{chance(f, args):.3f}"] for f in FAMILIES]
+            [[f, *(f"{base[f][m]:.3f}" for m in METRICS), f"{doc['chance_hit@1'][f]:.3f}"] for f in FAMILIES]
             + [["overall", *(f"{base['overall'][m]:.3f}" for m in METRICS), ""]],
         ),
         "",
+    ]
+    if doc["validation_curve"]:
+        last = doc["validation_curve"][-1]
+        lines += [
+            "Validation Hit@1 during dense training (15 validation-split queries per family at each point; dashed "
+            "lines mark where a training stage starts, docs/demo-training.md). Last point, step "
+            f"{last['step']}: " + ", ".join(f"{f} {last[f]:.2f}" for f in FAMILIES) + ".",
+            "",
+            "![validation curve](results/validation_curve.png)",
+            "",
+        ]
+    below = [f for f in FAMILIES if base[f]["hit_rate@1"] < 0.9]
+    if below:
+        lines += [f"Below the 0.9 Hit@1 target on the test split: {', '.join(below)}.", ""]
+    lines += [
         f"Retention below is studied on the families where dense Hit@1 >= 0.5: {', '.join(eligible) or 'none'}.",
         "Each row is evaluated from cold (empty prefix store, pruning importances computed in the run), except "
         "`adapted config, warm prefix store`: the same tasks again, every prefix reused. Runtime is the whole rerank call "
@@ -231,10 +258,42 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def chance(family: str, args: argparse.Namespace) -> float:
+def chance(tasks: list) -> float:
     """Expected Hit@1 of a random order: the mean share of relevant candidates."""
-    tasks = generate(family, "test", args.queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6)
     return sum(len(t.positives) / len(t.candidates) for t in tasks) / len(tasks)
+
+
+def validation_curve(histories: list[dict]) -> list[dict]:
+    """Dense-stage validation Hit@1 by family from train_demo.py histories, steps counted across stages."""
+    points, offset = [], 0
+    for stage, history in enumerate(histories):
+        for point in history.get("dense", []):
+            points.append({"step": offset + point["step"], "stage": stage, **point["val_hit@1"]})
+        offset += history.get("dense_summary", {}).get("steps", 0)
+    return points
+
+
+def plot_validation_curve(points: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.8))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for family in [*FAMILIES, "overall"]:
+        style = {"color": "black", "linewidth": 2} if family == "overall" else {}
+        ax.plot([p["step"] for p in points], [p[family] for p in points], marker="o", label=family, **style)
+    for stage in range(1, max(p["stage"] for p in points) + 1):
+        start = min(p["step"] for p in points if p["stage"] == stage)
+        ax.axvline(start, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(0.9, color="grey", linestyle=":", linewidth=1, label="target 0.9")
+    ax.set_xlabel("dense training step")
+    ax.set_ylabel("validation Hit@1")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Dense demo model: validation Hit@1 during training")
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -123,8 +123,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-steps", type=int, default=1200)
     parser.add_argument("--dense-minutes", type=float, default=78)
     parser.add_argument("--dense-steps", type=int, default=8500)
+    parser.add_argument("--dense-lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--doc-repeat", type=int, default=1, help="repeat text_to_doc training tasks (the hardest family) this often"
+    )
+    parser.add_argument(
+        "--continue-dense",
+        default=None,
+        metavar="DIR",
+        help="continue dense ranking from this dense checkpoint (no warm start, hard negatives from the start)",
+    )
     parser.add_argument("--adapt-minutes", type=float, default=9)
     parser.add_argument("--adapt-steps", type=int, default=250)
+    parser.add_argument("--adapt-lr", type=float, default=None, help="default 1e-4 with --lora, else 3e-4")
+    parser.add_argument(
+        "--distill", type=float, default=0.0, help="weight of distillation from the dense model during adaptation"
+    )
     parser.add_argument("--lora", action="store_true", help="adapt with LoRA instead of full fine-tuning")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument(
@@ -142,15 +156,62 @@ def main(argv: list[str] | None = None) -> None:
     val_tasks = tasks_for("validation", 15, args.seed + 1)
     if args.from_dense:
         reranker = MiniReranker.from_pretrained(args.from_dense, config="dense", device=args.device)
+    elif args.continue_dense:
+        reranker = MiniReranker.from_pretrained(args.continue_dense, config="dense", device=args.device)
+        train_dense(reranker, train_tasks, val_tasks, args, out, history, warm_start=False)
     else:
         reranker = build_model(args.seed, args.device)
         train_dense(reranker, train_tasks, val_tasks, args, out, history)
     adapt(reranker, train_tasks + caption_queries(train_tasks, args.seed), val_tasks, args, out, history)
 
 
-def train_dense(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
+def train_dense(
+    reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict, warm_start: bool = True
+) -> None:
     """Vision warm start, then ranking with the official query-first prompt (captions mixed in)."""
     log.info("model: %d parameters", sum(p.numel() for p in reranker.backbone.model.parameters()))
+    if warm_start:
+        vision_stage(reranker, train_tasks, args, history)
+    ranking_tasks = train_tasks + caption_queries(train_tasks, args.seed)
+    ranking_tasks += [t for t in train_tasks if t.family == "text_to_doc"] * (args.doc_repeat - 1)
+    settings = TrainSettings(
+        steps=args.dense_steps,
+        queries_per_step=16,
+        candidates_per_query=4,
+        lr=args.dense_lr,
+        warmup_steps=50,
+        bce_weight=0.2,
+        hard_start=0.0 if warm_start else 0.75,
+        hard_end=0.75,
+        seed=args.seed,
+        time_limit_s=args.dense_minutes * 60,
+    )
+
+    def on_step(step: int, loss: float) -> None:
+        if step % 20 == 0:
+            log.info("dense step %d loss %.4f", step, loss)
+        if step and step % args.eval_every == 0:
+            hit = quick_eval(reranker, val_tasks)
+            reranker.backbone.model.train()
+            history["dense"].append({"step": step, "loss": loss, "val_hit@1": hit})
+            log.info("dense step %d validation hit@1 %s", step, hit)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+
+    started = time.perf_counter()
+    report = train(reranker, ranking_tasks, settings, progress=False, on_step=on_step)
+    history["dense_summary"] = {
+        "steps": len(report.losses),
+        "seconds": time.perf_counter() - started,
+        "mean_step_seconds": report.mean_step_seconds,
+        "final_val_hit@1": quick_eval(reranker, val_tasks),
+    }
+    save_checkpoint(reranker, out / "dense")
+    log.info("dense done: %s", history["dense_summary"])
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def vision_stage(reranker: MiniReranker, train_tasks: list, args, history: dict) -> None:
+    """Vision warm start on the training split's labelled candidate images."""
     images, labels = labelled_images(train_tasks)
     log.info("vision warm start on %d labelled images", len(images))
 
@@ -170,42 +231,6 @@ def train_dense(reranker: MiniReranker, train_tasks: list, val_tasks: list, args
         on_step=on_vision_step,
     )
 
-    def on_step(step: int, loss: float) -> None:
-        if step % 20 == 0:
-            log.info("dense step %d loss %.4f", step, loss)
-        if step and step % args.eval_every == 0:
-            hit = quick_eval(reranker, val_tasks)
-            reranker.backbone.model.train()
-            history["dense"].append({"step": step, "loss": loss, "val_hit@1": hit})
-            log.info("dense step %d validation hit@1 %s", step, hit)
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-
-    settings = TrainSettings(
-        steps=args.dense_steps,
-        queries_per_step=16,
-        candidates_per_query=4,
-        lr=2e-3,
-        warmup_steps=50,
-        bce_weight=0.2,
-        hard_start=0.0,
-        hard_end=0.75,
-        seed=args.seed,
-        time_limit_s=args.dense_minutes * 60,
-    )
-    started = time.perf_counter()
-    report = train(
-        reranker, train_tasks + caption_queries(train_tasks, args.seed), settings, progress=False, on_step=on_step
-    )
-    history["dense_summary"] = {
-        "steps": len(report.losses),
-        "seconds": time.perf_counter() - started,
-        "mean_step_seconds": report.mean_step_seconds,
-        "final_val_hit@1": quick_eval(reranker, val_tasks),
-    }
-    save_checkpoint(reranker, out / "dense")
-    log.info("dense done: %s", history["dense_summary"])
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-
 
 def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
     """Adaptation to the paper preset, guided by the frozen dense model as the pruning embedder."""
@@ -219,21 +244,23 @@ def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out:
         steps=args.adapt_steps,
         queries_per_step=8,
         candidates_per_query=8,
-        lr=1e-4 if args.lora else 3e-4,
+        lr=args.adapt_lr or (1e-4 if args.lora else 3e-4),
         warmup_steps=20,
         bce_weight=0.2,
         hard_start=0.6,
         hard_end=0.75,
         seed=args.seed + 1,
         time_limit_s=args.adapt_minutes * 60,
+        distill_weight=args.distill,
     )
+    teacher = MiniReranker(embedder, "dense")  # the frozen dense model: same weights the adaptation starts from
 
     def on_step(step: int, loss: float) -> None:
         if step % 20 == 0:
             log.info("adapt step %d loss %.4f", step, loss)
             history["adapt"].append({"step": step, "loss": loss})
 
-    report = train(adapted, train_tasks, adapt_settings, progress=False, on_step=on_step)
+    report = train(adapted, train_tasks, adapt_settings, progress=False, on_step=on_step, teacher=teacher)
     if args.lora:
         merge_lora(adapted)
     history["adapt_summary"] = {

@@ -151,3 +151,34 @@ def test_fast_training_path_equals_the_reference_with_gradients(tiny8_path, task
             continue
         assert float((reference - fast).abs().max()) <= 1e-3 * scale
     assert torch.allclose(torch.sigmoid(values[1]), torch.tensor(reranker.score(pairs)), atol=1e-4)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher_order(tiny4_path, tasks):
+    teacher = MiniReranker.from_pretrained(tiny4_path, config="dense")
+    student = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    pairs, labels = _fixed_batch(tasks)
+    settings = TrainSettings(lr=3e-3, listwise_weight=0.0, bce_weight=0.0, distill_weight=1.0, distill_temperature=2.0)
+    with torch.no_grad():
+        target = teacher.logits(pairs).view(len(labels), -1)
+
+    def divergence() -> float:
+        with torch.no_grad():
+            return float(
+                group_loss(student.logits(pairs).view(len(labels), -1), torch.tensor(labels), settings, target)
+            )
+
+    before = divergence()
+    optimizer = torch.optim.AdamW(student.backbone.model.parameters(), lr=settings.lr)
+    for _ in range(6):
+        training_step(student, optimizer, pairs, labels, settings, teacher)
+    assert divergence() < 0.5 * before, (before, divergence())
+    assert torch.equal(teacher.logits(pairs).view(len(labels), -1), target)  # the teacher is not trained
+
+
+def test_distillation_needs_a_separate_teacher(tiny4_path, tasks):
+    student = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(student, tasks, TrainSettings(steps=1, distill_weight=1.0), progress=False)
+    same = MiniReranker(student.backbone, "dense")
+    with pytest.raises(ValueError, match="separate copy"):
+        train(student, tasks, TrainSettings(steps=1, distill_weight=1.0), progress=False, teacher=same)
