@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--distill", type=float, default=0.0, help="weight of distillation from the dense model during adaptation"
     )
+    parser.add_argument(
+        "--adapt-vision", action="store_true", help="train the vision tower during adaptation too (full fine-tuning)"
+    )
     parser.add_argument("--lora", action="store_true", help="adapt with LoRA instead of full fine-tuning")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument(
@@ -236,8 +239,8 @@ def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out:
     """Adaptation to the paper preset, guided by the frozen dense model as the pruning embedder."""
     embedder = copy.deepcopy(reranker.backbone)
     adapted = MiniReranker(reranker.backbone, ADAPTED_CONFIG, embedder=embedder)
-    for p in reranker.backbone.visual.parameters():  # the decoder adapts to the new layout; images stay as seen
-        p.requires_grad_(False)
+    for p in reranker.backbone.visual.parameters():  # by default the decoder adapts; images stay as seen
+        p.requires_grad_(args.adapt_vision)
     if args.lora:
         add_lora(adapted)
     adapt_settings = TrainSettings(
