@@ -7,8 +7,9 @@ knows nothing else. Two variants ship, each a complete checkpoint loaded through
 ``from_pretrained`` path as any other:
 
 - ``dense``: trained with the official query-first prompt, every layer and token (the baseline);
-- ``paper``: the dense model adapted to the ``paper`` preset (vision-first, early exit, band, pruning
-  guided by the dense model as embedder).
+- ``paper``: the dense model adapted to a miniReranker configuration saved with it in
+  ``minirerank_config.json`` (vision-first, early exit, a one-layer band where this model interacts, half of
+  the visual tokens kept, ranked by the dense model as embedder), distilled from the dense model.
 
 Measured quality: ``docs/results.md``.
 """
