@@ -2,7 +2,9 @@
 
 Metrics (ranx names): ``hit_rate@1`` (share of queries whose top candidate is relevant), ``ndcg@5`` and
 ``mrr@10``, per task family and over all queries, plus runtime. :func:`retention` divides a configuration's
-metrics by those of the dense (unpruned, no early exit) configuration on the same tasks.
+metrics by those of the dense (unpruned, no early exit) configuration on the same tasks, and
+:func:`retention_interval` gives its paired bootstrap confidence interval (scipy), so a retention measured on
+a hundred queries is read with its uncertainty.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import InputError
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from .data.tasks import RerankTask
     from .reranker import MiniReranker
 
-__all__ = ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention"]
+__all__ = ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention", "retention_interval"]
 
 #: ranx metric names, in report order.
 METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
@@ -36,7 +38,7 @@ class EvalReport:
     ``metrics[family][metric]`` is the mean over that family's queries; ``"overall"`` is the mean over all
     queries (not over families). ``seconds`` is the wall time spent in ``rerank`` calls, ``None`` when the
     scores were given precomputed. ``task_digest`` identifies the task list, so reports on different tasks
-    are not compared by mistake.
+    are not compared by mistake. ``per_query[family][metric][task id]`` holds each query's value.
     """
 
     metrics: dict[str, dict[str, float]]
@@ -44,6 +46,7 @@ class EvalReport:
     pairs: dict[str, int]
     seconds: dict[str, float] | None
     task_digest: str
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def pairs_per_second(self) -> float | None:
@@ -137,13 +140,18 @@ def evaluate_scores(
             qrels.setdefault(group, {})[task.id] = relevant
             run.setdefault(group, {})[task.id] = ranked
             pairs[group] = pairs.get(group, 0) + n
-    metrics = {group: _ranx_means(qrels[group], run[group]) for group in qrels}
+    per_query = {group: _ranx_per_query(qrels[group], run[group]) for group in qrels}
+    metrics = {
+        group: {metric: sum(values.values()) / len(values) for metric, values in per_query[group].items()}
+        for group in per_query
+    }
     return EvalReport(
         metrics=metrics,
         queries={group: len(qrels[group]) for group in qrels},
         pairs=pairs,
         seconds=dict(seconds) if seconds is not None else None,
         task_digest=hashlib.sha256("\n".join(task.id for task in tasks).encode()).hexdigest(),
+        per_query=per_query,
     )
 
 
@@ -170,6 +178,61 @@ def retention(report: EvalReport, dense_report: EvalReport) -> dict[str, dict[st
     }
 
 
+def retention_interval(
+    report: EvalReport,
+    dense_report: EvalReport,
+    group: str = OVERALL,
+    metric: str = "hit_rate@1",
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired bootstrap confidence interval of ``retention(report, dense_report)[group][metric]``.
+
+    Queries are resampled with replacement, the same queries in both reports (``scipy.stats.bootstrap``,
+    percentile method, seeded), and the ratio of the two means is recomputed on each resample. ``(nan, nan)``
+    when the dense metric is 0.
+
+    Raises:
+        InputError: different task lists, or a group or metric the reports do not hold.
+    """
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if report.task_digest != dense_report.task_digest:
+        raise InputError(
+            "the reports were computed on different task lists; evaluate both configurations on the same tasks"
+        )
+    try:
+        values, dense_values = report.per_query[group][metric], dense_report.per_query[group][metric]
+    except KeyError:
+        raise InputError(f"no per-query {metric!r} values for {group!r} in these reports") from None
+    ids = sorted(values)
+    x = np.array([values[i] for i in ids])
+    y = np.array([dense_values[i] for i in ids])
+    if y.mean() == 0:
+        return float("nan"), float("nan")
+    if np.array_equal(x, y):  # every resample gives exactly 1
+        return 1.0, 1.0
+
+    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a.mean(axis=axis) / b.mean(axis=axis)
+
+    result = bootstrap(
+        (x, y),
+        ratio,
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 # --- internals -------------------------------------------------------------------------------------------
 
 
@@ -183,7 +246,7 @@ def _scores_by_index(results: RerankResults, n: int, task_id: str) -> list[float
     return [float(score) for score in scores if score is not None]
 
 
-def _ranx_means(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+def _ranx_per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     # ranx pulls in numba (seconds to import, a one-time JIT compile); load it only when evaluating.
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
@@ -191,5 +254,7 @@ def _ranx_means(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float
     with warnings.catch_warnings():
         # ranx's numba kernels warn about an internal uint64 -> int64 cast on every call; it does not affect results.
         warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64.*")
-        values = ranx_evaluate(Qrels(qrels), Run(run), list(METRICS))
-    return {metric: float(values[metric]) for metric in METRICS}
+        ranx_qrels = Qrels(qrels)
+        values = ranx_evaluate(ranx_qrels, Run(run), list(METRICS), return_mean=False)
+    ids = list(ranx_qrels.keys())  # the order of ranx's per-query arrays
+    return {metric: dict(zip(ids, map(float, values[metric]))) for metric in METRICS}

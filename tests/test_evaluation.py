@@ -9,7 +9,7 @@ import pytest
 from minirerank_integrations import Candidate, InputError, Query, RerankResult, RerankResults
 from minirerank_integrations import evaluation as evaluation_module
 from minirerank_integrations.data import RerankTask
-from minirerank_integrations.evaluation import OVERALL, evaluate, evaluate_scores, retention
+from minirerank_integrations.evaluation import OVERALL, evaluate, evaluate_scores, retention, retention_interval
 
 LOG2_3 = math.log2(3)
 
@@ -38,7 +38,7 @@ NDCG_Q3 = (1 + 1 / math.log2(6)) / (1 + 1 / LOG2_3)
 
 def test_public_surface() -> None:
     assert sorted(evaluation_module.__all__) == sorted(
-        ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention"]
+        ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention", "retention_interval"]
     )
     assert evaluation_module.METRICS == ("hit_rate@1", "ndcg@5", "mrr@10")
 
@@ -127,3 +127,40 @@ def test_evaluate_maps_results_back_by_index_and_times_the_calls() -> None:
     assert report.seconds is not None and set(report.seconds) == {"a", "b", OVERALL}
     assert report.seconds[OVERALL] == pytest.approx(report.seconds["a"] + report.seconds["b"])
     assert report.pairs_per_second is not None and report.pairs_per_second > 0
+
+
+def test_per_query_values_are_kept_by_task_id() -> None:
+    report = evaluate_scores(TASKS, SCORES)
+    assert report.per_query["a"]["hit_rate@1"] == {"q1": 1.0, "q2": 0.0}
+    assert report.per_query[OVERALL]["mrr@10"] == pytest.approx({"q1": 1.0, "q2": 0.5, "q3": 1.0})
+    assert report.per_query["b"]["ndcg@5"] == pytest.approx({"q3": NDCG_Q3})
+
+
+def _hits(n: int, dense_hits: int, config_hits: int):
+    """``n`` one-positive tasks: dense ranks the positive first on the first ``dense_hits``, the configuration
+    on the first ``config_hits`` (a subset, as a pruned model that loses a few queries)."""
+    tasks = [_task(f"q{i}", "a", [1, 0, 0]) for i in range(n)]
+    first, second = [0.9, 0.5, 0.1], [0.5, 0.9, 0.1]
+    dense = evaluate_scores(tasks, [first if i < dense_hits else second for i in range(n)])
+    config = evaluate_scores(tasks, [first if i < config_hits else second for i in range(n)])
+    return config, dense
+
+
+def test_retention_interval_is_a_paired_bootstrap_around_the_ratio() -> None:
+    config, dense = _hits(40, 30, 27)
+    assert retention(config, dense)["a"]["hit_rate@1"] == pytest.approx(0.9)
+    low, high = retention_interval(config, dense, "a", "hit_rate@1", seed=1)
+    assert low < 0.9 < high <= 1.0  # the configuration never wins a query here, so no resample exceeds 1
+    assert retention_interval(config, dense, "a", "hit_rate@1", seed=1) == (low, high)  # seeded
+    big_config, big_dense = _hits(400, 300, 270)
+    big_low, big_high = retention_interval(big_config, big_dense, "a", "hit_rate@1", seed=1)
+    assert big_high - big_low < 0.6 * (high - low)  # ten times the queries, about a third of the width
+    assert retention_interval(dense, dense) == (1.0, 1.0)
+
+
+def test_retention_interval_rejects_mismatched_reports() -> None:
+    config, _ = _hits(10, 8, 7)
+    with pytest.raises(InputError, match="different task lists"):
+        retention_interval(config, evaluate_scores(TASKS, SCORES))
+    with pytest.raises(InputError, match="'ndcg@50'"):
+        retention_interval(config, config, "a", "ndcg@50")
