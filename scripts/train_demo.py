@@ -1,9 +1,13 @@
 """Train the embedded demo model: a small Qwen3-VL reranker trained from scratch on the synthetic tasks
-(dense, query-first), then adapted to the `paper` configuration. Seeded; writes two checkpoints and a log.
+(dense, query-first), then adapted to a miniReranker configuration by distillation. Seeded; writes two
+checkpoints (``dense``, ``paper``) and a history of the run. The shipped model is three invocations:
 
-    python scripts/train_demo.py --out build/demo        # about 95 minutes on 2 CPU cores
+    python scripts/train_demo.py --out build/demo                                    # stage 1, ~95 min
+    python scripts/train_demo.py --out build/demo2 --seed 1 --continue-dense build/demo/dense \
+        --dense-lr 6e-4 --dense-steps 6000 --dense-minutes 100 --doc-repeat 2 --adapt-steps 1   # stage 2
+    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~10 min
 
-On a GPU pass --device cuda (same recipe, more steps in the same time).
+On a GPU pass --device cuda (same recipe, more steps in the same time). docs/demo-training.md has the record.
 """
 
 from __future__ import annotations
@@ -133,14 +137,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         help="continue dense ranking from this dense checkpoint (no warm start, hard negatives from the start)",
     )
-    parser.add_argument("--adapt-minutes", type=float, default=9)
-    parser.add_argument("--adapt-steps", type=int, default=250)
+    parser.add_argument("--adapt-minutes", type=float, default=25)
+    parser.add_argument("--adapt-steps", type=int, default=1000)
     parser.add_argument("--adapt-lr", type=float, default=None, help="default 1e-4 with --lora, else 3e-4")
     parser.add_argument(
-        "--distill", type=float, default=0.0, help="weight of distillation from the dense model during adaptation"
+        "--distill", type=float, default=2.0, help="weight of distillation from the dense model during adaptation"
     )
     parser.add_argument(
-        "--adapt-vision", action="store_true", help="train the vision tower during adaptation too (full fine-tuning)"
+        "--adapt-vision",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the vision tower during adaptation too (full fine-tuning; LoRA leaves it frozen)",
     )
     parser.add_argument("--lora", action="store_true", help="adapt with LoRA instead of full fine-tuning")
     parser.add_argument("--eval-every", type=int, default=500)
@@ -236,10 +243,12 @@ def vision_stage(reranker: MiniReranker, train_tasks: list, args, history: dict)
 
 
 def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
-    """Adaptation to the paper preset, guided by the frozen dense model as the pruning embedder."""
+    """Adaptation to ``ADAPTED_CONFIG``: labels (listwise + BCE) plus distillation of the frozen dense model's
+    order, which also ranks the visual tokens to keep (the pruning embedder)."""
     embedder = copy.deepcopy(reranker.backbone)
     adapted = MiniReranker(reranker.backbone, ADAPTED_CONFIG, embedder=embedder)
-    for p in reranker.backbone.visual.parameters():  # by default the decoder adapts; images stay as seen
+    # Trained, the vision tower can move what the pruned tokens carried into the kept ones.
+    for p in reranker.backbone.visual.parameters():
         p.requires_grad_(args.adapt_vision)
     if args.lora:
         add_lora(adapted)
