@@ -290,7 +290,7 @@ def validation_curve(histories: list[dict]) -> list[dict]:
     points, offset = [], 0
     for stage, history in enumerate(histories):
         for point in history.get("dense", []):
-            points.append({"step": offset + point["step"], "stage": stage, **point["val_hit@1"]})
+            points.append({"step": offset + point["step"], "stage": stage, "stage_start": offset, **point["val_hit@1"]})
         offset += history.get("dense_summary", {}).get("steps", 0)
     return points
 
@@ -305,8 +305,7 @@ def plot_validation_curve(points: list[dict], path: Path) -> None:
     for family in [*FAMILIES, "overall"]:
         style = {"color": "black", "linewidth": 2} if family == "overall" else {}
         ax.plot([p["step"] for p in points], [p[family] for p in points], marker="o", label=family, **style)
-    for stage in range(1, max(p["stage"] for p in points) + 1):
-        start = min(p["step"] for p in points if p["stage"] == stage)
+    for start in sorted({p["stage_start"] for p in points if p["stage"] > 0}):
         ax.axvline(start, color="grey", linestyle="--", linewidth=1)
     ax.axhline(0.9, color="grey", linestyle=":", linewidth=1, label="target 0.9")
     ax.set_xlabel("dense training step")
