@@ -51,10 +51,7 @@ def run_demo(model: str | Path | None = None, *, queries: list[str] | None = Non
     if str(model) == DEMO_MODEL:
         lines.append("       (the embedded demo: 1.9M parameters trained from scratch on synthetic scenes and pages)")
     fast = MiniReranker.from_pretrained(model)  # the configuration saved with the checkpoint, else paper
-    if str(model) == DEMO_MODEL:  # the demo's pruning embedder is its dense variant: reuse it as the baseline
-        dense = MiniReranker(fast.embedder, "dense")
-    else:
-        dense = MiniReranker.from_pretrained(model, config="dense")
+    dense = MiniReranker.from_pretrained(model, config="dense")
     cfg = fast.config
     lines.append(
         f"fast configuration: exit after {cfg.exit_layer}/{fast.num_layers} layers, band {list(cfg.band or ())}, "
