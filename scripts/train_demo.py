@@ -5,7 +5,7 @@ checkpoints (``dense``, ``paper``) and a history of the run. The shipped model i
     python scripts/train_demo.py --out build/demo                                    # stage 1, ~95 min
     python scripts/train_demo.py --out build/demo2 --seed 1 --continue-dense build/demo/dense \
         --dense-lr 6e-4 --dense-steps 6000 --dense-minutes 100 --doc-repeat 2 --adapt-steps 1   # stage 2
-    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~10 min
+    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~15 min
 
 On a GPU pass --device cuda (same recipe, more steps in the same time). docs/demo-training.md has the record.
 """
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         help="continue dense ranking from this dense checkpoint (no warm start, hard negatives from the start)",
     )
     parser.add_argument("--adapt-minutes", type=float, default=25)
+    parser.add_argument(
+        "--i2t-repeat", type=int, default=2, help="repeat image_to_text tasks this often in the adaptation"
+    )
     parser.add_argument("--adapt-steps", type=int, default=1000)
     parser.add_argument("--adapt-lr", type=float, default=None, help="default 1e-4 with --lora, else 3e-4")
     parser.add_argument(
@@ -150,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         help="train the vision tower during adaptation too (full fine-tuning; LoRA leaves it frozen)",
     )
     parser.add_argument("--lora", action="store_true", help="adapt with LoRA instead of full fine-tuning")
+    parser.add_argument(
+        "--band",
+        type=int,
+        nargs=2,
+        default=list(ADAPTED_CONFIG.band),
+        metavar=("START", "END"),
+        help="interaction band of the adapted configuration (layers [START, END))",
+    )
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument(
         "--from-dense", default=None, metavar="DIR", help="skip the dense stages: adapt this dense checkpoint"
@@ -172,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         reranker = build_model(args.seed, args.device)
         train_dense(reranker, train_tasks, val_tasks, args, out, history)
-    adapt(reranker, train_tasks + caption_queries(train_tasks, args.seed), val_tasks, args, out, history)
+    adapt_tasks = train_tasks + caption_queries(train_tasks, args.seed)
+    adapt_tasks += [t for t in train_tasks if t.family == "image_to_text"] * (args.i2t_repeat - 1)
+    adapt(reranker, adapt_tasks, val_tasks, args, out, history)
 
 
 def train_dense(
@@ -246,7 +259,8 @@ def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out:
     """Adaptation to ``ADAPTED_CONFIG``: labels (listwise + BCE) plus distillation of the frozen dense model's
     order, which also ranks the visual tokens to keep (the pruning embedder)."""
     embedder = copy.deepcopy(reranker.backbone)
-    adapted = MiniReranker(reranker.backbone, ADAPTED_CONFIG, embedder=embedder)
+    config = RerankConfig(**ADAPTED_CONFIG.model_dump() | {"band": tuple(args.band)})  # validated again
+    adapted = MiniReranker(reranker.backbone, config, embedder=embedder)
     # Trained, the vision tower can move what the pruned tokens carried into the kept ones.
     for p in reranker.backbone.visual.parameters():
         p.requires_grad_(args.adapt_vision)
@@ -281,7 +295,7 @@ def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out:
         "final_val_hit@1": quick_eval(adapted, val_tasks),
     }
     save_checkpoint(adapted, out / "paper")
-    (out / "paper" / CONFIG_FILE).write_text(ADAPTED_CONFIG.model_dump_json(indent=1) + "\n")
+    (out / "paper" / CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n")
     log.info("adapt done: %s", history["adapt_summary"])
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
