@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
 
-# The demo model's measured results (docs/results.md): quality tables, then training step times. ~30 min on 2 CPUs.
+# The demo model's measured results (docs/results.md): quality tables, then training step times. ~40 min on 2 CPUs.
 results: $(VENV)/.installed
 	$(PY) benchmarks/train_step.py --json docs/results/train_step.json
 	$(PY) scripts/demo_results.py --out docs/results
