@@ -256,8 +256,8 @@ def vision_stage(reranker: MiniReranker, train_tasks: list, args, history: dict)
 
 
 def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
-    """Adaptation to ``ADAPTED_CONFIG``: labels (listwise + BCE) plus distillation of the frozen dense model's
-    order, which also ranks the visual tokens to keep (the pruning embedder)."""
+    """Adaptation to ``ADAPTED_CONFIG`` (its band from ``--band``): labels (listwise + BCE) plus distillation
+    of the frozen dense model's order, which also ranks the visual tokens to keep (the pruning embedder)."""
     embedder = copy.deepcopy(reranker.backbone)
     config = RerankConfig(**ADAPTED_CONFIG.model_dump() | {"band": tuple(args.band)})  # validated again
     adapted = MiniReranker(reranker.backbone, config, embedder=embedder)
