@@ -55,6 +55,19 @@ def run(model: MiniReranker, fields: dict, tasks: list) -> EvalReport:
     return evaluate(reranker, tasks)
 
 
+def test_tasks(families, n: int, seed: int) -> list:
+    """``n`` test-split queries per family, 20 candidates, 60% hard negatives (a larger n extends a smaller)."""
+    return [
+        t for f in families for t in generate(f, "test", n, seed=seed, candidates_per_query=20, hard_negative_share=0.6)
+    ]
+
+
+def with_interval(entry: dict, group: str, metric: str) -> str:
+    """A retention and its 95% interval, as the tables print it."""
+    low, high = entry["retention_95ci"][group][metric]
+    return f"{entry['retention'][group][metric]:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -89,11 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
 
-    tasks = [
-        t
-        for f in FAMILIES
-        for t in generate(f, "test", args.queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6)
-    ]
+    tasks = test_tasks(FAMILIES, args.queries, args.seed)
     dense = MiniReranker.from_pretrained(args.dense, config="dense")
     adapted = MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)  # its saved configuration
     depth = dense.num_layers
@@ -129,13 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # The headline retention on a larger sample: at 100 queries per family its interval spans +-0.08.
     eligible = [f for f in FAMILIES if base.metrics[f]["hit_rate@1"] >= 0.5]
-    large = [
-        t
-        for f in eligible
-        for t in generate(
-            f, "test", args.retention_queries, seed=args.seed, candidates_per_query=20, hard_negative_share=0.6
-        )
-    ]
+    large = test_tasks(eligible, args.retention_queries, args.seed)
     large_sample = None
     if large:
         dense_large = run(dense, {"format": "query_first"}, large)
@@ -257,11 +260,7 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
             [
                 [
                     f,
-                    *(
-                        f"{adapted['retention'][f][m]:.3f} [{adapted['retention_95ci'][f][m][0]:.3f}, "
-                        f"{adapted['retention_95ci'][f][m][1]:.3f}]"
-                        for m in ("hit_rate@1", "ndcg@5")
-                    ),
+                    *(with_interval(adapted, f, m) for m in ("hit_rate@1", "ndcg@5")),
                 ]
                 for f in [*FAMILIES, "overall"]
             ],
@@ -292,11 +291,7 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
                         f if f in fams else "overall (these families)",
                         f"{large['dense'][f]['hit_rate@1']:.3f} / {large['dense'][f]['ndcg@5']:.3f}",
                         f"{large['adapted'][f]['hit_rate@1']:.3f} / {large['adapted'][f]['ndcg@5']:.3f}",
-                        *(
-                            f"{large['retention'][f][m]:.3f} [{large['retention_95ci'][f][m][0]:.3f}, "
-                            f"{large['retention_95ci'][f][m][1]:.3f}]"
-                            for m in ("hit_rate@1", "ndcg@5")
-                        ),
+                        *(with_interval(large, f, m) for m in ("hit_rate@1", "ndcg@5")),
                     ]
                     for f in [*fams, "overall"]
                 ],
