@@ -5,7 +5,7 @@ checkpoints (``dense``, ``paper``) and a history of the run. The shipped model i
     python scripts/train_demo.py --out build/demo                                    # stage 1, ~95 min
     python scripts/train_demo.py --out build/demo2 --seed 1 --continue-dense build/demo/dense \
         --dense-lr 6e-4 --dense-steps 6000 --dense-minutes 100 --doc-repeat 2 --adapt-steps 1   # stage 2
-    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~15 min
+    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~30 min
 
 On a GPU pass --device cuda (same recipe, more steps in the same time). docs/demo-training.md has the record.
 """
@@ -137,11 +137,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         help="continue dense ranking from this dense checkpoint (no warm start, hard negatives from the start)",
     )
-    parser.add_argument("--adapt-minutes", type=float, default=25)
+    parser.add_argument("--adapt-minutes", type=float, default=40)
     parser.add_argument(
         "--i2t-repeat", type=int, default=2, help="repeat image_to_text tasks this often in the adaptation"
     )
-    parser.add_argument("--adapt-steps", type=int, default=1000)
+    parser.add_argument("--adapt-steps", type=int, default=2000)
     parser.add_argument("--adapt-lr", type=float, default=None, help="default 1e-4 with --lora, else 3e-4")
     parser.add_argument(
         "--distill", type=float, default=2.0, help="weight of distillation from the dense model during adaptation"
