@@ -51,9 +51,14 @@ def vision_probe(
             first, an attribute takes a single value, or fewer than two images would be trained or tested on.
         ImageLoadError: an image cannot be decoded.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError as exc:
+        raise ImportError(
+            "vision_probe needs scikit-learn; install it with: pip install 'minirerank-integrations[eval]'"
+        ) from exc
 
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} labels")
