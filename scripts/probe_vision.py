@@ -14,22 +14,12 @@ import argparse
 import torch
 
 from minirerank_integrations import MiniReranker
-from minirerank_integrations.data import generate
+from minirerank_integrations.data import generate, labelled_images
 from minirerank_integrations.demo_model import demo_checkpoint
 from minirerank_integrations.vision_probe import vision_probe
 
 #: One family per image kind: scenes and page screenshots.
 FAMILIES = ("text_to_image", "text_to_doc")
-
-
-def labelled_images(family: str, queries: int, seed: int) -> tuple[list, list]:
-    """Candidate images of ``queries`` validation tasks with their attributes."""
-    images, labels = [], []
-    for task in generate(family, "validation", queries, seed=seed):
-        for candidate, attributes in zip(task.candidates, task.candidate_attributes):
-            images.append(candidate.images[0])
-            labels.append(attributes)
-    return images, labels
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=80, help="validation tasks per family (20 images each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = {family: labelled_images(family, args.queries, args.seed) for family in FAMILIES}
+    data = {f: labelled_images(generate(f, "validation", args.queries, seed=args.seed)) for f in FAMILIES}
     rows = []
     for path in args.checkpoints or [str(demo_checkpoint("dense"))]:
         reranker = MiniReranker.from_pretrained(path, config="dense")

@@ -25,8 +25,7 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import MiniReranker, Query, RerankConfig
-from minirerank_integrations.data import FAMILIES, generate
-from minirerank_integrations.data.generator import attribute_space, caption, query_text, split_of
+from minirerank_integrations.data import FAMILIES, attribute_space, caption, generate, labelled_images, query_text
 from minirerank_integrations.evaluation import evaluate
 from minirerank_integrations.modeling import CONFIG_FILE, Backbone
 from minirerank_integrations.tiny_checkpoint import build_image_processor, build_tokenizer, tiny_config
@@ -100,17 +99,6 @@ def caption_queries(tasks: list, seed: int) -> list:
         for t in tasks
         if t.family == "image_to_text"
     ]
-
-
-def labelled_images(tasks: list) -> tuple[list, list]:
-    """Candidate images of training-split attribute combinations with their attributes (vision warm start)."""
-    images, labels = [], []
-    for t in tasks:
-        for candidate, attributes in zip(t.candidates, t.candidate_attributes):
-            if candidate.images and split_of(t.family, attributes) == "train":
-                images.append(candidate.images[0])
-                labels.append(attributes)
-    return images, labels
 
 
 def quick_eval(reranker: MiniReranker, tasks: list) -> dict:
@@ -257,7 +245,9 @@ def vision_stage(
     alone, to continue it where the vision features still fall short: after stage 2 a linear probe tells only
     0.59 of page titles apart, scripts/probe_vision.py; this moves the features the decoder reads, so dense
     ranking must follow)."""
-    images, labels = labelled_images([t for t in train_tasks if not pages_only or t.family == "text_to_doc"])
+    images, labels = labelled_images(
+        [t for t in train_tasks if not pages_only or t.family == "text_to_doc"], split="train"
+    )
     log.info("vision warm start on %d labelled images", len(images))
 
     def on_vision_step(step: int, loss: float, accuracy: float) -> None:

@@ -18,6 +18,7 @@ from minirerank_integrations.data import (
     attribute_space,
     caption,
     generate,
+    labelled_images,
     load_tasks,
     query_text,
     save_tasks,
@@ -64,6 +65,7 @@ def test_public_surface() -> None:
             "attribute_space",
             "caption",
             "generate",
+            "labelled_images",
             "load_tasks",
             "query_text",
             "save_tasks",
@@ -137,6 +139,19 @@ def test_hard_negative_share_sets_the_curriculum() -> None:
     hard_distances = [attribute_distance(a, hard.query_attributes) for a in hard.candidate_attributes]
     assert all(d == 0 or d >= 2 for d in easy_distances)
     assert all(d <= 1 for d in hard_distances)
+
+
+def test_labelled_images_pair_each_candidate_image_with_its_attributes_and_filter_by_split() -> None:
+    tasks = generate("text_to_doc", "train", 3, **SMALL) + generate("image_to_text", "train", 2, **SMALL)
+    images, labels = labelled_images(tasks)
+    pages = [(c.images[0], a) for t in tasks[:3] for c, a in zip(t.candidates, t.candidate_attributes)]
+    assert len(images) == len(labels) == len(pages)  # image_to_text candidates are captions: skipped
+    assert all(i is page and a == label for (page, label), i, a in zip(pages, images, labels))
+    kept_images, kept = labelled_images(tasks, split="train")
+    assert kept and all(split_of("text_to_doc", a) == "train" for a in kept)
+    assert len(kept) == sum(split_of("text_to_doc", a) == "train" for a in labels) < len(labels)
+    with pytest.raises(InputError, match="unknown split 'dev'"):
+        labelled_images(tasks, split="dev")
 
 
 def test_image_to_text_captions_match_attributes_and_do_not_repeat() -> None:

@@ -9,7 +9,7 @@ Example::
     same = load_tasks("data/t2i-test")          # images come back as file paths
 """
 
-from .generator import SPLITS, attribute_space, caption, generate, query_text, split_of
+from .generator import SPLITS, attribute_space, caption, generate, labelled_images, query_text, split_of
 from .jsonl import load_tasks, save_tasks
 from .tasks import FAMILIES, RerankTask, attribute_distance
 
@@ -21,6 +21,7 @@ __all__ = [
     "attribute_space",
     "caption",
     "generate",
+    "labelled_images",
     "load_tasks",
     "query_text",
     "save_tasks",

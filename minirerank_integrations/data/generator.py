@@ -21,17 +21,17 @@ import functools
 import hashlib
 import itertools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from PIL import Image
 
 from ..errors import InputError
-from ..inputs import Candidate, Query
+from ..inputs import Candidate, ImageSource, Query
 from .render import COLOURS, COUNTS, LAYOUTS, POSITIONS, SHAPES, TITLES, render_document, render_scene
 from .tasks import FAMILIES, RerankTask, attribute_distance
 
-__all__ = ["SPLITS", "attribute_space", "caption", "generate", "query_text", "split_of"]
+__all__ = ["SPLITS", "attribute_space", "caption", "generate", "labelled_images", "query_text", "split_of"]
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
@@ -147,6 +147,24 @@ def generate(
         _task(family, split, seed, index, candidates_per_query, hard_negative_share, max_positives, image_size)
         for index in range(n_queries)
     ]
+
+
+def labelled_images(
+    tasks: Sequence[RerankTask], split: Split | None = None
+) -> tuple[list[ImageSource], list[dict[str, str]]]:
+    """The candidate images of generated tasks with the attributes each renders (for vision warm starts and
+    probes). Text-only candidates are skipped; with ``split``, only combinations of that split are kept, since
+    a task's negatives may use any combination (see the module docstring)."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    images: list[ImageSource] = []
+    labels: list[dict[str, str]] = []
+    for task in tasks:
+        for candidate, attributes in zip(task.candidates, task.candidate_attributes):
+            if candidate.images and (split is None or split_of(task.family, attributes) == split):
+                images.append(candidate.images[0])
+                labels.append(dict(attributes))
+    return images, labels
 
 
 # --- internals -------------------------------------------------------------------------------------------
