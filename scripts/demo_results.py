@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> None:
         "--history",
         type=Path,
         nargs="*",
-        default=[Path("docs/results/training_history.json"), Path("docs/results/training_history_continued.json")],
+        default=[
+            Path("docs/results/training_history.json"),
+            Path("docs/results/training_history_continued.json"),
+            Path("docs/results/training_history_stage3.json"),
+        ],
         help="train_demo.py history files, in training order, for the validation curve (missing ones are skipped)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))

@@ -1,11 +1,14 @@
 """Train the embedded demo model: a small Qwen3-VL reranker trained from scratch on the synthetic tasks
 (dense, query-first), then adapted to a miniReranker configuration by distillation. Seeded; writes two
-checkpoints (``dense``, ``paper``) and a history of the run. The shipped model is three invocations:
+checkpoints (``dense``, ``paper``) and a history of the run. The shipped model is four invocations:
 
     python scripts/train_demo.py --out build/demo                                    # stage 1, ~95 min
     python scripts/train_demo.py --out build/demo2 --seed 1 --continue-dense build/demo/dense \
         --dense-lr 6e-4 --dense-steps 6000 --dense-minutes 100 --doc-repeat 2 --adapt-steps 1   # stage 2
-    python scripts/train_demo.py --out build/demo2 --from-dense build/demo2/dense      # adaptation, ~30 min
+    python scripts/train_demo.py --out build/demo3 --seed 2 --continue-dense build/demo2/dense \
+        --page-vision-steps 3000 --dense-lr 6e-4 --dense-steps 4500 --dense-minutes 55 --doc-repeat 2 \
+        --adapt-steps 1                                                               # stage 3, ~60 min
+    python scripts/train_demo.py --out build/demo3 --from-dense build/demo3/dense      # adaptation, ~30 min
 
 On a GPU pass --device cuda (same recipe, more steps in the same time). docs/demo-training.md has the record.
 """
