@@ -148,7 +148,7 @@ def test_labelled_images_pair_each_candidate_image_with_its_attributes_and_filte
     assert len(images) == len(labels) == len(pages)  # image_to_text candidates are captions: skipped
     assert all(i is page and a == label for (page, label), i, a in zip(pages, images, labels))
     kept_images, kept = labelled_images(tasks, split="train")
-    assert kept and all(split_of("text_to_doc", a) == "train" for a in kept)
+    assert kept and len(kept_images) == len(kept) and all(split_of("text_to_doc", a) == "train" for a in kept)
     assert len(kept) == sum(split_of("text_to_doc", a) == "train" for a in labels) < len(labels)
     with pytest.raises(InputError, match="unknown split 'dev'"):
         labelled_images(tasks, split="dev")

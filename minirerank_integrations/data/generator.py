@@ -130,8 +130,7 @@ def generate(
         combinations, and candidate ids are ``"<task id>/<index>"``.
     """
     _space_name(family)
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    _check_split(split)
     if n_queries < 0:
         raise InputError(f"n_queries must be >= 0, got {n_queries}")
     if not 1 <= max_positives < candidates_per_query:
@@ -155,8 +154,8 @@ def labelled_images(
     """The candidate images of generated tasks with the attributes each renders (for vision warm starts and
     probes). Text-only candidates are skipped; with ``split``, only combinations of that split are kept, since
     a task's negatives may use any combination (see the module docstring)."""
-    if split is not None and split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split is not None:
+        _check_split(split)
     images: list[ImageSource] = []
     labels: list[dict[str, str]] = []
     for task in tasks:
@@ -168,6 +167,11 @@ def labelled_images(
 
 
 # --- internals -------------------------------------------------------------------------------------------
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
 def _space_name(family: str) -> str:
