@@ -17,9 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from minirerank_integrations import Candidate, MiniReranker, RerankConfig
-from minirerank_integrations.images import smart_resize
-from minirerank_integrations.prefix_codec import encode_entry
-from minirerank_integrations.pruning import kept_count
+from minirerank_integrations.engine.images import smart_resize
+from minirerank_integrations.engine.pruning import kept_count
+from minirerank_integrations.store.codec import encode_entry
 from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
 
 # (name, decoder layers, kv heads, head dim): the published Qwen3-VL-2B/8B text configs and our tiny one.

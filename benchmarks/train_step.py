@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from minirerank_integrations import DEMO_MODEL, MiniReranker
-from minirerank_integrations.data import FAMILIES, generate
-from minirerank_integrations.training import TrainSettings, sample_group, training_step
+from minirerank_integrations.quality.data import FAMILIES, generate
+from minirerank_integrations.quality.training import TrainSettings, sample_group, training_step
 
 
 def main(argv: list[str] | None = None) -> None:

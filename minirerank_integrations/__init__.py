@@ -1,7 +1,9 @@
 """minirerank-integrations: a fast, faithful multimodal reranker on Qwen3-VL."""
 
-from .config import RerankConfig
 from .demo_model import DEMO_MODEL
+from .engine.config import RerankConfig
+from .engine.inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandidate
+from .engine.reranker import MiniReranker, WorkCounters
 from .errors import (
     CacheError,
     CandidateError,
@@ -11,8 +13,6 @@ from .errors import (
     MiniRerankError,
     ModelLoadError,
 )
-from .inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandidate
-from .reranker import MiniReranker, WorkCounters
 
 __all__ = [
     "DEMO_MODEL",

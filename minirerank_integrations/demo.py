@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .data import generate, query_text
-from .data.tasks import RerankTask
 from .demo_model import DEMO_MODEL
-from .inputs import Query
-from .reranker import MiniReranker
+from .engine.inputs import Query
+from .engine.reranker import MiniReranker
+from .quality.data import generate, query_text
+from .quality.data.tasks import RerankTask
 
 __all__ = ["demo_tasks", "describe", "run_demo"]
 

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2TokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .prompts import DEFAULT_INSTRUCTION, EMBEDDER_SYSTEM, RERANKER_SYSTEM
+from .engine.prompts import DEFAULT_INSTRUCTION, EMBEDDER_SYSTEM, RERANKER_SYSTEM
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

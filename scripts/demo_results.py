@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from minirerank_integrations import MiniReranker, RerankConfig
-from minirerank_integrations.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
-from minirerank_integrations.data import FAMILIES, generate
 from minirerank_integrations.demo_model import demo_checkpoint
-from minirerank_integrations.evaluation import OVERALL, EvalReport, evaluate, retention, retention_interval
+from minirerank_integrations.quality.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
+from minirerank_integrations.quality.data import FAMILIES, generate
+from minirerank_integrations.quality.evaluation import OVERALL, EvalReport, evaluate, retention, retention_interval
 
 METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
 TARGET = 0.97  # retention bar of the adapted paper preset

@@ -14,9 +14,9 @@ import argparse
 import torch
 
 from minirerank_integrations import MiniReranker
-from minirerank_integrations.data import generate, labelled_images
 from minirerank_integrations.demo_model import demo_checkpoint
-from minirerank_integrations.vision_probe import vision_probe
+from minirerank_integrations.quality.data import generate, labelled_images
+from minirerank_integrations.quality.vision_probe import vision_probe
 
 #: One family per image kind: scenes and page screenshots.
 FAMILIES = ("text_to_image", "text_to_doc")

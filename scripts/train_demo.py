@@ -28,11 +28,17 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import MiniReranker, Query, RerankConfig
-from minirerank_integrations.data import FAMILIES, attribute_space, caption, generate, labelled_images, query_text
-from minirerank_integrations.evaluation import evaluate
-from minirerank_integrations.modeling import CONFIG_FILE, Backbone
-from minirerank_integrations.tiny_checkpoint import build_image_processor, build_tokenizer, tiny_config
-from minirerank_integrations.training import (
+from minirerank_integrations.engine.modeling import CONFIG_FILE, Backbone
+from minirerank_integrations.quality.data import (
+    FAMILIES,
+    attribute_space,
+    caption,
+    generate,
+    labelled_images,
+    query_text,
+)
+from minirerank_integrations.quality.evaluation import evaluate
+from minirerank_integrations.quality.training import (
     TrainSettings,
     add_lora,
     merge_lora,
@@ -40,6 +46,7 @@ from minirerank_integrations.training import (
     train,
     vision_warm_start,
 )
+from minirerank_integrations.tiny_checkpoint import build_image_processor, build_tokenizer, tiny_config
 
 log = logging.getLogger("train_demo")
 

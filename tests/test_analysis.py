@@ -9,9 +9,9 @@ from stock_reference import INSTRUCTION, SYSTEM, side
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import ConfigError, InputError, MiniReranker, RerankConfig
-from minirerank_integrations.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
-from minirerank_integrations.data import FAMILIES, RerankTask, generate
-from minirerank_integrations.evaluation import METRICS, OVERALL, evaluate
+from minirerank_integrations.quality.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
+from minirerank_integrations.quality.data import FAMILIES, RerankTask, generate
+from minirerank_integrations.quality.evaluation import METRICS, OVERALL, evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,7 @@ from minirerank_integrations import (
     Query,
     RerankConfig,
 )
-from minirerank_integrations.prompts import MAX_LENGTH
+from minirerank_integrations.engine.prompts import MAX_LENGTH
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from minirerank_integrations.cli import build_parser, main
-from minirerank_integrations.prefix_store import DiskPrefixStore, PrefixEntry
+from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
 
 
 def entry_for(seed: int) -> PrefixEntry:

@@ -11,8 +11,8 @@ from PIL import Image
 
 from minirerank_integrations import MiniReranker, RerankConfig
 from minirerank_integrations.cli import main
-from minirerank_integrations.data import FAMILIES, generate, save_tasks
-from minirerank_integrations.evaluation import METRICS, OVERALL, evaluate, retention
+from minirerank_integrations.quality.data import FAMILIES, generate, save_tasks
+from minirerank_integrations.quality.evaluation import METRICS, OVERALL, evaluate, retention
 
 NO_BAND = '{"format": "vision_first", "band": [0, 0]}'
 

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from minirerank_integrations import Candidate, InputError, Query
-from minirerank_integrations import data as data_module
-from minirerank_integrations.data import (
+from minirerank_integrations.engine.images import image_digest, load_image
+from minirerank_integrations.quality import data as data_module
+from minirerank_integrations.quality.data import (
     FAMILIES,
     SPLITS,
     RerankTask,
@@ -24,8 +25,7 @@ from minirerank_integrations.data import (
     save_tasks,
     split_of,
 )
-from minirerank_integrations.data.render import COLOURS, render_document, render_scene
-from minirerank_integrations.images import image_digest, load_image
+from minirerank_integrations.quality.data.render import COLOURS, render_document, render_scene
 
 SMALL = {"candidates_per_query": 20, "image_size": 64}
 

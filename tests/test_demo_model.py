@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from minirerank_integrations import ConfigError, MiniReranker, RerankConfig
-from minirerank_integrations.data import FAMILIES, generate
 from minirerank_integrations.demo_model import DEMO_MODEL, demo_checkpoint
-from minirerank_integrations.evaluation import evaluate
-from minirerank_integrations.modeling import CONFIG_FILE
+from minirerank_integrations.engine.modeling import CONFIG_FILE
+from minirerank_integrations.quality.data import FAMILIES, generate
+from minirerank_integrations.quality.evaluation import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from minirerank_integrations import Candidate, InputError, Query, RerankResult, RerankResults
-from minirerank_integrations import evaluation as evaluation_module
-from minirerank_integrations.data import RerankTask
-from minirerank_integrations.evaluation import OVERALL, evaluate, evaluate_scores, retention, retention_interval
+from minirerank_integrations.quality import evaluation as evaluation_module
+from minirerank_integrations.quality.data import RerankTask
+from minirerank_integrations.quality.evaluation import OVERALL, evaluate, evaluate_scores, retention, retention_interval
 
 LOG2_3 = math.log2(3)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from minirerank_integrations.errors import ImageLoadError, InputError
-from minirerank_integrations.images import (
+from minirerank_integrations.engine.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
     MAX_SOURCE_PIXELS,
@@ -25,6 +24,7 @@ from minirerank_integrations.images import (
     prepare_image,
     smart_resize,
 )
+from minirerank_integrations.errors import ImageLoadError, InputError
 
 RED = (200, 30, 40)
 

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from minirerank_integrations.errors import CacheError, ConfigError
-from minirerank_integrations.prefix_codec import CODEC_VERSION, _pack, decode_entry, encode_entry
-from minirerank_integrations.prefix_store import PrefixEntry
+from minirerank_integrations.store import PrefixEntry
+from minirerank_integrations.store.codec import CODEC_VERSION, _pack, decode_entry, encode_entry
 
 PREFIX = struct.Struct(">4sHI")
 

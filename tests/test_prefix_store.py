@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from minirerank_integrations.errors import CacheError, ConfigError
-from minirerank_integrations.prefix_codec import encode_entry
-from minirerank_integrations.prefix_store import DiskPrefixStore, PrefixEntry
+from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
+from minirerank_integrations.store.codec import encode_entry
 
 REPO = Path(__file__).resolve().parents[1]
 MODE_RAW, MODE_BINARY, MODE_TEXT, MODE_PICKLE = 1, 2, 3, 4  # diskcache's row modes
@@ -74,7 +74,7 @@ def python_env() -> dict[str, str]:
 # The child processes build their entries with the very same function as the tests.
 CHILD_PRELUDE = (
     "import sys, torch\n"
-    "from minirerank_integrations.prefix_store import DiskPrefixStore, PrefixEntry\n"
+    "from minirerank_integrations.store import DiskPrefixStore, PrefixEntry\n"
     + inspect.getsource(entry_for)
     + inspect.getsource(same)
 )

@@ -10,7 +10,7 @@ from stock_reference import pads
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
-from minirerank_integrations.pruning import embedder_importance, embedder_importances, kept_count
+from minirerank_integrations.engine.pruning import embedder_importance, embedder_importances, kept_count
 
 
 def test_batched_importances_equal_one_image_at_a_time(tiny8_path, images):

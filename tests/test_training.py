@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from minirerank_integrations import MiniReranker
-from minirerank_integrations.data import generate
-from minirerank_integrations.data.render import render_scene
-from minirerank_integrations.training import (
+from minirerank_integrations.quality.data import generate
+from minirerank_integrations.quality.data.render import render_scene
+from minirerank_integrations.quality.training import (
     TrainSettings,
     add_lora,
     group_loss,
@@ -65,7 +65,7 @@ def test_training_logits_are_the_served_scores(tiny4_path, tasks):
 
 
 def test_sample_group_mixes_positives_and_hard_negatives(tasks):
-    from minirerank_integrations.data import attribute_distance
+    from minirerank_integrations.quality.data import attribute_distance
 
     task = tasks[0]
     group = sample_group(task, 8, 1.0, random.Random(1))

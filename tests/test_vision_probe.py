@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from minirerank_integrations import InputError, MiniReranker
-from minirerank_integrations.data import generate
 from minirerank_integrations.demo_model import demo_checkpoint
-from minirerank_integrations.vision_probe import vision_probe
+from minirerank_integrations.quality.data import generate
+from minirerank_integrations.quality.vision_probe import vision_probe
 
 
 @pytest.fixture(scope="module")

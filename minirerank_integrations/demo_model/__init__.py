@@ -1,7 +1,7 @@
 """The embedded demo checkpoint, the default model when none is named.
 
 A Qwen3-VL reranker of 1.9M parameters (text 8 layers x 128, vision 3 x 64) trained from scratch by
-``scripts/train_demo.py`` on the synthetic tasks of :mod:`minirerank_integrations.data`: coloured shapes,
+``scripts/train_demo.py`` on the synthetic tasks of :mod:`minirerank_integrations.quality.data`: coloured shapes,
 page and app screenshots, and their captions. It is a demo of the engine, trained on synthetic data; it
 knows nothing else. Two variants ship, each a complete checkpoint loaded through the same
 ``from_pretrained`` path as any other:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
 from minirerank_integrations import Candidate, Query
-from minirerank_integrations.images import fetch_image
+from minirerank_integrations.engine.images import fetch_image
 
 #: Called with an http(s) URL, returns the encoded image bytes. Nothing is downloaded without one.
 ImageFetcher = Callable[[str], bytes]

@@ -17,9 +17,10 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from ..demo_model import DEMO_MODEL, demo_checkpoint
+from ..errors import CandidateError, ConfigError, InputError, MiniRerankError
+from ..store import DiskPrefixStore, MemoryPrefixStore, PrefixEntry, PrefixStore
 from .config import PresetName, RerankConfig
-from .demo_model import DEMO_MODEL, demo_checkpoint
-from .errors import CandidateError, ConfigError, InputError, MiniRerankError
 from .images import ImageFetcher, image_digest, prepare_image
 from .inputs import (
     Candidate,
@@ -39,7 +40,7 @@ from .layers import (
     single_segment_logits,
 )
 from .modeling import CONFIG_FILE, Backbone, SegmentStates, load_backbone
-from .prefix_store import MemoryPrefixStore, PrefixEntry, PrefixStore
+from .planning import cut_shared_start, distinct_segments, segment_key
 from .prompts import PreparedImage, Segment, SideContent, query_first_segment, vision_first_segments
 from .pruning import embedder_importances, keep_mask, random_importance
 
@@ -141,8 +142,6 @@ class MiniReranker:
             embedder = load_backbone(embedder, device=device, dtype=dtype)
         store: PrefixStore
         if cache_dir is not None:
-            from .prefix_store import DiskPrefixStore
-
             kwargs = {} if cache_size_limit is None else {"size_limit": cache_size_limit}
             store = DiskPrefixStore(Path(cache_dir).expanduser(), storage=cache_storage, **kwargs)
         else:
@@ -430,16 +429,16 @@ class MiniReranker:
             self._states(s, cache).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
             for p, (_, s) in zip(prefixes, segments)
         ]
-        head, prefixes = _cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
+        head, prefixes = cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
         return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
 
     def _fast_logits(self, segments: list[tuple[Segment, Segment]], cache: dict) -> torch.Tensor:
         """The serving computation of :meth:`_score_sides`, batched and differentiable, without the store."""
         cfg, b = self.config, self.backbone
-        distinct_prefixes, rows_p = _distinct([p for p, _ in segments])
-        distinct_suffixes, rows_s = _distinct([s for _, s in segments])
+        distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])
+        distinct_suffixes, rows_s = distinct_segments([s for _, s in segments])
         prefix_states = [self._states(p, cache) for p in distinct_prefixes]
-        head, cut = _cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
+        head, cut = cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
         entries = compute_prefixes(b, cut, cfg.band, shared=head)
         suffix_states = [self._states(s, cache) for s in distinct_suffixes]
         prebands = [compute_suffix_preband(b, s, cfg.band[0]) for s in suffix_states]
@@ -487,7 +486,7 @@ class MiniReranker:
                 else:
                     self.counters.prefix_hits += 1
                 entries[key] = entry
-            suffix_key = _segment_key(suffix)
+            suffix_key = segment_key(suffix)
             if suffix_key not in suffixes:
                 states = self._states(suffix, cache)
                 self.counters.suffix_prebands += 1
@@ -504,25 +503,6 @@ class MiniReranker:
         return scores
 
 
-def _segment_key(segment: Segment) -> tuple:
-    """Equal keys, equal segments: the token ids and the images' content digests."""
-    return segment.input_ids, tuple(im.digest for im in segment.images)
-
-
-def _distinct(segments: Sequence[Segment]) -> tuple[list[Segment], list[int]]:
-    """The distinct segments in first-seen order, and each input's row among them."""
-    index: dict[tuple, int] = {}
-    distinct: list[Segment] = []
-    rows = []
-    for segment in segments:
-        key = _segment_key(segment)
-        if key not in index:
-            index[key] = len(distinct)
-            distinct.append(segment)
-        rows.append(index[key])
-    return distinct, rows
-
-
 def _saved_config(folder: Path) -> RerankConfig | None:
     """The configuration a checkpoint folder says it was adapted to, if it says one."""
     saved = folder / CONFIG_FILE
@@ -532,27 +512,3 @@ def _saved_config(folder: Path) -> RerankConfig | None:
         return RerankConfig.model_validate_json(saved.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"{saved}: not a valid RerankConfig ({exc})") from exc
-
-
-def _cut_shared_start(
-    segments: Sequence[Segment], states: list[SegmentStates], image_token_id: int
-) -> tuple[SegmentStates | None, list[SegmentStates]]:
-    """Split the text start shared by all segments (the system prompt) off their states, when long enough to
-    be worth running once: (shared start or None, the rest of each segment)."""
-    shared = _shared_text_start(segments, image_token_id)
-    if len(segments) < 2 or shared < 8:
-        return None, states
-    first = states[0]
-    head = first.select(torch.arange(first.length, device=first.visual.device) < shared)
-    return head, [s.select(torch.arange(s.length, device=s.visual.device) >= shared) for s in states]
-
-
-def _shared_text_start(segments: Sequence[Segment], image_token_id: int) -> int:
-    """How many leading token ids all segments share, stopping before any image token and leaving at
-    least the last token of each segment outside. Pruning never touches text, so these survive it."""
-    limit = min(len(seg.input_ids) for seg in segments) - 1
-    first = segments[0].input_ids
-    n = 0
-    while n < limit and first[n] != image_token_id and all(seg.input_ids[n] == first[n] for seg in segments):
-        n += 1
-    return n

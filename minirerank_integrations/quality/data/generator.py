@@ -26,8 +26,8 @@ from typing import Literal
 
 from PIL import Image
 
-from ..errors import InputError
-from ..inputs import Candidate, ImageSource, Query
+from ...engine.inputs import Candidate, ImageSource, Query
+from ...errors import InputError
 from .render import COLOURS, COUNTS, LAYOUTS, POSITIONS, SHAPES, TITLES, render_document, render_scene
 from .tasks import FAMILIES, RerankTask, attribute_distance
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    from minirerank_integrations.data import generate, save_tasks, load_tasks
+    from minirerank_integrations.quality.data import generate, save_tasks, load_tasks
 
     tasks = generate("text_to_image", "test", n_queries=50, seed=0)
     save_tasks(tasks, "data/t2i-test")          # tasks.jsonl + images/*.png, see docs/data-format.md

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, repeat_kv
 
+from ..store import PrefixEntry
 from .modeling import Backbone, SegmentStates
-from .prefix_store import PrefixEntry
 
 NEG = torch.finfo(torch.float32).min  # additive mask value; finite, so fully masked pad rows give no NaN
 

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..images import load_image
-from ..inputs import Candidate, ImageSource, Query
+from ...engine.images import load_image
+from ...engine.inputs import Candidate, ImageSource, Query
+from ...errors import InputError
 from .tasks import RerankTask
 
 __all__ = ["TASKS_FILE", "load_tasks", "save_tasks"]

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..engine.reranker import MiniReranker
 from .data.tasks import RerankTask, attribute_distance
-from .reranker import MiniReranker
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Ranking quality of a reranker on :class:`~minirerank_integrations.data.RerankTask` lists, computed with ranx.
+"""Ranking quality of a reranker on :class:`~minirerank_integrations.quality.data.RerankTask` lists, computed with ranx.
 
 Metrics (ranx names): ``hit_rate@1`` (share of queries whose top candidate is relevant), ``ndcg@5`` and
 ``mrr@10``, per task family and over all queries, plus runtime. :func:`retention` divides a configuration's
@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .inputs import RerankResults
+from ..engine.inputs import RerankResults
+from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..engine.reranker import MiniReranker
     from .data.tasks import RerankTask
-    from .reranker import MiniReranker
 
 __all__ = ["METRICS", "OVERALL", "EvalReport", "evaluate", "evaluate_scores", "retention", "retention_interval"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .prompts import PreparedImage, Segment
 
 logger = logging.getLogger(__name__)

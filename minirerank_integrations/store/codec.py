@@ -45,8 +45,8 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
-from .errors import CacheError, ConfigError
-from .prefix_store import PrefixEntry
+from ..errors import CacheError, ConfigError
+from .entry import PrefixEntry
 
 __all__ = ["CODEC_VERSION", "Storage", "decode_entry", "encode_entry"]
 

@@ -1,129 +1,21 @@
-"""The ``minirerank`` command line: ``demo``, ``rerank``, ``eval`` and ``cache stats|verify|clear --cache-dir DIR``.
-
-Each command group registers itself on the top-level subparsers through an ``_add_<group>_commands``
-function and sets ``handler`` (a function from the parsed arguments to an exit status); adding ``demo``,
-``rerank`` or ``eval`` is one more such function called from :func:`build_parser`.
-
-Exit statuses: 0 success; 1 ``cache verify`` found and dropped unreadable entries (so scripts and cron
-jobs notice damage; a second run then exits 0); 2 usage errors (argparse) or a cache directory that
-does not hold a prefix cache or cannot be opened.
-"""
+"""``minirerank eval``: ranking quality of configurations on task files or generated tasks, with retention
+against the first configuration, the layer-wise analysis and the result files."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sqlite3
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .demo_model import DEMO_MODEL
-from .prefix_store import DiskPrefixStore
+from ..demo_model import DEMO_MODEL
+from ._common import EXIT_OK, Subparsers, fail
 
 if TYPE_CHECKING:
-    from .config import RerankConfig
-    from .data import RerankTask
-    from .evaluation import EvalReport
+    from ..engine.config import RerankConfig
+    from ..quality.data import RerankTask
+    from ..quality.evaluation import EvalReport
 
-__all__ = ["build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_DROPPED = 1  # `cache verify` removed entries
-EXIT_USAGE = 2  # same status argparse uses for bad arguments
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser; each subcommand sets ``handler`` in its defaults."""
-    parser = argparse.ArgumentParser(prog="minirerank", description="Multimodal reranking on Qwen3-VL.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_demo_commands(commands)
-    _add_rerank_commands(commands)
-    _add_eval_commands(commands)
-    _add_cache_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line on ``argv`` (``sys.argv[1:]`` when None) and return the exit status."""
-    args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
-    return handler(args)
-
-
-# -- minirerank demo / rerank ----------------------------------------------------------------------------
-
-
-def _add_demo_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser(
-        "demo",
-        help="rerank a few pictures and passages with the paper and dense presets",
-        description="Rerank a few pictures and passages with the paper and dense presets, offline.",
-    )
-    demo.add_argument("--model", default=None, help="a Qwen3-VL checkpoint; default: the embedded demo model")
-    demo.add_argument("--query", action="append", default=None, help="a text query (repeatable)")
-    demo.set_defaults(handler=_demo)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    print(run_demo(args.model, queries=args.query))
-    return EXIT_OK
-
-
-def _add_rerank_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    rerank = commands.add_parser(
-        "rerank",
-        help="rerank text and image candidates for one query; prints JSON lines, best first",
-        description="Rerank candidates for one query. Each --text or --image is one candidate.",
-    )
-    rerank.add_argument(
-        "--model", default=DEMO_MODEL, help=f"a Qwen3-VL checkpoint (folder or hub id); default: {DEMO_MODEL}, embedded"
-    )
-    rerank.add_argument("--query", default="", help="the query text")
-    rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
-    rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
-    rerank.add_argument("--image", action="append", default=[], metavar="PATH", help="an image candidate")
-    rerank.add_argument(
-        "--config",
-        default=None,
-        choices=["paper", "dense"],
-        help="the preset; default: the configuration saved with the checkpoint, else paper",
-    )
-    rerank.add_argument("--top-n", type=int, default=None)
-    rerank.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
-    rerank.add_argument("--device", default="cpu")
-    rerank.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    rerank.set_defaults(handler=_rerank)
-
-
-def _rerank(args: argparse.Namespace) -> int:
-    import json
-
-    from .errors import MiniRerankError
-    from .inputs import Candidate, Query
-    from .reranker import MiniReranker
-
-    candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
-    candidates += [Candidate(images=[p], id=p) for p in args.image]
-    try:
-        reranker = MiniReranker.from_pretrained(
-            args.model, config=args.config, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir
-        )
-        results = reranker.rerank(Query(text=args.query, images=args.query_image), candidates, top_n=args.top_n)
-    except MiniRerankError as exc:
-        print(f"minirerank: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    for result in results:
-        print(json.dumps({"index": result.index, "id": result.id, "score": result.score}))
-    return EXIT_OK
-
-
-# -- minirerank eval ------------------------------------------------------------------------------------
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -131,7 +23,7 @@ EXIT_CURVE_PNG = "exit_curve.png"
 ATTENTION_SHARE_PNG = "attention_share.png"
 
 
-def _add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: Subparsers) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="evaluate configurations on reranking tasks (Hit@1, NDCG@5, MRR@10, runtime, retention)",
@@ -207,18 +99,17 @@ class _ConfigResult:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .errors import MiniRerankError
+    from ..errors import MiniRerankError
 
     try:
         return _run_eval(args)
     except MiniRerankError as exc:  # a bad --configs value, family, data file, image or checkpoint
-        print(f"minirerank: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(exc)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, retention
-    from .reranker import MiniReranker
+    from ..engine.reranker import MiniReranker
+    from ..quality.evaluation import evaluate, retention
 
     specs = _parse_configs(args.configs or ["dense", "paper"])
     tasks = _eval_tasks(args)
@@ -238,7 +129,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     layerwise = None
     if args.layerwise:
-        from .analysis import attention_share, exit_curve
+        from ..quality.analysis import attention_share, exit_curve
 
         reranker.config = results[0].config
         print(f"layer-wise analysis of {results[0].name} ...", file=sys.stderr)
@@ -259,8 +150,8 @@ def _parse_configs(values: list[str]) -> list[tuple[str, RerankConfig | str]]:
     """(name, preset name or RerankConfig) per ``--configs`` value; raises ConfigError on a bad one."""
     from pydantic import ValidationError
 
-    from .config import RerankConfig
-    from .errors import ConfigError
+    from ..engine.config import RerankConfig
+    from ..errors import ConfigError
 
     specs: list[tuple[str, RerankConfig | str]] = []
     for value in values:
@@ -287,8 +178,8 @@ def _parse_configs(values: list[str]) -> list[tuple[str, RerankConfig | str]]:
 
 def _resolve(name: str, spec: RerankConfig | str, depth: int) -> RerankConfig:
     """The configuration checked against a model of ``depth`` layers; the error names the configuration."""
-    from .config import RerankConfig
-    from .errors import ConfigError
+    from ..engine.config import RerankConfig
+    from ..errors import ConfigError
 
     try:
         if isinstance(spec, str):
@@ -300,8 +191,8 @@ def _resolve(name: str, spec: RerankConfig | str, depth: int) -> RerankConfig:
 
 def _eval_tasks(args: argparse.Namespace) -> list[RerankTask]:
     """The tasks of ``--data`` (filtered by family, capped per family) or generated ones."""
-    from .data import FAMILIES, generate, load_tasks
-    from .errors import InputError
+    from ..errors import InputError
+    from ..quality.data import FAMILIES, generate, load_tasks
 
     if args.queries is not None and args.queries < 1:
         raise InputError(f"--queries must be >= 1, got {args.queries}")
@@ -331,7 +222,7 @@ def _eval_tasks(args: argparse.Namespace) -> list[RerankTask]:
 
 def _result_rows(results: list[_ConfigResult]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per (configuration, family), the overall row of each configuration last."""
-    from .evaluation import METRICS, OVERALL
+    from ..quality.evaluation import METRICS, OVERALL
 
     header = ["config", "family", "queries", *METRICS, "seconds", "pairs/s", *(f"retention {m}" for m in METRICS)]
     rows = []
@@ -368,7 +259,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _layerwise_rows(layerwise: dict) -> tuple[tuple[list[str], list[list[str]]], tuple[list[str], list[list[str]]]]:
-    from .evaluation import METRICS, OVERALL
+    from ..quality.evaluation import METRICS, OVERALL
 
     curve, shares = layerwise["exit_curve"], layerwise["attention_share"]
     exit_rows = [[str(layer), *(f"{curve[layer][OVERALL][m]:.4f}" for m in METRICS)] for layer in sorted(curve)]
@@ -433,11 +324,11 @@ def _write_results(args: argparse.Namespace, results: list[_ConfigResult], layer
     markdown = [f"# Evaluation of `{args.model}`", "", f"Retention is against `{baseline.name}`.", ""]
     markdown += [_markdown_table(*_result_rows(results)), ""]
     if layerwise is not None:
-        from .analysis import plot_attention_share, plot_exit_curve
+        from ..quality.analysis import plot_attention_share, plot_exit_curve
 
         name = layerwise["config"]
         plot_exit_curve(layerwise["exit_curve"], out / EXIT_CURVE_PNG, title=f"Ranking quality by exit layer ({name})")
-        from .config import RerankConfig
+        from ..engine.config import RerankConfig
 
         # Shaded for reference: where the paper preset places its band on a model of this depth.
         paper_band = RerankConfig.preset("paper", len(layerwise["attention_share"])).band
@@ -456,76 +347,3 @@ def _write_results(args: argparse.Namespace, results: list[_ConfigResult], layer
     (out / RESULTS_JSON).write_text(json.dumps(finite(document), indent=2) + "\n", encoding="utf-8")
     (out / RESULTS_MD).write_text("\n".join(markdown), encoding="utf-8")
     print(f"wrote {out / RESULTS_JSON} and {out / RESULTS_MD}", file=sys.stderr)
-
-
-# -- minirerank cache ... ------------------------------------------------------------------------------
-
-
-def _add_cache_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cache = commands.add_parser(
-        "cache",
-        help="inspect or maintain a prefix cache directory",
-        description="Inspect or maintain a prefix cache directory (see DiskPrefixStore).",
-    )
-    actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    for name, handler, text in (
-        ("stats", _cache_stats, "print the number of entries and the bytes held"),
-        (
-            "verify",
-            _cache_verify,
-            "decode every entry, drop unreadable ones; exits 1 if any was dropped",
-        ),
-        ("clear", _cache_clear, "remove every entry"),
-    ):
-        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        action.add_argument("--cache-dir", required=True, metavar="DIR", help="the prefix cache directory")
-        action.set_defaults(handler=handler)
-
-
-def _open_store(directory: str) -> DiskPrefixStore | None:
-    """The store at ``directory``, or None (reported on stderr) if there is no usable cache there."""
-    if not os.path.isfile(os.path.join(directory, "cache.db")):
-        print(f"minirerank: no prefix cache in {directory!r} (no cache.db)", file=sys.stderr)
-        return None
-    store = DiskPrefixStore(directory)
-    if not store.available:
-        print(f"minirerank: the prefix cache in {directory!r} cannot be opened", file=sys.stderr)
-        return None
-    return store
-
-
-def _cache_stats(args: argparse.Namespace) -> int:
-    store = _open_store(args.cache_dir)
-    if store is None:
-        return EXIT_USAGE
-    with store:
-        entries, volume = len(store), store.stats.bytes
-    print(f"directory: {os.path.abspath(args.cache_dir)}")
-    print(f"entries: {entries}")
-    print(f"bytes: {volume} ({volume / 2**20:.1f} MiB)")
-    return EXIT_OK
-
-
-def _cache_verify(args: argparse.Namespace) -> int:
-    store = _open_store(args.cache_dir)
-    if store is None:
-        return EXIT_USAGE
-    try:
-        with store:
-            ok, dropped = store.verify()
-    except (OSError, sqlite3.Error) as error:
-        print(f"minirerank: verifying {args.cache_dir!r} failed: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"ok: {ok}")
-    print(f"dropped: {dropped}")
-    return EXIT_DROPPED if dropped else EXIT_OK
-
-
-def _cache_clear(args: argparse.Namespace) -> int:
-    store = _open_store(args.cache_dir)
-    if store is None:
-        return EXIT_USAGE
-    with store:
-        removed = store.clear()
-    print(f"removed: {removed}")
-    return EXIT_OK

@@ -1,12 +1,8 @@
-"""Where computed prefixes live between calls: the entry type, the store interface, the in-memory store
-and the on-disk store.
+"""The on-disk prefix store: codec bytes in a ``diskcache.Cache`` directory.
 
-A prefix entry holds exactly what the fast path reads for one prefix: the post-RoPE keys and values
-of the band layers for the kept tokens, and the M-RoPE index at which the suffix starts.
-
-The on-disk store follows diskcache's own split: :mod:`.prefix_codec` turns entries into bytes and back
-(header, checksum, tensors), :class:`DiskPrefixStore` maps keys to those bytes in a ``diskcache.Cache``
-(transactions, eviction, statistics) and :class:`BytesOnlyDisk` makes sure only bytes cross into it.
+It follows diskcache's own split: :mod:`.codec` turns entries into bytes and back (header, checksum,
+tensors), :class:`DiskPrefixStore` maps keys to those bytes in a ``diskcache.Cache`` (transactions,
+eviction, statistics) and :class:`BytesOnlyDisk` makes sure only bytes cross into it.
 """
 
 from __future__ import annotations
@@ -20,110 +16,14 @@ import stat
 import threading
 import time
 import warnings
-from abc import ABC, abstractmethod
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, get_args
 
 import diskcache
-import torch
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
-from .errors import CacheError, ConfigError
-
-
-@dataclass(frozen=True)
-class PrefixEntry:
-    """The cached state of one prefix (design notes, section 2)."""
-
-    keys: torch.Tensor  # [band_layers, kv_heads, length, head_dim], RoPE already applied
-    values: torch.Tensor  # [band_layers, kv_heads, length, head_dim]
-    length: int  # tokens kept in the prefix (after pruning)
-    next_position: int  # M-RoPE index where the suffix's first token sits
-
-    def nbytes(self) -> int:
-        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
-
-
-@dataclass
-class StoreStats:
-    """Counters of a prefix store since it was opened."""
-
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
-    evictions: int = 0
-    rejected: int = 0  # entries found unreadable (bad header, checksum, shape) and dropped
-    bytes: int = 0  # bytes currently held
-    write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors)
-
-
-class PrefixStore(ABC):
-    """Maps a prefix key (a hex digest made by the engine) to a :class:`PrefixEntry`."""
-
-    stats: StoreStats
-
-    @abstractmethod
-    def get(self, key: str) -> PrefixEntry | None:
-        """The entry for ``key``, or None on a miss (an unreadable entry counts as a miss)."""
-
-    @abstractmethod
-    def put(self, key: str, entry: PrefixEntry) -> None:
-        """Store ``entry`` under ``key``; failures to persist are reported as warnings, not raised."""
-
-    @abstractmethod
-    def __contains__(self, key: object) -> bool: ...
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release files or connections; the in-memory store has none."""
-
-
-class MemoryPrefixStore(PrefixStore):
-    """An LRU dictionary bounded by bytes: the default when no cache directory is given."""
-
-    def __init__(self, size_limit: int = 2**30) -> None:
-        self.size_limit = size_limit  # bytes of tensor data held before the least recently used go
-        self.stats = StoreStats()
-        self._entries: OrderedDict[str, PrefixEntry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> PrefixEntry | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self.stats.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.stats.hits += 1
-            return entry
-
-    def put(self, key: str, entry: PrefixEntry) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.stats.bytes -= old.nbytes()
-            self._entries[key] = entry
-            self.stats.bytes += entry.nbytes()
-            self.stats.writes += 1
-            while self.stats.bytes > self.size_limit and len(self._entries) > 1:
-                _, evicted = self._entries.popitem(last=False)
-                self.stats.bytes -= evicted.nbytes()
-                self.stats.evictions += 1
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The on-disk store.
-#
-# The codec imports PrefixEntry from this module, so it is imported here, below PrefixEntry, and as a
-# module: whichever of the two is imported first, its functions are only looked up when a store runs.
-from . import prefix_codec as _codec  # noqa: E402
+from ..errors import CacheError, ConfigError
+from . import codec as _codec
+from .entry import PrefixEntry, PrefixStore, StoreStats
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Union
 
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 #: An image given as a file path, raw encoded bytes, a decoded PIL image, base64 text
 #: (plain or a ``data:`` URI), or an http(s) URL (read only through an explicit fetcher).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import InputError
-from ..inputs import Candidate, Query
+from ...engine.inputs import Candidate, Query
+from ...errors import InputError
 
 __all__ = ["FAMILIES", "RerankTask", "attribute_distance"]
 

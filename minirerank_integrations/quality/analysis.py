@@ -7,7 +7,7 @@
   the vision-first prompt when everything may attend everywhere. It shows which layers actually read the
   visual prefix (the paper places the interaction band where this share concentrates).
 
-Both run on :class:`~minirerank_integrations.data.RerankTask` lists. The plots need matplotlib
+Both run on :class:`~minirerank_integrations.quality.data.RerankTask` lists. The plots need matplotlib
 (``pip install 'minirerank-integrations[eval]'``).
 """
 
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import RerankConfig
-from .errors import InputError
+from ..engine.config import RerankConfig
+from ..engine.layers import _rotary, join_pairs, layer_forward
+from ..engine.modeling import Backbone, SegmentStates
+from ..errors import InputError
 from .evaluation import METRICS, OVERALL, evaluate
-from .layers import _rotary, join_pairs, layer_forward
-from .modeling import Backbone, SegmentStates
 
 if TYPE_CHECKING:
+    from ..engine.inputs import Candidate, Query
+    from ..engine.reranker import MiniReranker
     from .data.tasks import RerankTask
-    from .inputs import Candidate, Query
-    from .reranker import MiniReranker
 
 __all__ = ["attention_share", "exit_curve", "plot_attention_share", "plot_exit_curve"]
 
@@ -55,7 +55,7 @@ def exit_curve(
     the query-first format has no band to clip). Everything else (format, pruning, prompt) is kept.
 
     Returns ``{L: metrics}`` where ``metrics[family][metric]`` is :attr:`EvalReport.metrics
-    <minirerank_integrations.evaluation.EvalReport.metrics>` of :func:`~minirerank_integrations.evaluation.evaluate`
+    <minirerank_integrations.quality.evaluation.EvalReport.metrics>` of :func:`~minirerank_integrations.quality.evaluation.evaluate`
     (families plus ``"overall"``). The entry at the configuration's own exit layer is exactly ``evaluate``
     of the unmodified configuration.
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import InputError
-from .images import image_digest, prepare_image
-from .inputs import ImageSource
+from ..engine.images import image_digest, prepare_image
+from ..engine.inputs import ImageSource
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .reranker import MiniReranker
+    from ..engine.reranker import MiniReranker
 
 __all__ = ["vision_probe"]
 

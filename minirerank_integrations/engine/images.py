@@ -20,7 +20,7 @@ from urllib.request import url2pathname
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from ..errors import ImageLoadError
 from .inputs import ImageSource
 
 __all__ = [

@@ -1,0 +1,58 @@
+"""The prefix entry and the store interface every backend implements.
+
+A prefix entry holds exactly what the fast path reads for one prefix: the post-RoPE keys and values
+of the band layers for the kept tokens, and the M-RoPE index at which the suffix starts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PrefixEntry:
+    """The cached state of one prefix (design notes, section 2)."""
+
+    keys: torch.Tensor  # [band_layers, kv_heads, length, head_dim], RoPE already applied
+    values: torch.Tensor  # [band_layers, kv_heads, length, head_dim]
+    length: int  # tokens kept in the prefix (after pruning)
+    next_position: int  # M-RoPE index where the suffix's first token sits
+
+    def nbytes(self) -> int:
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+
+@dataclass
+class StoreStats:
+    """Counters of a prefix store since it was opened."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    evictions: int = 0
+    rejected: int = 0  # entries found unreadable (bad header, checksum, shape) and dropped
+    bytes: int = 0  # bytes currently held
+    write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors)
+
+
+class PrefixStore(ABC):
+    """Maps a prefix key (a hex digest made by the engine) to a :class:`PrefixEntry`."""
+
+    stats: StoreStats
+
+    @abstractmethod
+    def get(self, key: str) -> PrefixEntry | None:
+        """The entry for ``key``, or None on a miss (an unreadable entry counts as a miss)."""
+
+    @abstractmethod
+    def put(self, key: str, entry: PrefixEntry) -> None:
+        """Store ``entry`` under ``key``; failures to persist are reported as warnings, not raised."""
+
+    @abstractmethod
+    def __contains__(self, key: object) -> bool: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files or connections; the in-memory store has none."""
