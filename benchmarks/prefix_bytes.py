@@ -45,7 +45,7 @@ def measured(width: int, height: int) -> None:
         reranker.precache([doc], progress=False)
         entry = next(iter(reranker.store._entries.values()))
         for storage in ("float32", "int8"):
-            sizes[(name, storage)] = len(encode_entry(entry, storage=storage))
+            sizes[(name, storage)] = len(encode_entry(entry, key="k", storage=storage))
     full = sizes[("full depth, all tokens", "float32")]
     print(f"measured on a tiny 8-layer model, one {width}x{height} page, encoded entries:")
     for (name, storage), size in sizes.items():

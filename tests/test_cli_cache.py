@@ -8,10 +8,12 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import diskcache
 import pytest
 import torch
 
 from minirerank_integrations.cli import build_parser, main
+from minirerank_integrations.errors import CacheError
 from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
 
 
@@ -96,11 +98,50 @@ def test_missing_cache_directory_is_reported_not_created(tmp_path: Path, capsys:
     assert not missing.exists()
 
 
-def test_unopenable_cache_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database" * 100)
+def test_unopenable_cache_is_reported_with_the_repair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    DiskPrefixStore(tmp_path).close()  # a marked store ...
+    (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database" * 100)  # ... whose database is garbage
     with pytest.warns(RuntimeWarning):
         assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 2
-    assert "cannot be opened" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot be opened" in err and "delete the directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_other_applications_directories_are_refused_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "plain"
+    with diskcache.Cache(plain) as other:
+        for i in range(5):
+            other.set(f"user-{i}", b"precious" * i)
+    other_db = tmp_path / "sqlite"
+    other_db.mkdir()
+    with closing(sqlite3.connect(other_db / "cache.db")) as con:
+        con.execute("CREATE TABLE notes (body TEXT)")
+        con.execute("INSERT INTO notes VALUES ('mine')")
+        con.commit()
+    before = (other_db / "cache.db").read_bytes()
+    for directory in (plain, other_db):
+        for action in ("stats", "verify", "clear"):
+            assert main(["cache", action, "--cache-dir", str(directory)]) == 2
+            err = capsys.readouterr().err
+            assert "not a minirerank prefix store" in err and len(err.strip().splitlines()) == 1
+    with diskcache.Cache(plain) as other:
+        assert [other.get(f"user-{i}") for i in range(5)] == [b"precious" * i for i in range(5)]
+    assert (other_db / "cache.db").read_bytes() == before  # stats added no table
+    with pytest.raises(CacheError, match="not marked"):  # the engine's store refuses it too
+        DiskPrefixStore(plain)
+
+
+def test_stats_never_writes(damaged_cache: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    directory, _ = damaged_cache
+    snapshot = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.rglob("*") if p.is_file()}
+    assert main(["cache", "stats", "--cache-dir", str(directory)]) == 0
+    assert "entries: 5" in capsys.readouterr().out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.rglob("*") if p.is_file()}
+    assert {p: v for p, v in after.items() if not p.name.endswith(("-wal", "-shm"))} == {
+        p: v for p, v in snapshot.items() if not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 def test_parser_shape(capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,7 +56,7 @@ def join(header: dict, payload: bytes, magic: bytes = b"MRPX", version: int = CO
 )
 def test_lossless_modes_round_trip_bit_exact(dtype: torch.dtype, storage: str) -> None:
     entry = make_entry(dtype)
-    decoded = decode_entry(encode_entry(entry, storage=storage))  # type: ignore[arg-type]
+    decoded = decode_entry(encode_entry(entry, key="k", storage=storage), key="k")  # type: ignore[arg-type]
     assert decoded.keys.dtype == dtype and decoded.values.dtype == dtype
     assert torch.equal(decoded.keys, entry.keys) and torch.equal(decoded.values, entry.values)
     assert (decoded.length, decoded.next_position) == (entry.length, entry.next_position)
@@ -65,7 +65,7 @@ def test_lossless_modes_round_trip_bit_exact(dtype: torch.dtype, storage: str) -
 def test_float32_mode_keeps_nan_and_inf_bits() -> None:
     entry = make_entry()
     entry.keys[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
-    decoded = decode_entry(encode_entry(entry))
+    decoded = decode_entry(encode_entry(entry, key="k"), key="k")
     assert torch.equal(decoded.keys.view(torch.int32), entry.keys.view(torch.int32))
 
 
@@ -74,7 +74,7 @@ def test_non_contiguous_input_round_trips() -> None:
     keys = base.keys.transpose(1, 2)  # [2, 3, 7, 16], not contiguous
     values = base.values.transpose(1, 2)
     entry = PrefixEntry(keys=keys, values=values, length=7, next_position=3)
-    decoded = decode_entry(encode_entry(entry, storage="float32"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="float32"), key="k")
     assert torch.equal(decoded.keys, keys) and torch.equal(decoded.values, values)
 
 
@@ -84,21 +84,21 @@ def test_keys_and_values_sharing_one_tensor_round_trip(storage: str) -> None:
     entry = PrefixEntry(keys=cache[:2], values=cache[2:], length=7, next_position=0)
     same = PrefixEntry(keys=cache[:2], values=cache[:2], length=7, next_position=0)
     for shared in (entry, same):
-        decoded = decode_entry(encode_entry(shared, storage="float32"))
+        decoded = decode_entry(encode_entry(shared, key="k", storage="float32"), key="k")
         assert torch.equal(decoded.keys, shared.keys) and torch.equal(decoded.values, shared.values)
-        assert decode_entry(encode_entry(shared, storage=storage)).keys.shape == (2, 3, 7, 16)  # type: ignore[arg-type]
+        assert decode_entry(encode_entry(shared, key="k", storage=storage), key="k").keys.shape == (2, 3, 7, 16)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("storage", ["float32", "bfloat16", "float16", "int8"])
 def test_empty_prefix_round_trips(storage: str) -> None:
     entry = make_entry(shape=(2, 3, 0, 16), next_position=0)
-    decoded = decode_entry(encode_entry(entry, storage=storage))  # type: ignore[arg-type]
+    decoded = decode_entry(encode_entry(entry, key="k", storage=storage), key="k")  # type: ignore[arg-type]
     assert decoded.keys.shape == (2, 3, 0, 16) and decoded.length == 0
 
 
 def test_blob_is_deterministic() -> None:
     entry = make_entry()
-    assert encode_entry(entry, storage="int8") == encode_entry(entry, storage="int8")
+    assert encode_entry(entry, key="k", storage="int8") == encode_entry(entry, key="k", storage="int8")
 
 
 # -- measured error bounds (the ones the codec's docstring states) ---------------------------------------
@@ -109,7 +109,7 @@ def test_float16_storage_error_bound() -> None:
     keys = entry.keys.clone()
     keys[0, 0, 0, :4] = torch.tensor([1e-6, -3e-7, 60000.0, 1e-9])  # subnormal and near-max float16
     entry = PrefixEntry(keys=keys, values=entry.values, length=entry.length, next_position=entry.next_position)
-    decoded = decode_entry(encode_entry(entry, storage="float16"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="float16"), key="k")
     assert decoded.keys.dtype == torch.float32
     for original, restored in ((entry.keys, decoded.keys), (entry.values, decoded.values)):
         error = (original - restored).abs()
@@ -120,7 +120,7 @@ def test_float16_storage_error_bound() -> None:
 
 def test_bfloat16_storage_error_bound() -> None:
     entry = make_entry()
-    decoded = decode_entry(encode_entry(entry, storage="bfloat16"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="bfloat16"), key="k")
     for original, restored in ((entry.keys, decoded.keys), (entry.values, decoded.values)):
         error = (original - restored).abs()
         assert bool((error <= original.abs() * 2**-8).all())
@@ -133,7 +133,7 @@ def _int8_scales(tensor: torch.Tensor, dim: int) -> torch.Tensor:
 
 def test_int8_error_is_at_most_half_a_scale_per_group() -> None:
     entry = make_entry(shape=(2, 4, 33, 32))
-    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="int8"), key="k")
     assert decoded.keys.dtype == torch.float32
     key_scales = _int8_scales(entry.keys, dim=2)  # one per (layer, head, channel)
     value_scales = _int8_scales(entry.values, dim=3)  # one per (layer, head, token)
@@ -148,7 +148,7 @@ def test_int8_error_is_at_most_half_a_scale_per_group() -> None:
 
 def test_int8_bound_for_bfloat16_entries_adds_half_an_ulp() -> None:
     entry = make_entry(torch.bfloat16, shape=(2, 4, 33, 32))
-    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="int8"), key="k")
     assert decoded.keys.dtype == torch.bfloat16
     for original, restored, dim in ((entry.keys, decoded.keys, 2), (entry.values, decoded.values, 3)):
         error = (original.float() - restored.float()).abs()
@@ -160,7 +160,7 @@ def test_int8_handles_all_zero_groups() -> None:
     entry = make_entry()
     entry.keys[:, :, :, 0] = 0  # a key channel that is zero on every token
     entry.values[:, :, 0, :] = 0  # a value token that is all zeros
-    decoded = decode_entry(encode_entry(entry, storage="int8"))
+    decoded = decode_entry(encode_entry(entry, key="k", storage="int8"), key="k")
     assert bool((decoded.keys[:, :, :, 0] == 0).all()) and bool((decoded.values[:, :, 0, :] == 0).all())
     assert bool(torch.isfinite(decoded.keys).all())
 
@@ -169,15 +169,15 @@ def test_lossy_modes_refuse_values_they_cannot_hold() -> None:
     entry = make_entry()
     entry.keys[0, 0, 0, 0] = 70000.0
     with pytest.raises(CacheError, match="float16"):
-        encode_entry(entry, storage="float16")
+        encode_entry(entry, key="k", storage="float16")
     entry.keys[0, 0, 0, 0] = float("nan")
     with pytest.raises(CacheError, match="finite"):
-        encode_entry(entry, storage="int8")
+        encode_entry(entry, key="k", storage="int8")
 
 
 def test_int8_blob_is_smaller() -> None:
     entry = make_entry(shape=(2, 4, 64, 64))
-    assert len(encode_entry(entry, storage="int8")) < 0.3 * len(encode_entry(entry, storage="float32"))
+    assert len(encode_entry(entry, key="k", storage="int8")) < 0.3 * len(encode_entry(entry, key="k", storage="float32"))
 
 
 # -- bad entries on encode ---------------------------------------------------------------------------------
@@ -196,9 +196,9 @@ def test_encode_rejects_malformed_entries() -> None:
     ]
     for entry in bad:
         with pytest.raises(CacheError):
-            encode_entry(entry)
+            encode_entry(entry, key="k")
     with pytest.raises(ConfigError, match="int4"):
-        encode_entry(good, storage="int4")  # type: ignore[arg-type]
+        encode_entry(good, key="k", storage="int4")  # type: ignore[arg-type]
 
 
 # -- damage on decode ----------------------------------------------------------------------------------------
@@ -206,11 +206,12 @@ def test_encode_rejects_malformed_entries() -> None:
 
 @pytest.mark.parametrize("storage", ["float32", "int8"])
 def test_every_tampered_header_field_is_refused(storage: str) -> None:
-    blob = encode_entry(make_entry(), storage=storage)  # type: ignore[arg-type]
+    blob = encode_entry(make_entry(), key="k", storage=storage)  # type: ignore[arg-type]
     magic, header, payload = split(blob)
-    assert decode_entry(join(header, payload)) is not None  # the test's re-assembly is faithful
+    assert decode_entry(join(header, payload), key="k") is not None  # the test's re-assembly is faithful
     changes = {
         "format": [CODEC_VERSION + 1, str(CODEC_VERSION), None, float(CODEC_VERSION)],
+        "key": ["k2", "K", "", 1, None, "k" * 2000],
         "storage": ["float16" if storage != "float16" else "float32", "int4", 1],
         "dtype": ["float16", "float64", None],
         "shape": [[2, 3, 7, 15], [2, 3, 7], [2, 3, 7, 16, 1], [2, 3, 7, -16], "2,3,7,16", [2, 3, 7, True]],
@@ -224,16 +225,16 @@ def test_every_tampered_header_field_is_refused(storage: str) -> None:
         for replacement in replacements:
             tampered = dict(header, **{field: replacement})
             with pytest.raises(CacheError):
-                decode_entry(join(tampered, payload))
+                decode_entry(join(tampered, payload), key="k")
     missing = {k: v for k, v in header.items() if k != "length"}
     extra = dict(header, comment="hi")
     for tampered in (missing, extra):
         with pytest.raises(CacheError, match="fields"):
-            decode_entry(join(tampered, payload))
+            decode_entry(join(tampered, payload), key="k")
 
 
 def test_fixed_prefix_damage_is_refused() -> None:
-    blob = encode_entry(make_entry())
+    blob = encode_entry(make_entry(), key="k")
     magic, header, payload = split(blob)
     header_length = PREFIX.unpack_from(blob)[2]
     body = blob[PREFIX.size :]
@@ -250,35 +251,35 @@ def test_fixed_prefix_damage_is_refused() -> None:
     }
     for name, damaged in cases.items():
         with pytest.raises(CacheError):
-            decode_entry(damaged)
+            decode_entry(damaged, key="k")
         assert name
 
 
 def test_flipped_payload_bytes_are_refused() -> None:
-    blob = encode_entry(make_entry(), storage="int8")
+    blob = encode_entry(make_entry(), key="k", storage="int8")
     payload_start = len(blob) - split(blob)[2].__len__()
     for position in (payload_start, payload_start + 9, (payload_start + len(blob)) // 2, len(blob) - 1):
         damaged = bytearray(blob)
         damaged[position] ^= 0x01
         with pytest.raises(CacheError, match="checksum"):
-            decode_entry(bytes(damaged))
+            decode_entry(bytes(damaged), key="k")
     # a flipped bit in the header's JSON text is refused as well
     damaged = bytearray(blob)
     damaged[PREFIX.size + 30] ^= 0x01
     with pytest.raises(CacheError):
-        decode_entry(bytes(damaged))
+        decode_entry(bytes(damaged), key="k")
 
 
 def test_truncated_blobs_are_refused() -> None:
-    blob = encode_entry(make_entry())
+    blob = encode_entry(make_entry(), key="k")
     for size in (0, 1, 4, 9, 10, 40, PREFIX.size + 150, len(blob) // 2, len(blob) - 1):
         with pytest.raises(CacheError):
-            decode_entry(blob[:size])
+            decode_entry(blob[:size], key="k")
 
 
 def test_non_bytes_are_refused() -> None:
     with pytest.raises(CacheError, match="bytes"):
-        decode_entry("MRPX")  # type: ignore[arg-type]
+        decode_entry("MRPX", key="k")  # type: ignore[arg-type]
 
 
 def _forge(tensors: dict[str, torch.Tensor], **header_changes: object) -> bytes:
@@ -286,6 +287,7 @@ def _forge(tensors: dict[str, torch.Tensor], **header_changes: object) -> bytes:
     payload = safetensors_save(tensors)
     header = {
         "format": CODEC_VERSION,
+        "key": "k",
         "storage": "float32",
         "dtype": "float32",
         "shape": [2, 3, 7, 16],
@@ -299,7 +301,7 @@ def _forge(tensors: dict[str, torch.Tensor], **header_changes: object) -> bytes:
 
 def test_payload_tensors_must_match_header_even_with_a_valid_checksum() -> None:
     keys, values = torch.zeros(2, 3, 7, 16), torch.ones(2, 3, 7, 16)
-    assert decode_entry(_forge({"keys": keys, "values": values})).length == 7  # the forger is faithful
+    assert decode_entry(_forge({"keys": keys, "values": values}), key="k").length == 7  # the forger is faithful
     forgeries = {
         "wrong name": _forge({"keys": keys, "vals": values}),
         "extra tensor": _forge({"keys": keys, "values": values, "other": torch.ones(1)}),
@@ -319,6 +321,7 @@ def test_payload_tensors_must_match_header_even_with_a_valid_checksum() -> None:
         "not safetensors": _pack(
             {
                 "format": CODEC_VERSION,
+                "key": "k",
                 "storage": "float32",
                 "dtype": "float32",
                 "shape": [2, 3, 7, 16],
@@ -331,5 +334,5 @@ def test_payload_tensors_must_match_header_even_with_a_valid_checksum() -> None:
     }
     for name, blob in forgeries.items():
         with pytest.raises(CacheError):
-            decode_entry(blob)
+            decode_entry(blob, key="k")
         assert name

@@ -243,7 +243,7 @@ def test_garbage_in_a_row_is_a_rejected_miss(tmp_path: Path, column: str, garbag
 def test_row_naming_a_file_outside_the_cache_neither_reads_nor_deletes_it(tmp_path: Path, name: str) -> None:
     directory = tmp_path / "cache"
     outside = tmp_path / "outside.val"
-    outside.write_bytes(encode_entry(entry_for(1)))  # even a valid blob outside the cache is not served
+    outside.write_bytes(encode_entry(entry_for(1), key="k"))  # even a valid blob outside the cache is not served
     store = DiskPrefixStore(directory)
     store.put("row", entry_for(1))
     execute(
@@ -253,7 +253,7 @@ def test_row_naming_a_file_outside_the_cache_neither_reads_nor_deletes_it(tmp_pa
     )
     assert store.get("row") is None
     assert store.stats.rejected == 1
-    assert outside.read_bytes() == encode_entry(entry_for(1))
+    assert outside.read_bytes() == encode_entry(entry_for(1), key="k")
 
 
 class _Plant:
@@ -287,7 +287,7 @@ def test_planted_pickle_rows_are_never_unpickled(tmp_path: Path) -> None:
     execute(directory, insert, ("in-row", 1, now, now, 0, MODE_PICKLE, None, payload))
     execute(directory, insert, ("in-file", 1, now, now, len(payload), MODE_PICKLE, planted_file, None))
     # a pickled key (raw = 0) is what diskcache unpickles when it lists keys
-    execute(directory, insert, (payload, 0, now, now, 0, MODE_RAW, None, encode_entry(entry_for(2))))
+    execute(directory, insert, (payload, 0, now, now, 0, MODE_RAW, None, encode_entry(entry_for(2), key="k")))
     assert len(store) == 4
 
     assert store.get("in-row") is None
@@ -510,7 +510,7 @@ def test_sqlite_error_during_a_put_warns_once_and_rolls_back(tmp_path: Path, mon
 
 def test_eviction_bounds_the_volume_and_keeps_recent_entries(tmp_path: Path) -> None:
     shape = (1, 1, 50, 128)  # 2 x 25.6 KB of float32: about 51 KB a blob
-    one = len(encode_entry(entry_for(0, shape)))
+    one = len(encode_entry(entry_for(0, shape), key="k"))
     limit = 200_000
     store = DiskPrefixStore(tmp_path, size_limit=limit)
     store.put("hot", entry_for(0, shape))

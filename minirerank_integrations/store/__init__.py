@@ -6,7 +6,7 @@ nothing from the engine or the quality tooling: a backend moves entries and byte
 how a prefix was computed nor what its key means (the engine makes keys).
 """
 
-from .codec import CODEC_VERSION, Storage, decode_entry, encode_entry
+from .codec import CODEC_VERSION, Storage, UnstorableEntry, decode_entry, encode_entry
 from .disk import BytesOnlyDisk, DiskPrefixStore
 from .entry import PrefixEntry, PrefixStore, StoreStats
 from .memory import MemoryPrefixStore
@@ -20,6 +20,7 @@ __all__ = [
     "PrefixStore",
     "Storage",
     "StoreStats",
+    "UnstorableEntry",
     "decode_entry",
     "encode_entry",
 ]

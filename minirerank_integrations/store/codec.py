@@ -8,7 +8,9 @@ This is the ``Disk`` half of the prefix store (the store itself only moves bytes
     header                       header_length bytes of UTF-8 JSON (canonical: sorted keys, no spaces)
     payload                      safetensors bytes, exactly header["payload_bytes"] long
 
-Header fields: ``format`` (== CODEC_VERSION), ``storage`` (how tensors are stored), ``dtype`` (the dtype
+Header fields: ``format`` (== CODEC_VERSION), ``key`` (the store key the entry was written under: a blob
+read under another key, e.g. swapped or copied rows, is refused), ``storage`` (how tensors are stored; a
+reader may demand one, so an int8 or float16 entry is never served where float32 is asked for), ``dtype`` (the dtype
 the entry had when encoded, restored on decode), ``shape`` ([band_layers, kv_heads, length, head_dim],
 keys and values alike), ``length``, ``next_position``, ``payload_bytes`` and ``checksum``: the blake2b-256
 digest of the canonical header without ``checksum`` followed by the payload, so that a changed header field
@@ -23,7 +25,7 @@ Storage modes and their error bounds (``x`` an original element, ``y`` the decod
   ``|x - y| <= |x| * 2**-8``.
 * ``"float16"``: lossless for float16 entries; otherwise ``|x - y| <= max(|x| * 2**-11, 2**-25)`` (the
   second term is half the spacing of float16 subnormals). Needs finite ``|x| <= 65504``, else encoding
-  raises :class:`CacheError`.
+  raises :class:`CacheError`. ``"bfloat16"`` likewise refuses finite values that round to infinity.
 * ``"int8"``: symmetric, round-to-nearest, codes in [-127, 127], float32 scales. Keys get one scale per
   (layer, kv head, head_dim channel), taken over the token axis; values get one scale per
   (layer, kv head, token), taken over head_dim: keys carry outlier channels and values do not (KIVI,
@@ -48,10 +50,17 @@ from safetensors.torch import save as _safetensors_save
 from ..errors import CacheError, ConfigError
 from .entry import PrefixEntry
 
-__all__ = ["CODEC_VERSION", "Storage", "decode_entry", "encode_entry"]
+__all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry"]
 
-CODEC_VERSION = 1  # bump on any change to the layout or the header; older blobs then decode as CacheError
+CODEC_VERSION = 2  # 2: the header binds the key; bump on any change to the layout or the header; older blobs then decode as CacheError
 Storage = Literal["float32", "float16", "bfloat16", "int8"]
+
+
+
+class UnstorableEntry(CacheError):
+    """A well-formed entry whose values the storage precision cannot hold (float16 or bfloat16 overflow, NaN or
+    inf for int8). A backend does not store it, and the rerank that computed it goes on."""
+
 
 MAGIC = b"MRPX"
 _PREFIX = struct.Struct(">4sHI")  # magic, version, header_length: 10 bytes
@@ -65,8 +74,10 @@ _DTYPES: dict[str, torch.dtype] = {
 _STORAGES: tuple[str, ...] = get_args(Storage)
 _FLOAT16_MAX = 65504.0  # largest finite float16
 _INT8_LEVELS = 127  # symmetric codes in [-127, 127]; -128 is never produced
+_MAX_KEY_CHARS = 1024  # store keys are hex digests (64 chars); a longer one is damage
 _HEADER_FIELDS = {
     "format",
+    "key",
     "storage",
     "dtype",
     "shape",
@@ -77,15 +88,20 @@ _HEADER_FIELDS = {
 }
 
 
-def encode_entry(entry: PrefixEntry, *, storage: Storage = "float32") -> bytes:
-    """The bytes of ``entry``, stored as ``storage`` (see the module docstring for each mode's error bound).
+def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") -> bytes:
+    """The bytes of ``entry`` stored under ``key``, as ``storage`` (see the module docstring for each mode's
+    error bound). ``key`` goes into the checksummed header: :func:`decode_entry` refuses the blob under
+    any other key.
 
-    Raises :class:`ConfigError` for an unknown ``storage`` and :class:`CacheError` for an entry that
+    Raises :class:`ConfigError` for an unknown ``storage`` or a key that is not a non-empty str, and
+    :class:`CacheError` for an entry that
     cannot be stored (not 4-D, keys and values differing, ``length`` not the token axis, a dtype other
     than float32/bfloat16/float16, or values a lossy mode cannot represent).
     """
     if storage not in _STORAGES:
         raise ConfigError(f"prefix storage {storage!r} is unknown; use one of {', '.join(_STORAGES)}")
+    if not isinstance(key, str) or not key or len(key) > _MAX_KEY_CHARS:
+        raise ConfigError(f"prefix key must be a non-empty str of at most {_MAX_KEY_CHARS} chars, got {key!r:.80}")
     keys, values = _checked_tensors(entry)
     dtype_name = _dtype_name(keys.dtype)
     if storage == "int8":
@@ -103,9 +119,13 @@ def encode_entry(entry: PrefixEntry, *, storage: Storage = "float32") -> bytes:
             _require_float16_range(keys, "keys")
             _require_float16_range(values, "values")
         tensors = {"keys": keys.to(stored), "values": values.to(stored)}
+        if storage == "bfloat16" and keys.dtype == torch.float32:
+            _require_no_overflow(keys, tensors["keys"], "keys", storage)
+            _require_no_overflow(values, tensors["values"], "values", storage)
     payload = _safetensors_save(tensors)
     header: dict[str, Any] = {
         "format": CODEC_VERSION,
+        "key": key,
         "storage": storage,
         "dtype": dtype_name,
         "shape": list(keys.shape),
@@ -116,11 +136,14 @@ def encode_entry(entry: PrefixEntry, *, storage: Storage = "float32") -> bytes:
     return _pack(header, payload)
 
 
-def decode_entry(data: bytes) -> PrefixEntry:
-    """The entry that :func:`encode_entry` turned into ``data``; any damage raises :class:`CacheError`.
+def decode_entry(data: bytes, *, key: str, storage: Storage | None = None) -> PrefixEntry:
+    """The entry that :func:`encode_entry` turned into ``data`` under ``key``; any damage raises
+    :class:`CacheError`, and so does a blob written under another key or, when ``storage`` is given, stored
+    in another precision (a float32 reader is never served an int8 or float16 entry).
 
     Checked before anything is served: magic, version, header size and JSON, every header field's type
-    and range, payload size, checksum, then the tensors' names, dtypes and shapes against the header.
+    and range, payload size, checksum, the key and storage, then the tensors' names, dtypes and shapes
+    against the header.
     Tensors come back on the CPU, contiguous, in the dtype the entry had when it was encoded.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -144,6 +167,10 @@ def decode_entry(data: bytes) -> PrefixEntry:
         raise CacheError(f"prefix payload is {len(payload)} bytes, header says {header['payload_bytes']}")
     if _checksum(header, payload) != header["checksum"]:
         raise CacheError("prefix blob checksum mismatch: header or payload changed after it was written")
+    if header["key"] != key:
+        raise CacheError(f"prefix blob was written under key {header['key']!r:.80}, not {key!r:.80}")
+    if storage is not None and header["storage"] != storage:
+        raise CacheError(f"prefix blob is stored as {header['storage']}, this reader asks for {storage}")
     try:
         tensors = _safetensors_load(payload)
     except Exception as error:  # safetensors raises its own SafetensorError and others on bad bytes
@@ -206,16 +233,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _require_float16_range(tensor: torch.Tensor, name: str) -> None:
     if tensor.numel() and not bool(tensor.abs().le(_FLOAT16_MAX).all()):  # NaN fails the comparison too
-        raise CacheError(
+        raise UnstorableEntry(
             f"prefix {name} hold values outside float16's finite range (|x| <= {_FLOAT16_MAX:g}); "
             "store them as 'bfloat16' or 'float32'"
         )
 
 
+def _require_no_overflow(original: torch.Tensor, stored: torch.Tensor, name: str, storage: str) -> None:
+    if stored.numel() and not bool((torch.isfinite(stored) | ~torch.isfinite(original)).all()):
+        raise UnstorableEntry(f"prefix {name} hold finite values that overflow {storage}; store them as 'float32'")
+
+
 def _quantize_int8(tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 codes and float32 scales, one scale per slice along ``dim``."""
     if tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        raise CacheError("prefix tensors hold NaN or inf; int8 storage needs finite values")
+        raise UnstorableEntry("prefix tensors hold NaN or inf; int8 storage needs finite values")
     wide = tensor.to(torch.float32)  # [band_layers, kv_heads, length, head_dim]
     scale_shape = list(wide.shape)
     scale_shape[dim] = 1
@@ -240,6 +272,8 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
         raise CacheError(f"prefix header fields wrong: missing {missing}, unexpected {extra}")
     if header["format"] != CODEC_VERSION or not _is_int(header["format"]):
         raise CacheError(f"prefix header format {header['format']!r} != {CODEC_VERSION}")
+    if not isinstance(header["key"], str) or not header["key"] or len(header["key"]) > _MAX_KEY_CHARS:
+        raise CacheError(f"prefix header key {header['key']!r:.80} is not a non-empty str")
     if header["storage"] not in _STORAGES:
         raise CacheError(f"prefix header storage {header['storage']!r} is not one of {_STORAGES}")
     if header["dtype"] not in _DTYPES:

@@ -8,6 +8,7 @@ eviction, statistics) and :class:`BytesOnlyDisk` makes sure only bytes cross int
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import threading
 import time
 import warnings
 from typing import Any, get_args
+from urllib.parse import quote
 
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
@@ -31,6 +33,28 @@ logger = logging.getLogger(__name__)
 _VALUE_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val")
 _HEX_DIR = re.compile(r"[0-9a-f]{2}")
 _ORPHAN_MIN_AGE_S = 15 * 60  # seconds; a writer commits its row within `timeout` of writing the value file
+#: The file that marks a directory as a minirerank prefix store; written before ``cache.db`` is created.
+MARKER_FILE = "minirerank-prefix-store.json"
+_MARKER = {"kind": "minirerank-prefix-store", "version": 1}
+_DATABASE = "cache.db"  # diskcache's database file name
+
+
+def is_prefix_store(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` carries the mark a :class:`DiskPrefixStore` writes when it creates a store."""
+    try:
+        with open(os.path.join(os.fspath(directory), MARKER_FILE), encoding="utf-8") as handle:
+            marker = json.loads(handle.read(4096))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("kind") == _MARKER["kind"]
+
+
+def _write_marker(directory: str) -> None:
+    """Mark ``directory`` (atomically: a reader sees the whole file or none)."""
+    temporary = os.path.join(directory, f".{MARKER_FILE}.{os.getpid()}.{threading.get_ident()}")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(_MARKER, handle)
+    os.replace(temporary, os.path.join(directory, MARKER_FILE))
 
 
 class _RefusedValue(CacheError):
@@ -146,12 +170,28 @@ def _sql(cache: diskcache.Cache) -> Any:
 class DiskPrefixStore(PrefixStore):
     """Prefix entries as codec bytes in a ``diskcache.Cache`` directory: across calls, processes, restarts.
 
+    A store marks its directory (``minirerank-prefix-store.json``) when it creates it, and refuses a
+    directory that holds a ``cache.db`` without that mark (:class:`CacheError`): another application's
+    cache must never have its rows evicted or dropped as unreadable. ``directory`` must not be empty.
+
+    Every blob is bound to its key and to this store's ``storage`` (see :mod:`.codec`): a row read under
+    another key (swapped or copied rows) or stored in another precision is dropped and recomputed, never
+    served. An entry the storage cannot hold faithfully (float16 or bfloat16 overflow) is not stored: one
+    ``RuntimeWarning`` per store, counted in ``stats.unstorable``.
+
+    A store that cannot be written (``read_only=True``, a read-only mount, a full disk) still serves what it
+    holds: the database is then read through a read-only SQLite connection (``mode=ro``, falling back to
+    ``immutable=1`` when a read-only directory has no ``-shm`` file), nothing is written, and puts are
+    counted in ``stats.write_failures`` with one warning. A directory deleted while the store is open is
+    noticed at the next call and created afresh, with one warning.
+
     Reads never raise on bad data: a missing, truncated or altered value file, a damaged or planted row,
     or a blob the codec rejects is deleted, counted in ``stats.rejected``, logged, and served as a miss.
     Writes never raise on a bad disk: a read-only or full directory, or SQLite errors, give one
     ``RuntimeWarning`` per store and the store goes on without caching; a directory that cannot be
-    opened at all makes a store that only misses. ``put`` raises only for an entry the codec cannot
-    encode (:class:`CacheError`) and for a key that is not a str (``TypeError``): bugs in the caller.
+    opened at all makes a store that only misses. ``put`` raises only for a malformed entry
+    (:class:`CacheError`: not 4-D, shapes disagreeing) and for a key that is not a str (``TypeError``): bugs
+    in the caller.
 
     Several processes may share one directory (diskcache serializes writers through SQLite). Each put is
     one ``Cache.set``: the value file is written under a fresh name first and the row that points at it
@@ -173,6 +213,7 @@ class DiskPrefixStore(PrefixStore):
         storage: _codec.Storage = "float32",
         min_file_size: int = 2**15,
         timeout: float = 60.0,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(size_limit, int) or size_limit <= 0:
             raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
@@ -181,28 +222,68 @@ class DiskPrefixStore(PrefixStore):
         if not isinstance(min_file_size, int) or min_file_size < 0:
             raise ConfigError(f"min_file_size {min_file_size!r} must be a number of bytes >= 0")
         self.directory = os.fspath(directory)
+        if not self.directory.strip():
+            raise ConfigError("the prefix cache directory is an empty string; pass a directory path")
         self.size_limit = size_limit  # bytes of database pages plus value files
         self.storage = storage
+        self.read_only = read_only
+        self._timeout = timeout
+        self._min_file_size = min_file_size
         self._stats = StoreStats()
         self._lock = threading.Lock()
         self._warned = False
-        self._cache: diskcache.Cache | None
+        self._warned_unstorable = False
+        self._reader: _ReadOnlyReader | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the directory this store opened
+        database = os.path.join(self.directory, _DATABASE)
+        if os.path.exists(database) and not is_prefix_store(self.directory):
+            raise CacheError(
+                f"{self.directory!r} holds a cache.db that is not marked as a minirerank prefix store "
+                f"(no {MARKER_FILE}); it may be another application's data. Pass an empty or new directory "
+                "(a store from an older minirerank version can be deleted and rebuilt)"
+            )
+        self._cache: diskcache.Cache | None = None
+        if read_only:
+            self._open_reader(None)
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        """Open (creating and marking when new) the diskcache; fall back to read-only if it cannot be written."""
         try:
+            if not os.path.exists(os.path.join(self.directory, _DATABASE)):
+                os.makedirs(self.directory, exist_ok=True)
+                _write_marker(self.directory)  # before cache.db exists, so a cache.db always has its mark
             self._cache = diskcache.Cache(
                 self.directory,
-                timeout=timeout,  # seconds to wait for another process's lock before giving up
+                timeout=self._timeout,  # seconds to wait for another process's lock before giving up
                 disk=BytesOnlyDisk,
-                size_limit=size_limit,
+                size_limit=self.size_limit,
                 eviction_policy="least-recently-used",  # get() refreshes access_time inside a transaction
                 cull_limit=0,  # diskcache's cull would drop ten rows at once; _evict drops one at a time
                 statistics=0,  # hits and misses live in StoreStats, per instance
-                disk_min_file_size=min_file_size,  # bytes; smaller blobs stay in the SQLite row
+                disk_min_file_size=self._min_file_size,  # bytes; smaller blobs stay in the SQLite row
             )
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             self._cache = None
-            self._warn_once(error, what="cannot be opened", stacklevel=3)
+            if os.path.exists(os.path.join(self.directory, _DATABASE)):
+                self._open_reader(error)
+            else:
+                self._warn_once(error, what="cannot be opened", stacklevel=4)
         else:
+            self._identity = _identity(self.directory)
             self._refresh_bytes()
+
+    def _open_reader(self, error: BaseException | None) -> None:
+        """Serve what the directory holds through a read-only connection; nothing is written."""
+        try:
+            self._reader = _ReadOnlyReader(self.directory, self._timeout)
+        except (OSError, sqlite3.Error) as reader_error:
+            self._warn_once(reader_error, what="cannot be opened", stacklevel=5)
+            return
+        self._identity = _identity(self.directory)
+        if error is not None:
+            self._warn_once(error, what="cannot be written, so it is read only", stacklevel=5)
 
     # -- PrefixStore ---------------------------------------------------------------------------------
 
@@ -215,12 +296,18 @@ class DiskPrefixStore(PrefixStore):
     @property
     def available(self) -> bool:
         """False when the directory could not be opened and the store only misses."""
+        return self._cache is not None or self._reader is not None
+
+    @property
+    def writable(self) -> bool:
+        """False when the store only serves what it holds (read only, read-only mount, unwritable database)."""
         return self._cache is not None
 
     def get(self, key: str) -> PrefixEntry | None:
+        self._check_directory()
         cache = self._cache
         if cache is None:
-            return self._miss()
+            return self._read_only_get(key)
         try:
             # With the LRU policy diskcache reads the row and its value file inside one write transaction,
             # so a file missing here is lost, not one that a concurrent writer just replaced.
@@ -229,12 +316,17 @@ class DiskPrefixStore(PrefixStore):
             self._reject(key, error)
             return None
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
-            logger.warning("prefix cache %s: reading %s failed (%s); counted as a miss", self.directory, key, error)
-            return self._miss()
+            # A full disk or a mount turned read-only fails the access-time update: read the row without it.
+            logger.warning("prefix cache %s: reading %s failed (%s); reading it read-only", self.directory, key, error)
+            cache.close()
+            return self._read_only_get(key)
         if data is None:
             return self._miss()
+        return self._decoded(key, data)
+
+    def _decoded(self, key: str, data: bytes) -> PrefixEntry | None:
         try:
-            entry = _codec.decode_entry(data)
+            entry = _codec.decode_entry(data, key=key, storage=self.storage)
         except CacheError as error:
             # Decoding runs outside the lock. A concurrent put of the same key may be deleted with the bad
             # row; keys are content digests, so that only costs one recomputation.
@@ -247,10 +339,16 @@ class DiskPrefixStore(PrefixStore):
     def put(self, key: str, entry: PrefixEntry) -> None:
         if type(key) is not str:
             raise TypeError(f"prefix store keys are str digests, got {type(key).__name__}")
-        data = _codec.encode_entry(entry, storage=self.storage)
+        try:
+            data = _codec.encode_entry(entry, key=key, storage=self.storage)
+        except _codec.UnstorableEntry as error:  # values this storage cannot hold: serve them, do not store them
+            self._unstorable(key, error)
+            return
+        self._check_directory()
         cache = self._cache
         if cache is None:
-            self._write_failed(None, what="cannot be opened")
+            what = "is read only" if self._reader is not None else "cannot be opened"
+            self._write_failed(None, what=what)
             return
         if len(data) > self.size_limit:
             logger.warning(
@@ -286,8 +384,10 @@ class DiskPrefixStore(PrefixStore):
     def __contains__(self, key: object) -> bool:
         """Whether a row exists for ``key``; cheap, so the value is not read or checked."""
         cache = self._cache
-        if cache is None or type(key) is not str:
+        if type(key) is not str:
             return False
+        if cache is None:
+            return self._reader is not None and self._reader.row(key) is not None
         try:
             return key in cache
         except (OSError, sqlite3.Error, diskcache.Timeout):
@@ -297,7 +397,7 @@ class DiskPrefixStore(PrefixStore):
         """Rows in the shared cache, unchecked."""
         cache = self._cache
         if cache is None:
-            return 0
+            return self._reader.count() if self._reader is not None else 0
         try:
             return len(cache)
         except (OSError, sqlite3.Error, diskcache.Timeout):
@@ -307,6 +407,8 @@ class DiskPrefixStore(PrefixStore):
         """Close this thread's SQLite connection; a later call reopens it, as diskcache does."""
         if self._cache is not None:
             self._cache.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> DiskPrefixStore:
         return self
@@ -328,6 +430,8 @@ class DiskPrefixStore(PrefixStore):
         """
         cache = self._cache
         if cache is None:
+            if self._reader is not None:
+                raise CacheError(f"prefix cache {self.directory!r} is read only; verify needs to write")
             return 0, 0
         ok = dropped = 0
         last_rowid = 0
@@ -349,6 +453,8 @@ class DiskPrefixStore(PrefixStore):
         """Remove every entry (and old unreferenced value files); returns how many entries there were."""
         cache = self._cache
         if cache is None:
+            if self._reader is not None:
+                raise CacheError(f"prefix cache {self.directory!r} is read only; clear needs to write")
             return 0
         count = cache.clear(retry=True)  # batches of 100 rows; their files go through BytesOnlyDisk.remove
         self._remove_orphan_files(cache)
@@ -361,12 +467,75 @@ class DiskPrefixStore(PrefixStore):
             self._stats.misses += 1
         return None
 
+    def _read_only_get(self, key: str) -> PrefixEntry | None:
+        reader = self._reader
+        if reader is None:
+            try:
+                reader = self._reader = _ReadOnlyReader(self.directory, self._timeout)
+            except (OSError, sqlite3.Error):
+                return self._miss()
+        try:
+            row = reader.row(key)
+            if row is None:
+                return self._miss()
+            data = reader.disk.fetch(*row, False)
+        except _RefusedValue as error:
+            self._reject(key, error)
+            return None
+        except (OSError, sqlite3.Error) as error:
+            logger.warning("prefix cache %s: reading %s failed (%s); counted as a miss", self.directory, key, error)
+            return self._miss()
+        return self._decoded(key, data)
+
+    def _unstorable(self, key: str, error: BaseException) -> None:
+        with self._lock:
+            self._stats.unstorable += 1
+            first, self._warned_unstorable = not self._warned_unstorable, True
+        if first:
+            warnings.warn(
+                f"prefix cache {self.directory!r}: entry {key} cannot be stored as {self.storage} ({error}); it is "
+                "served but not stored, and further such entries are not warned about",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            logger.debug("prefix cache %s: entry %s not stored: %s", self.directory, key, error)
+
+    def _check_directory(self) -> None:
+        """Recreate the store when its directory was deleted (or replaced) since it was opened."""
+        if self._identity is None or self.read_only:
+            return
+        if _identity(self.directory) == self._identity and os.path.exists(os.path.join(self.directory, _DATABASE)):
+            return
+        with self._lock:
+            if _identity(self.directory) == self._identity and os.path.exists(
+                os.path.join(self.directory, _DATABASE)
+            ):
+                return
+            old, self._cache, self._identity = self._cache, None, None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            warnings.warn(
+                f"prefix cache directory {self.directory!r} was removed or replaced while in use; "
+                "opening it afresh (its former entries are gone)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            if old is not None:
+                old.close()
+            if os.path.exists(os.path.join(self.directory, _DATABASE)) and not is_prefix_store(self.directory):
+                logger.warning("prefix cache %s: the new directory is not a prefix store; not using it", self.directory)
+                return
+            self._open()
+
     def _reject(self, key: str, reason: BaseException) -> None:
         with self._lock:
             self._stats.rejected += 1
             self._stats.misses += 1
         logger.warning("prefix cache %s: dropping unreadable entry %s: %s", self.directory, key, reason)
-        assert self._cache is not None
+        if self._cache is None:
+            return  # read only: the entry is skipped, not deleted
         try:
             self._cache.delete(key, retry=True)
         except (OSError, sqlite3.Error) as error:
@@ -384,7 +553,8 @@ class DiskPrefixStore(PrefixStore):
             warnings.warn(
                 f"prefix cache directory {self.directory!r} {what} ({error}); reranking goes on without "
                 "caching those prefixes, and further failures of this store are not warned about. "
-                "Check the directory's permissions and free space, or pass another cache directory.",
+                "Check the directory's permissions and free space, or pass another cache directory; a damaged "
+                "cache.db is repaired by deleting the directory (its prefixes are recomputed on demand).",
                 RuntimeWarning,
                 stacklevel=stacklevel,  # the caller of the store method
             )
@@ -392,10 +562,10 @@ class DiskPrefixStore(PrefixStore):
             logger.debug("prefix cache %s %s: %s", self.directory, what, error)
 
     def _refresh_bytes(self) -> None:
-        if self._cache is None:
+        if self._cache is None and self._reader is None:
             return
         try:
-            volume = self._cache.volume()
+            volume = self._cache.volume() if self._cache is not None else self._reader.volume()  # type: ignore[union-attr]
         except (OSError, sqlite3.Error):
             return
         with self._lock:
@@ -437,7 +607,8 @@ class DiskPrefixStore(PrefixStore):
             ((key, raw, mode, filename, value),) = rows
             try:
                 disk.get(key, raw)
-                _codec.decode_entry(disk.fetch(mode, filename, value, False))
+                # Any storage: verify checks integrity and the key binding, not which precision a reader wants.
+                _codec.decode_entry(disk.fetch(mode, filename, value, False), key=key)
                 return True
             except CacheError as error:
                 sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
@@ -470,6 +641,74 @@ class DiskPrefixStore(PrefixStore):
         if removed:
             logger.warning("prefix cache %s: removed %d unreferenced value files", self.directory, removed)
         return removed
+
+
+class _ReadOnlyReader:
+    """Rows of a diskcache database read through read-only SQLite connections (one per thread)."""
+
+    def __init__(self, directory: str, timeout: float) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self.disk = BytesOnlyDisk(directory)
+        self._local = threading.local()
+        self._connection()  # fail now, not at the first read
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        path = quote(os.path.abspath(os.path.join(self.directory, _DATABASE)))
+        try:
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.timeout)
+            connection.execute("SELECT count(*) FROM Cache").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL database in a read-only directory without its -shm file opens only as immutable.
+            connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=self.timeout)
+            connection.execute("SELECT count(*) FROM Cache").fetchall()
+        self._local.connection = connection
+        return connection
+
+    def row(self, key: str) -> tuple[int, str | None, Any] | None:
+        """``(mode, filename, value)`` of the live row for ``key``, or None."""
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (key, time.time()),
+            )
+            .fetchall()
+        )
+        return rows[0] if rows else None
+
+    def count(self) -> int:
+        try:
+            ((count,),) = self._connection().execute("SELECT count(*) FROM Cache").fetchall()
+        except sqlite3.Error:
+            return 0
+        return int(count)
+
+    def volume(self) -> int:
+        """Database pages plus value files, as ``diskcache.Cache.volume``."""
+        connection = self._connection()
+        ((pages,),) = connection.execute("PRAGMA page_count").fetchall()
+        ((page_size,),) = connection.execute("PRAGMA page_size").fetchall()
+        ((files,),) = connection.execute("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchall()
+        return int(pages) * int(page_size) + int(files)
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
+def _identity(directory: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _hex_dirs(path: str) -> list[os.DirEntry[str]]:

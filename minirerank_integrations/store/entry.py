@@ -36,6 +36,7 @@ class StoreStats:
     rejected: int = 0  # entries found unreadable (bad header, checksum, shape) and dropped
     bytes: int = 0  # bytes currently held
     write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors)
+    unstorable: int = 0  # entries the storage precision cannot hold faithfully (float16 overflow): not stored
 
 
 class PrefixStore(ABC):
