@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
@@ -19,9 +19,33 @@ PresetName = Literal["dense", "paper"]
 
 
 class RerankConfig(BaseModel):
-    """How pairs are scored. Fields left ``None`` are filled from the model's depth by :meth:`resolve`."""
+    """How pairs are scored. Fields left ``None`` are filled from the model's depth by :meth:`resolve`.
+
+    An invalid value raises :class:`~minirerank_integrations.errors.ConfigError` (a ``ValueError``), whether
+    the configuration is built, validated from a dict or read from JSON.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: object) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(exc)) from exc
+
+    @classmethod
+    def model_validate(cls, obj: object, **kwargs: object) -> RerankConfig:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(exc)) from exc
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: object) -> RerankConfig:  # type: ignore[override]
+        try:
+            return super().model_validate_json(json_data, **kwargs)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(exc)) from exc
 
     format: Literal["query_first", "vision_first"] = Field(
         "vision_first",
@@ -52,6 +76,15 @@ class RerankConfig(BaseModel):
     max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")
     batch_size: int = Field(16, gt=0, description="Pairs per batched forward pass.")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools(cls, value: object, info: object) -> object:
+        # pydantic reads True as 1: exit_layer=True or band=(True, 2) would pass unnoticed.
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError(f"expects a number, got the bool {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> RerankConfig:
         if self.min_pixels > self.max_pixels:
@@ -60,6 +93,10 @@ class RerankConfig(BaseModel):
             start, end = self.band
             if not 0 <= start <= end:
                 raise ConfigError(f"band {self.band} must satisfy 0 <= start <= end")
+        try:
+            self.instruction.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigError(f"instruction cannot be encoded as UTF-8 ({exc.reason} at position {exc.start})") from exc
         if self.exit_layer is not None and self.exit_layer < 1:
             raise ConfigError(f"exit_layer {self.exit_layer} must be >= 1")
         return self
@@ -108,3 +145,14 @@ class RerankConfig(BaseModel):
         if overrides:
             base = cls(**{**base.model_dump(), **overrides})
         return base.resolve(num_layers)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``RerankConfig: field: message; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        # A custom __init__ is re-entered by model_validate: unwrap what it already phrased.
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("invalid RerankConfig: ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid RerankConfig: " + "; ".join(parts)

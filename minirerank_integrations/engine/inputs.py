@@ -24,6 +24,7 @@ class Query:
     images: Sequence[ImageSource] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        _check_text(self.text, "the query")
         object.__setattr__(self, "images", _as_image_tuple(self.images))
 
     @property
@@ -40,6 +41,7 @@ class Candidate:
     id: str | None = None
 
     def __post_init__(self) -> None:
+        _check_text(self.text, "a candidate")
         object.__setattr__(self, "images", _as_image_tuple(self.images))
 
     @property
@@ -89,6 +91,11 @@ def as_candidate(candidate: str | Candidate) -> Candidate:
     if isinstance(candidate, str):
         return Candidate(text=candidate)
     raise InputError(f"a candidate must be a str or Candidate, got {type(candidate).__name__}")
+
+
+def _check_text(text: object, what: str) -> None:
+    if text is not None and not isinstance(text, str):
+        raise InputError(f"{what}'s text must be a str or None, got {type(text).__name__}")
 
 
 def _as_image_tuple(images: Sequence[ImageSource] | ImageSource | None) -> tuple[ImageSource, ...]:

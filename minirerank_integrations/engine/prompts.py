@@ -3,15 +3,22 @@ the vision-first prefix/suffix split, the embedder prompt used by pruning, and t
 
 Text is rendered as the Qwen3-VL chat template renders it (design notes, section 1), with each image
 placeholder already expanded to its ``<|image_pad|>`` tokens, and tokenized without added specials.
+Only the template's own markers become special tokens: user text (query, document, instruction) is
+ordinary text even where it spells ``<|image_pad|>`` or ``<|im_start|>``, so it can neither fake an
+image nor escape truncation. For ordinary text the ids equal tokenizing the whole rendered string, since
+the tokenizer splits at special tokens and encodes the pieces between them on their own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from PIL import Image
+
+from ..errors import InputError
 
 RERANKER_SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -56,16 +63,52 @@ class Segment:
     images: tuple[PreparedImage, ...]
 
 
+# The template's special markers; only these (never user text) are encoded as special tokens.
+_TEMPLATE_SPECIALS = re.compile(r"(<\|(?:im_start|im_end|vision_start|vision_end|image_pad|video_pad)\|>)")
+
+
+class UserText(str):
+    """Text from a caller (query, document, instruction): encoded as ordinary text, specials spelled out."""
+
+
+Part = str  # a template string (its special markers are special tokens) or a UserText
+
+
+def encode_parts(tokenizer, parts: Sequence[Part]) -> list[int]:
+    """Token ids of ``parts`` joined: template markers as special tokens, everything else as ordinary text."""
+    ids: list[int] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            text = "".join(pending)
+            ids.extend(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+            pending.clear()
+
+    for part in parts:
+        if isinstance(part, UserText):
+            pending.append(str(part))
+            continue
+        for index, piece in enumerate(_TEMPLATE_SPECIALS.split(part)):
+            if index % 2:
+                flush()
+                ids.append(tokenizer.convert_tokens_to_ids(piece))
+            elif piece:
+                pending.append(piece)
+    flush()
+    return ids
+
+
 def _image_placeholder(image: PreparedImage) -> str:
     return "<|vision_start|>" + "<|image_pad|>" * image.num_tokens + "<|vision_end|>"
 
 
-def render_side(content: SideContent) -> tuple[str, tuple[PreparedImage, ...]]:
+def render_side(content: SideContent) -> tuple[list[Part], tuple[PreparedImage, ...]]:
     """Images first, then text; a side with no content says ``NULL`` (as the official code does)."""
     text = content.text or ""
     if not content.images and not text:
-        return "NULL", ()
-    return "".join(_image_placeholder(im) for im in content.images) + text, tuple(content.images)
+        return ["NULL"], ()
+    return [*(_image_placeholder(im) for im in content.images), UserText(text)], tuple(content.images)
 
 
 def _system_and_user_start(system: str) -> str:
@@ -75,17 +118,23 @@ def _system_and_user_start(system: str) -> str:
 _ASSISTANT_START = "<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _tokenize(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def truncate_ids(ids: Sequence[int], max_length: int, special_ids: set[int], keep_tail: int) -> tuple[int, ...]:
     """The official rule: keep the last ``keep_tail`` tokens and every special token, and only the first
-    ordinary tokens that fit in ``max_length`` minus the specials."""
+    ordinary tokens that fit in ``max_length`` minus the specials.
+
+    Raises :class:`InputError` when the special tokens alone (the images' pads) exceed ``max_length``:
+    the prompt could not be bounded.
+    """
     head, tail = list(ids[: len(ids) - keep_tail]), list(ids[len(ids) - keep_tail :])
     if len(head) <= max_length:
         return tuple(ids)
-    budget = max_length - sum(1 for t in head if t in special_ids)
+    specials = sum(1 for t in head if t in special_ids)
+    if specials > max_length:
+        raise InputError(
+            f"the prompt holds {specials} special tokens (image pads), more than max_length {max_length}; "
+            "use fewer or smaller images, or a larger max_length"
+        )
+    budget = max_length - specials
     kept: list[int] = []
     for t in head:
         if t in special_ids:
@@ -108,12 +157,16 @@ def query_first_segment(
     """The official Qwen3-VL-Reranker prompt as one segment (design notes, section 1)."""
     q_text, q_images = render_side(query)
     d_text, d_images = render_side(document)
-    text = (
-        _system_and_user_start(RERANKER_SYSTEM)
-        + f"<Instruct>: {instruction}<Query>:{q_text}\n<Document>:{d_text}"
-        + _ASSISTANT_START
-    )
-    ids = truncate_ids(_tokenize(tokenizer, text), max_length, special_ids, CLOSING_TOKENS)
+    parts = [
+        _system_and_user_start(RERANKER_SYSTEM) + "<Instruct>: ",
+        UserText(instruction),
+        "<Query>:",
+        *q_text,
+        "\n<Document>:",
+        *d_text,
+        _ASSISTANT_START,
+    ]
+    ids = truncate_ids(encode_parts(tokenizer, parts), max_length, special_ids, CLOSING_TOKENS)
     return Segment(ids, q_images + d_images)
 
 
@@ -144,14 +197,14 @@ def vision_first_segments(
     )
     f_text, f_images = render_side(first)
     s_text, s_images = render_side(second)
-    prefix_text = _system_and_user_start(RERANKER_SYSTEM) + first_label + f_text
-    suffix_text = f"\n<Instruct>: {instruction}{second_label}{s_text}" + _ASSISTANT_START
-    prefix = truncate_ids(_tokenize(tokenizer, prefix_text), max_length, special_ids, 0)
-    suffix = truncate_ids(_tokenize(tokenizer, suffix_text), max_length, special_ids, CLOSING_TOKENS)
+    prefix_parts = [_system_and_user_start(RERANKER_SYSTEM) + first_label, *f_text]
+    suffix_parts = ["\n<Instruct>: ", UserText(instruction), second_label, *s_text, _ASSISTANT_START]
+    prefix = truncate_ids(encode_parts(tokenizer, prefix_parts), max_length, special_ids, 0)
+    suffix = truncate_ids(encode_parts(tokenizer, suffix_parts), max_length, special_ids, CLOSING_TOKENS)
     return Segment(prefix, f_images), Segment(suffix, s_images)
 
 
 def embedder_segment(tokenizer, image: PreparedImage) -> Segment:
     """The Qwen3-VL-Embedding prompt for one image; its last token is the pooled one."""
     text = _system_and_user_start(EMBEDDER_SYSTEM) + _image_placeholder(image) + _ASSISTANT_START
-    return Segment(tuple(_tokenize(tokenizer, text)), (image,))
+    return Segment(tuple(encode_parts(tokenizer, [text])), (image,))

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL, demo_checkpoint
-from ..errors import CandidateError, ConfigError, InputError, MiniRerankError
+from ..errors import CandidateError, ConfigError, ImageLoadError, InputError, MiniRerankError
 from ..store import DiskPrefixStore, MemoryPrefixStore, PrefixEntry, PrefixStore
 from .config import PresetName, RerankConfig
 from .images import ImageFetcher, image_digest, prepare_image
@@ -130,6 +130,15 @@ class MiniReranker:
             embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
             image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
         """
+        # Store settings are checked before minutes of model loading, not after.
+        if cache_size_limit is not None and (
+            not isinstance(cache_size_limit, int) or isinstance(cache_size_limit, bool) or cache_size_limit <= 0
+        ):
+            raise ConfigError(f"cache_size_limit must be a positive number of bytes or None, got {cache_size_limit!r}")
+        if cache_dir is not None and not str(cache_dir).strip():
+            raise ConfigError("cache_dir is an empty string (it would be the current directory); pass a directory")
+        if cache_storage not in ("float32", "float16", "bfloat16", "int8"):
+            raise ConfigError(f"cache_storage {cache_storage!r} is unknown; use float32, float16, bfloat16 or int8")
         if str(name_or_path) == DEMO_MODEL:
             variant = "dense" if config == "dense" else "paper"
             name_or_path = demo_checkpoint(variant)
@@ -155,7 +164,15 @@ class MiniReranker:
     @config.setter
     def config(self, config: RerankConfig | PresetName) -> None:
         depth = self.backbone.num_layers
-        self._config = RerankConfig.preset(config, depth) if isinstance(config, str) else config.resolve(depth)
+        if isinstance(config, str):
+            resolved = RerankConfig.preset(config, depth)  # type: ignore[arg-type]  # preset() names the bad one
+        elif isinstance(config, RerankConfig):
+            resolved = config.resolve(depth)
+        else:
+            raise ConfigError(f"config must be a RerankConfig or a preset name, got {type(config).__name__}")
+        # Taken under the call lock: a call in progress finishes on the configuration it started with.
+        with self._lock:
+            self._config = resolved
 
     @property
     def num_layers(self) -> int:
@@ -177,24 +194,24 @@ class MiniReranker:
         ``on_error="raise"`` raises :class:`CandidateError` naming the first bad candidate;
         ``"skip"`` leaves bad candidates out and lists them in ``results.skipped``.
         """
-        if top_n is not None and top_n < 0:
-            raise InputError(f"top_n must be >= 0 or None, got {top_n}")
-        if on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        _check_top_n(top_n)
+        _check_on_error(on_error)
+        candidates = _candidate_list(candidates, "rerank")
         with self._lock:
-            q = self._prepare(as_query(query), "the query")
+            cfg = self._config  # one configuration from start to end of the call
+            q = self._prepare(as_query(query), "the query", cfg, side="query")
             kept: list[tuple[int, str | None, SideContent]] = []
             skipped: list[SkippedCandidate] = []
             for index, raw in enumerate(candidates):
                 candidate_id = raw.id if isinstance(raw, Candidate) else None
                 try:
-                    kept.append((index, candidate_id, self._prepare(as_candidate(raw), f"candidate {index}")))
+                    kept.append((index, candidate_id, self._prepare(as_candidate(raw), f"candidate {index}", cfg)))
                 except MiniRerankError as exc:
                     if on_error == "raise":
                         raise CandidateError(index, exc, candidate_id) from exc
                     logger.warning("skipping candidate %d: %s", index, exc)
                     skipped.append(SkippedCandidate(index, str(exc), candidate_id))
-            scores = self._score_sides([(q, side) for _, _, side in kept])
+            scores = self._score_sides([(q, side) for _, _, side in kept], cfg)
         results = [RerankResult(index, score, cid) for (index, cid, _), score in zip(kept, scores)]
         results.sort(key=lambda r: (-r.score, r.index))
         return RerankResults(results if top_n is None else results[:top_n], skipped)
@@ -213,24 +230,27 @@ class MiniReranker:
     def score(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
         """P(relevant) of each (query, candidate) pair, in input order; a bad pair raises
         :class:`CandidateError` naming its index."""
+        pairs = _pair_list(pairs)
         with self._lock:
-            return self._score_sides(self._prepare_pairs(pairs))
+            cfg = self._config
+            return self._score_sides(self._prepare_pairs(pairs, cfg), cfg)
 
     @torch.no_grad()
     def reference_scores(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
         """The slow definition of the current configuration: each whole pair through the naive
         per-layer-masked loop (design notes, section 2). For verification, not for serving."""
-        cfg = self.config
+        pairs = _pair_list(pairs)
         with self._lock:
+            cfg = self._config
             out = []
-            for q, d in self._prepare_pairs(pairs):
+            for q, d in self._prepare_pairs(pairs, cfg):
                 if cfg.format == "query_first":
-                    p_states = self._states(self._query_first(q, d))
+                    p_states = self._states(self._query_first(q, d, cfg), cfg=cfg)
                     s_states = p_states.select(torch.zeros_like(p_states.visual))  # nothing after it
                 else:
-                    prefix, suffix = self._vision_first(q, d)
-                    p_states = self._states(prefix)
-                    s_states = self._states(suffix).shifted(p_states.next_position)
+                    prefix, suffix = self._vision_first(q, d, cfg=cfg)
+                    p_states = self._states(prefix, cfg=cfg)
+                    s_states = self._states(suffix, cfg=cfg).shifted(p_states.next_position)
                 logit = reference_logits(self.backbone, [p_states], [s_states], cfg.band, cfg.exit_layer)
                 out.append(float(torch.sigmoid(logit)[0]))
             return out
@@ -244,80 +264,103 @@ class MiniReranker:
         :class:`CandidateError` (``on_error="raise"``) or is logged and passed over (``"skip"``).
         Returns how many prefixes were computed.
         """
-        if self.config.format != "vision_first" or self.config.prefix_side == "query":
+        _check_on_error(on_error)
+        items = _candidate_list(candidates, "precache")
+        with self._lock:
+            cfg = self._config  # every prefix of this run is computed and keyed under one configuration
+        if cfg.format != "vision_first" or cfg.prefix_side == "query":
             raise InputError("precache needs format='vision_first' with the document side as prefix")
         computed = 0
-        items = list(candidates)
         for index, raw in enumerate(tqdm(items, disable=not progress, desc="precache", unit="doc")):
             with self._lock:
                 try:
-                    side = self._prepare(as_candidate(raw), f"candidate {index}")
+                    side = self._prepare(as_candidate(raw), f"candidate {index}", cfg)
                 except MiniRerankError as exc:
                     error = CandidateError(index, exc, raw.id if isinstance(raw, Candidate) else None)
                     if on_error == "raise":
                         raise error from exc
                     logger.warning("precache skips %s", error)
                     continue
-                prefix, _ = self._vision_first(SideContent("NULL"), side, side="document")
-                key = self._prefix_key(prefix)
+                prefix, _ = self._vision_first(SideContent("NULL"), side, side="document", cfg=cfg)
+                key = self._prefix_key(prefix, cfg)
                 if key not in self.store:
-                    self.store.put(key, self._compute_prefix(prefix))
+                    self.store.put(key, self._compute_prefix(prefix, cfg=cfg))
                     computed += 1
         return computed
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def _prepare(self, item: Query | Candidate, what: str) -> SideContent:
+    def _prepare(
+        self, item: Query | Candidate, what: str, cfg: RerankConfig | None = None, *, side: str = "candidate"
+    ) -> SideContent:
+        """Read one side's images and check its text. ``what`` names the item in messages; a candidate's
+        errors are wrapped in :class:`CandidateError` by the caller, so its images are named "image i"."""
+        cfg = cfg or self._config
         if item.is_empty:
             raise InputError(f"{what} has neither text nor images")
+        if item.text is not None:
+            _check_encodable(item.text, what)
         images = []
-        for source in item.images:
-            image = prepare_image(
-                source,
-                fetcher=self.image_fetcher,
-                min_pixels=self.config.min_pixels,
-                max_pixels=self.config.max_pixels,
-            )
+        for number, source in enumerate(item.images):
+            try:
+                image = prepare_image(
+                    source,
+                    fetcher=self.image_fetcher,
+                    min_pixels=cfg.min_pixels,
+                    max_pixels=cfg.max_pixels,
+                )
+            except ImageLoadError as exc:
+                label = f"{what}'s image {number}" if side == "query" else f"image {number}"
+                raise ImageLoadError(f"{label}: {exc}") from exc
             images.append(self.backbone.prepared_image(image, image_digest(image)))
+        pads = sum(im.num_tokens + 2 for im in images)  # + vision_start and vision_end
+        if pads > cfg.max_length:
+            raise InputError(
+                f"{what}'s {len(images)} images need {pads} tokens, more than max_length {cfg.max_length}"
+            )
         return SideContent(item.text, tuple(images))
 
     def _prepare_pairs(
-        self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]
+        self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]], cfg: RerankConfig | None = None
     ) -> list[tuple[SideContent, SideContent]]:
+        cfg = cfg or self._config
         prepared = []
         for index, (query, candidate) in enumerate(pairs):
             candidate_id = candidate.id if isinstance(candidate, Candidate) else None
+            # A bad query is the query's error, named as such; only the candidate's own become CandidateError.
+            q = self._prepare(as_query(query), f"the query of pair {index}", cfg, side="query")
             try:
-                q = self._prepare(as_query(query), f"the query of pair {index}")
-                prepared.append((q, self._prepare(as_candidate(candidate), f"candidate {index}")))
+                prepared.append((q, self._prepare(as_candidate(candidate), f"candidate {index}", cfg)))
             except MiniRerankError as exc:
                 raise CandidateError(index, exc, candidate_id) from exc
         return prepared
 
     # -- segments and states --------------------------------------------------------------------
 
-    def _query_first(self, q: SideContent, d: SideContent) -> Segment:
+    def _query_first(self, q: SideContent, d: SideContent, cfg: RerankConfig | None = None) -> Segment:
         b = self.backbone
-        cfg = self.config
+        cfg = cfg or self._config
         return query_first_segment(
             b.tokenizer, q, d, cfg.instruction, max_length=cfg.max_length, special_ids=b.special_ids
         )
 
-    def _prefix_side(self, q: SideContent, d: SideContent) -> Literal["query", "document"]:
-        side = self.config.prefix_side
+    def _prefix_side(self, q: SideContent, d: SideContent, cfg: RerankConfig) -> Literal["query", "document"]:
+        side = cfg.prefix_side
         if side != "auto":
             return side
         # The document side unless only the query carries images (design notes, section 2).
         return "query" if q.images and not d.images else "document"
 
-    def _vision_first(self, q: SideContent, d: SideContent, side: str | None = None) -> tuple[Segment, Segment]:
-        b, cfg = self.backbone, self.config
+    def _vision_first(
+        self, q: SideContent, d: SideContent, side: str | None = None, cfg: RerankConfig | None = None
+    ) -> tuple[Segment, Segment]:
+        b, cfg = self.backbone, cfg or self._config
         return vision_first_segments(
             b.tokenizer,
             q,
             d,
             cfg.instruction,
-            side or self._prefix_side(q, d),  # type: ignore[arg-type]
+            side or self._prefix_side(q, d, cfg),  # type: ignore[arg-type]
             max_length=cfg.max_length,
             special_ids=b.special_ids,
         )
@@ -332,8 +375,7 @@ class MiniReranker:
             cache[key] = feats
         return feats
 
-    def _importance_key(self, image: PreparedImage) -> tuple:
-        cfg = self.config
+    def _importance_key(self, image: PreparedImage, cfg: RerankConfig) -> tuple:
         return (
             cfg.pruning_guide,
             # The embedder's weight digest, not its identity: importances computed before its weights
@@ -343,17 +385,16 @@ class MiniReranker:
         )
 
     @torch.no_grad()  # pruning ranks tokens; it is not trained through
-    def _importance_of(self, image: PreparedImage, cache: dict) -> torch.Tensor:
-        key = self._importance_key(image)
+    def _importance_of(self, image: PreparedImage, cache: dict, cfg: RerankConfig) -> torch.Tensor:
+        key = self._importance_key(image, cfg)
         if key not in self._importance:
-            self._prefetch_importances([image], cache)
+            self._prefetch_importances([image], cache, cfg)
         return self._importance[key]
 
     @torch.no_grad()
-    def _prefetch_importances(self, images: Sequence[PreparedImage], cache: dict) -> None:
+    def _prefetch_importances(self, images: Sequence[PreparedImage], cache: dict, cfg: RerankConfig) -> None:
         """Compute the missing importances of ``images``, with one batched embedder pass."""
-        cfg = self.config
-        missing = [im for im in images if self._importance_key(im) not in self._importance]
+        missing = [im for im in images if self._importance_key(im, cfg) not in self._importance]
         if not missing:
             return
         if cfg.pruning_guide == "random":
@@ -362,25 +403,28 @@ class MiniReranker:
             self.counters.embedder_passes += len(missing)
             values = embedder_importances(self.embedder, missing, lambda bb, im: self._features(bb, im, cache))
         for image, value in zip(missing, values):
-            self._importance[self._importance_key(image)] = value
+            self._importance[self._importance_key(image, cfg)] = value
         while len(self._importance) > 4096:
             self._importance.popitem(last=False)
 
-    def _states(self, segment: Segment, cache: dict | None = None) -> SegmentStates:
+    def _states(
+        self, segment: Segment, cache: dict | None = None, cfg: RerankConfig | None = None
+    ) -> SegmentStates:
         """Embed a segment (encoding its images) and drop pruned visual tokens."""
+        cfg = cfg or self._config
         cache = {} if cache is None else cache
         feats = {im.digest: self._features(self.backbone, im, cache) for im in segment.images}
         states = self.backbone.embed(segment, feats)
-        if self.config.keep_ratio < 1.0 and segment.images:
-            importances = {im.digest: self._importance_of(im, cache) for im in segment.images}
-            states = states.select(keep_mask(segment, states.visual, importances, self.config.keep_ratio))
+        if cfg.keep_ratio < 1.0 and segment.images:
+            importances = {im.digest: self._importance_of(im, cache, cfg) for im in segment.images}
+            states = states.select(keep_mask(segment, states.visual, importances, cfg.keep_ratio))
         return states
 
     # -- keys -----------------------------------------------------------------------------------
 
-    def _prefix_key(self, prefix: Segment) -> str:
+    def _prefix_key(self, prefix: Segment, cfg: RerankConfig | None = None) -> str:
         """A sha256 of everything that shapes a stored prefix (issue: persistent prefix store, keys)."""
-        cfg, b = self.config, self.backbone
+        cfg, b = cfg or self._config, self.backbone
         pruned = cfg.keep_ratio < 1.0
         parts = {
             "engine": ENGINE_FORMAT_VERSION,
@@ -410,37 +454,42 @@ class MiniReranker:
         each distinct suffix's pre-band layers once, the per-pair layers last. Training uses it: same loss, less
         work; a test holds both paths and their gradients equal.
         """
-        cfg, sides = self.config, self._prepare_pairs(pairs)
+        pairs = _pair_list(pairs)
+        with self._lock:
+            cfg = self._config  # one configuration for the whole step
+        sides = self._prepare_pairs(pairs, cfg)
         cache: dict = {}
         unique = list({im.digest: im for q, d in sides for im in (*q.images, *d.images)}.values())
         for image, feats in zip(unique, self.backbone.encode_images(unique)):  # one vision call per step
             cache[(id(self.backbone), image.digest)] = feats
         self.counters.vision_encodings += len(unique)
         if cfg.keep_ratio < 1.0:
-            self._prefetch_importances(unique, cache)
+            self._prefetch_importances(unique, cache, cfg)
         if cfg.format == "query_first":
-            segments = [(self._query_first(q, d), None) for q, d in sides]
+            segments = [(self._query_first(q, d, cfg), None) for q, d in sides]
         else:
-            segments = [self._vision_first(q, d) for q, d in sides]
+            segments = [self._vision_first(q, d, cfg=cfg) for q, d in sides]
         if fast and cfg.format == "vision_first":
-            return self._fast_logits(segments, cache)  # type: ignore[arg-type]
-        prefixes = [self._states(p, cache) for p, _ in segments]
+            return self._fast_logits(segments, cache, cfg)  # type: ignore[arg-type]
+        prefixes = [self._states(p, cache, cfg) for p, _ in segments]
         suffixes = [
-            self._states(s, cache).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
+            self._states(s, cache, cfg).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
             for p, (_, s) in zip(prefixes, segments)
         ]
         head, prefixes = cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
         return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
 
-    def _fast_logits(self, segments: list[tuple[Segment, Segment]], cache: dict) -> torch.Tensor:
+    def _fast_logits(
+        self, segments: list[tuple[Segment, Segment]], cache: dict, cfg: RerankConfig
+    ) -> torch.Tensor:
         """The serving computation of :meth:`_score_sides`, batched and differentiable, without the store."""
-        cfg, b = self.config, self.backbone
+        b = self.backbone
         distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])
         distinct_suffixes, rows_s = distinct_segments([s for _, s in segments])
-        prefix_states = [self._states(p, cache) for p in distinct_prefixes]
+        prefix_states = [self._states(p, cache, cfg) for p in distinct_prefixes]
         head, cut = cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
         entries = compute_prefixes(b, cut, cfg.band, shared=head)
-        suffix_states = [self._states(s, cache) for s in distinct_suffixes]
+        suffix_states = [self._states(s, cache, cfg) for s in distinct_suffixes]
         prebands = [compute_suffix_preband(b, s, cfg.band[0]) for s in suffix_states]
         return pair_logits(
             b,
@@ -452,21 +501,23 @@ class MiniReranker:
         )
 
     @torch.no_grad()
-    def _compute_prefix(self, prefix: Segment, cache: dict | None = None) -> PrefixEntry:
+    def _compute_prefix(
+        self, prefix: Segment, cache: dict | None = None, cfg: RerankConfig | None = None
+    ) -> PrefixEntry:
+        cfg = cfg or self._config
         self.counters.prefix_computations += 1
-        return compute_prefix(self.backbone, self._states(prefix, cache), self.config.band)
+        return compute_prefix(self.backbone, self._states(prefix, cache, cfg), cfg.band)
 
     @torch.no_grad()
-    def _score_sides(self, pairs: list[tuple[SideContent, SideContent]]) -> list[float]:
+    def _score_sides(self, pairs: list[tuple[SideContent, SideContent]], cfg: RerankConfig) -> list[float]:
         if not pairs:
             return []
-        cfg = self.config
         cache: dict = {}  # vision features of this call, by (backbone, digest)
         scores: list[float] = []
         if cfg.format == "query_first":
             for start in range(0, len(pairs), cfg.batch_size):
                 chunk = pairs[start : start + cfg.batch_size]
-                states = [self._states(self._query_first(q, d), cache) for q, d in chunk]
+                states = [self._states(self._query_first(q, d, cfg), cache, cfg) for q, d in chunk]
                 self.counters.single_passes += len(chunk)
                 scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
             return scores
@@ -476,19 +527,19 @@ class MiniReranker:
         entries: dict[str, PrefixEntry] = {}
         suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
         for q, d in pairs:
-            prefix, suffix = self._vision_first(q, d)
-            key = self._prefix_key(prefix)
+            prefix, suffix = self._vision_first(q, d, cfg=cfg)
+            key = self._prefix_key(prefix, cfg)
             if key not in entries:
                 entry = self.store.get(key)
                 if entry is None:
-                    entry = self._compute_prefix(prefix, cache)
+                    entry = self._compute_prefix(prefix, cache, cfg)
                     self.store.put(key, entry)
                 else:
                     self.counters.prefix_hits += 1
                 entries[key] = entry
             suffix_key = segment_key(suffix)
             if suffix_key not in suffixes:
-                states = self._states(suffix, cache)
+                states = self._states(suffix, cache, cfg)
                 self.counters.suffix_prebands += 1
                 suffixes[suffix_key] = (states, compute_suffix_preband(self.backbone, states, cfg.band[0]))
             plans.append((key, suffix_key))
@@ -501,6 +552,49 @@ class MiniReranker:
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
         return scores
+
+
+def _check_encodable(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates, e.g. from a bad decode
+        raise InputError(
+            f"{what}'s text cannot be encoded as UTF-8 ({exc.reason} at position {exc.start}: "
+            f"{text[exc.start : exc.end]!r})"
+        ) from exc
+
+
+def _check_top_n(top_n: object) -> None:
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 0):
+        raise InputError(f"top_n must be an int >= 0 or None, got {top_n!r}")
+
+
+def _check_on_error(on_error: object) -> None:
+    if on_error not in ("raise", "skip"):
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def _not_a_list(items: object, what: str, expected: str) -> None:
+    # A str, bytes or dict is iterable too, and would be read item by item (each character a candidate).
+    if isinstance(items, (str, bytes, bytearray, memoryview, Mapping, Query, Candidate)):
+        raise InputError(f"{what} takes a list of {expected}, got a {type(items).__name__}: wrap it in a list")
+    if not isinstance(items, Iterable):
+        raise InputError(f"{what} takes a list of {expected}, got {type(items).__name__}")
+
+
+def _candidate_list(candidates: object, what: str) -> list:
+    _not_a_list(candidates, what, "candidates")
+    return list(candidates)  # type: ignore[call-overload]
+
+
+def _pair_list(pairs: object) -> list:
+    _not_a_list(pairs, "score", "(query, candidate) pairs")
+    checked = list(pairs)  # type: ignore[call-overload]
+    for index, pair in enumerate(checked):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            shown = f"{type(pair).__name__} of {len(pair)}" if isinstance(pair, (tuple, list)) else type(pair).__name__
+            raise InputError(f"pair {index} must be a (query, candidate) tuple, got {shown}")
+    return checked
 
 
 def _saved_config(folder: Path) -> RerankConfig | None:

@@ -215,7 +215,7 @@ class DiskPrefixStore(PrefixStore):
         timeout: float = 60.0,
         read_only: bool = False,
     ) -> None:
-        if not isinstance(size_limit, int) or size_limit <= 0:
+        if not isinstance(size_limit, int) or isinstance(size_limit, bool) or size_limit <= 0:
             raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
         if storage not in get_args(_codec.Storage):
             raise ConfigError(f"storage {storage!r} is unknown; use one of {', '.join(get_args(_codec.Storage))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from ..errors import ConfigError
 from .entry import PrefixEntry, PrefixStore, StoreStats
 
 
@@ -12,6 +13,8 @@ class MemoryPrefixStore(PrefixStore):
     """An LRU dictionary bounded by bytes: the default when no cache directory is given."""
 
     def __init__(self, size_limit: int = 2**30) -> None:
+        if not isinstance(size_limit, int) or isinstance(size_limit, bool) or size_limit <= 0:
+            raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
         self.size_limit = size_limit  # bytes of tensor data held before the least recently used go
         self.stats = StoreStats()
         self._entries: OrderedDict[str, PrefixEntry] = OrderedDict()
