@@ -462,8 +462,9 @@ def test_digest_distinguishes_mode_and_shape_with_equal_bytes() -> None:
 def test_describe_source() -> None:
     assert describe_source(b"1234") == "<bytes 4>"
     assert describe_source(Image.new("RGB", (32, 16))) == "<PIL 32x16>"
-    assert describe_source("https://x.org/a.png") == "https://x.org/a.png"
-    assert describe_source(Path("pictures/a.png")) == "pictures/a.png"
+    assert describe_source("https://x.org/a.png") == "'https://x.org/a.png'"  # strings as given: repr
+    assert describe_source(Path("pictures/a.png")) == "'pictures/a.png'"
+    assert describe_source("cat.png\n") == "'cat.png\\n'"  # a trailing newline stays visible
     assert describe_source("A" * 120) == "<base64 120 chars>"
     assert describe_source("data:image/png;base64," + "A" * 5000).startswith("<data URI image/png")
     assert describe_source(3.5) == "<float>"

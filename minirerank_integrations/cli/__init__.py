@@ -12,9 +12,11 @@ directory that does not hold a prefix cache or cannot be opened.
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 from . import cache, demo, evaluate, rerank
-from ._common import Handler
+from ._common import Handler, fail
 
 __all__ = ["build_parser", "main"]
 
@@ -24,6 +26,7 @@ _FAMILIES = (demo, rerank, evaluate, cache)
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; each subcommand sets ``handler`` in its defaults."""
     parser = argparse.ArgumentParser(prog="minirerank", description="Multimodal reranking on Qwen3-VL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for family in _FAMILIES:
         family.add_commands(commands)
@@ -31,7 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line on ``argv`` (``sys.argv[1:]`` when None) and return the exit status."""
+    """Run the command line on ``argv`` (``sys.argv[1:]`` when None) and return the exit status.
+
+    A library error (:class:`~minirerank_integrations.errors.MiniRerankError`) that a command did not
+    report itself is reported here as one line, never as a traceback.
+    """
+    from ..errors import MiniRerankError
+
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    with warnings.catch_warnings():  # restores the display hook when the command returns
+        warnings.showwarning = _one_line_warning
+        try:
+            return handler(args)
+        except MiniRerankError as exc:
+            return fail(exc)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"minirerank: warning: {message}", file=sys.stderr)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import EXIT_OK, Subparsers
+from ._common import EXIT_OK, Subparsers, fail
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -20,6 +20,13 @@ def add_commands(commands: Subparsers) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..errors import MiniRerankError
 
-    print(run_demo(args.model, queries=args.query))
+    if args.query is not None and any(not query.strip() for query in args.query):
+        return fail("--query must not be empty; give the text to search for")
+    try:
+        report = run_demo(args.model, queries=args.query)
+    except MiniRerankError as exc:
+        return fail(exc)
+    print(report)
     return EXIT_OK

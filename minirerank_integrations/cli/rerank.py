@@ -41,9 +41,13 @@ def _rerank(args: argparse.Namespace) -> int:
     from ..engine.reranker import MiniReranker
     from ..errors import MiniRerankError
 
-    candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
-    candidates += [Candidate(images=[p], id=p) for p in args.image]
+    if not args.text and not args.image:
+        return fail("no candidates: give at least one --text or --image")
+    if not args.query.strip() and not args.query_image:
+        return fail("no query: give --query TEXT or --query-image PATH")
     try:
+        candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
+        candidates += [Candidate(images=[p], id=p) for p in args.image]
         reranker = MiniReranker.from_pretrained(
             args.model, config=args.config, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir
         )

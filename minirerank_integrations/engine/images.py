@@ -31,6 +31,7 @@ __all__ = [
     "ImageFetcher",
     "describe_source",
     "image_digest",
+    "is_image_string",
     "load_image",
     "prepare_image",
     "smart_resize",
@@ -98,18 +99,19 @@ def describe_source(source: object) -> str:
         return f"<bytes {len(source)}>"
     if isinstance(source, os.PathLike):
         try:
-            return _shorten(os.fsdecode(os.fspath(source)))
+            return _shorten(repr(os.fsdecode(os.fspath(source))))
         except (TypeError, ValueError):
             return f"<{type(source).__name__}>"
     if isinstance(source, str):
+        # Shown as given (repr): a trailing newline or space in a path is the likely reason it is missing.
         text = source.strip()
         if text[:5].lower() == "data:":
             mime = text[5:].split(",", 1)[0].split(";", 1)[0].strip()[:50] or "no type"
             return f"<data URI {mime}, {len(source)} chars>"
         if _URL_SCHEME.match(text) or len(text) <= _SHORT_TEXT_CHARS:
-            return _shorten(text)
+            return _shorten(repr(source))
         if len(text) <= _MAX_SHOWN_CHARS and _looks_like_path(text):
-            return text
+            return repr(source)
         return f"<base64 {len(source)} chars>"
     return f"<{type(source).__name__}>"
 
@@ -274,22 +276,98 @@ def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_p
                 raise  # size guard: the data is an image, just too large
             if _looks_like_path(text):
                 raise ImageLoadError(
-                    f"{desc}: no such file (and not base64 image data either: {exc.__cause__})"
+                    f"{desc}: no such file (and not base64 image data either: {_reason(exc.__cause__)})"
                 ) from exc.__cause__
             raise ImageLoadError(
-                f"{desc}: neither an existing file nor base64 image data ({exc.__cause__})"
+                f"{desc}: neither an existing file nor base64 image data ({_reason(exc.__cause__)})"
             ) from exc.__cause__
     if _looks_like_path(text):
         raise ImageLoadError(f"{desc}: no such file")
     raise ImageLoadError(f"{desc}: neither an existing file nor base64 image data")
 
 
+# Base64 characters decoded to sniff a header: 64 chars -> 48 bytes, enough for every signature below.
+_SNIFF_CHARS = 64
+# The smallest image of the formats below (a 1x1 GIF) is 35 bytes, i.e. 48 base64 characters.
+_MIN_IMAGE_CHARS = 48
+# A run this long without spaces, nearly all base64 characters, is image data even when its header is damaged.
+_MIN_DAMAGED_CHARS = 128
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
+# Sizes of the BMP info headers (BITMAPCOREHEADER .. BITMAPV5HEADER), read at byte 14.
+_BMP_INFO_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
+_BYTES_REPR = re.compile(r"""^b(['"])(.*)\1$""", re.DOTALL)  # str(b"...") of base64 bytes
+
+
+def has_image_header(data: bytes) -> bool:
+    """Whether ``data`` starts like a PNG, JPEG, GIF, WEBP, BMP or TIFF file."""
+    if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")):
+        return True
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    if data[:2] == b"BM" and len(data) >= 18:
+        return int.from_bytes(data[14:18], "little") in _BMP_INFO_HEADER_SIZES
+    return False
+
+
+def is_image_string(text: str) -> bool:
+    """Whether a string given as text (a LangChain ``page_content``, a query) is meant as an image.
+
+    The one rule for "which strings are images": a ``data:image/...`` URI; or base64 (standard or
+    URL-safe, wrapped at any width, or written as Python's ``str(b"...")`` of the base64 bytes) whose first
+    bytes are a PNG, JPEG, GIF, WEBP, BMP or TIFF signature; or at least 128 characters without spaces of
+    which 97% or more are base64 characters (image data with a damaged header, so that it is reported as
+    an unreadable image instead of scored as text). Everything else is text. Decoding is
+    :func:`load_image`'s job: an image string that does not decode raises :class:`ImageLoadError`.
+    """
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    if stripped[:11].lower() == "data:image/":
+        return True
+    body = _unwrapped_base64(stripped)
+    if len(body) < _MIN_IMAGE_CHARS:
+        return False
+    head = "".join(body[: 2 * _SNIFF_CHARS].split())[:_SNIFF_CHARS]
+    head = head[: len(head) // 4 * 4]
+    for alphabet in ("+/", "-_"):  # standard, then URL-safe
+        try:
+            if has_image_header(base64.b64decode(head, altchars=alphabet, validate=True)):
+                return True
+        except (binascii.Error, ValueError):
+            continue
+    compact = "".join(body.split("\n"))
+    if len(compact) < _MIN_DAMAGED_CHARS or any(c.isspace() for c in compact):
+        return False
+    return sum(c in _BASE64_CHARS for c in compact) >= 0.97 * len(compact)
+
+
+def _unwrapped_base64(text: str) -> str:
+    """``text`` without a ``b'...'`` wrapper (what ``str()`` of base64 bytes gives)."""
+    match = _BYTES_REPR.match(text)
+    return match.group(2) if match else text
+
+
 def _b64decode(text: str) -> bytes | None:
-    compact = "".join(text.split())  # base64 text is often wrapped at 76 columns
+    """Standard or URL-safe base64 (line breaks and a ``b'...'`` wrapper allowed), or None."""
+    compact = "".join(_unwrapped_base64(text.strip()).split())  # base64 text is often wrapped at 76 columns
+    # str(b"...") writes line breaks as the two characters backslash-n
+    compact = compact.replace("\\n", "")
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        return None
+        pass
+    if "-" in compact or "_" in compact:
+        try:
+            padded = compact + "=" * (-len(compact) % 4)
+            return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    # PIL's UnidentifiedImageError names its BytesIO buffer ("<_io.BytesIO object at 0x...>"), not the source.
+    return "unrecognized image format" if isinstance(error, UnidentifiedImageError) else str(error)
 
 
 def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
@@ -353,6 +431,8 @@ def _decode(data: bytes, desc: str, max_source_pixels: int) -> Image.Image:
         raise ImageLoadError(
             f"{desc}: image is too large to decode safely (limit {max_source_pixels} pixels): {exc}"
         ) from exc
+    except UnidentifiedImageError as exc:  # PIL's message names its BytesIO buffer, not the source
+        raise ImageLoadError(f"{desc}: not a decodable image: unrecognized image format") from exc
     except _PIL_ERRORS as exc:
         raise ImageLoadError(f"{desc}: not a decodable image: {exc}") from exc
     with image:

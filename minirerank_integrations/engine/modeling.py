@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
 
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 from .prompts import PreparedImage, Segment
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,33 @@ class Backbone:
         return SegmentStates(hidden, positions, visual, deepstack, next_position)
 
 
+def _checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here; :class:`ConfigError` otherwise."""
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {device!r}: {exc}") from exc
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine; use device='cpu'")
+    if torch_device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r}: MPS is not available on this machine; use device='cpu'")
+    return torch_device
+
+
+def _is_local_path(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` can only be a folder (a hub id is ``name`` or ``org/name``)."""
+    if isinstance(name_or_path, Path):
+        return True
+    name = str(name_or_path)
+    return (
+        name.startswith((".", "~", "/", "\\"))
+        or Path(name).is_absolute()
+        or name.count("/") > 1
+        or "\\" in name
+        or name != name.strip()
+    )
+
+
 def load_backbone(
     name_or_path: str | Path,
     *,
@@ -215,6 +242,9 @@ def load_backbone(
     if not isinstance(torch_dtype, torch.dtype):
         raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
     name = str(name_or_path)
+    torch_device = _checked_device(device)
+    if _is_local_path(name_or_path) and not Path(name).expanduser().exists():
+        raise ModelLoadError(f"no model folder at {name!r} (a local path that does not exist)")
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
@@ -227,7 +257,10 @@ def load_backbone(
         model = Qwen3VLForConditionalGeneration.from_pretrained(name, dtype=torch_dtype, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
         image_processor = AutoImageProcessor.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load {name!r}: {exc}") from exc
-    model.to(device)
+    except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError on a damaged weights file, ...
+        raise ModelLoadError(f"cannot load {name!r}: {type(exc).__name__}: {exc}") from exc
+    try:
+        model.to(torch_device)
+    except (RuntimeError, AssertionError) as exc:  # e.g. torch built without that backend
+        raise ModelLoadError(f"cannot move {name!r} to device {str(torch_device)!r}: {exc}") from exc
     return Backbone(model, tokenizer, image_processor, name)

@@ -95,6 +95,10 @@ class MiniReranker:
         self._lock = threading.RLock()
         self._importance: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.config = config  # type: ignore[assignment]  # validated by the setter
+        #: The :meth:`from_pretrained` arguments this engine was loaded with (``name_or_path`` as given, e.g.
+        #: ``"minirerank-demo"``, and any option other than its default); None when built directly. What a
+        #: framework component may write down so that loading it again gives the same engine.
+        self.loaded_as: dict[str, object] | None = None
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class MiniReranker:
         Args:
             name_or_path: a ``Qwen3VLForConditionalGeneration`` checkpoint (e.g. Qwen3-VL-Reranker-2B); by default
                 ``"minirerank-demo"``, the embedded demo model (see :mod:`minirerank_integrations.demo_model`):
-                its dense variant for ``config="dense"``, else its adapted variant, guided by the dense
+                its dense variant for ``config="dense"`` (or any query-first configuration), else its adapted variant, guided by the dense
                 variant as embedder unless ``embedder`` is given.
             config: a :class:`RerankConfig` or a preset name (``"paper"``, ``"dense"``), checked against
                 the model's depth here. None: the configuration the checkpoint was adapted to, when its folder
@@ -139,8 +143,20 @@ class MiniReranker:
             raise ConfigError("cache_dir is an empty string (it would be the current directory); pass a directory")
         if cache_storage not in ("float32", "float16", "bfloat16", "int8"):
             raise ConfigError(f"cache_storage {cache_storage!r} is unknown; use float32, float16, bfloat16 or int8")
+        loaded_as: dict[str, object] = {"name_or_path": str(name_or_path), "device": str(device), "dtype": str(dtype)}
+        for option, value, default in (
+            ("embedder", embedder, None),
+            ("cache_dir", cache_dir, None),
+            ("cache_size_limit", cache_size_limit, None),
+            ("cache_storage", cache_storage, "float32"),
+            ("image_fetcher", image_fetcher, None),
+        ):
+            if value != default:
+                loaded_as[option] = value if isinstance(value, (str, int)) else str(value)
         if str(name_or_path) == DEMO_MODEL:
-            variant = "dense" if config == "dense" else "paper"
+            # The dense weights for the query-first format (the preset or a configuration), else the adapted ones.
+            dense = config == "dense" or (isinstance(config, RerankConfig) and config.format == "query_first")
+            variant = "dense" if dense else "paper"
             name_or_path = demo_checkpoint(variant)
             if variant == "paper" and embedder is None:
                 embedder = demo_checkpoint("dense")
@@ -155,7 +171,9 @@ class MiniReranker:
             store = DiskPrefixStore(Path(cache_dir).expanduser(), storage=cache_storage, **kwargs)
         else:
             store = MemoryPrefixStore(**({} if cache_size_limit is None else {"size_limit": cache_size_limit}))
-        return cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)
+        reranker = cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)
+        reranker.loaded_as = loaded_as
+        return reranker
 
     @property
     def config(self) -> RerankConfig:

@@ -231,6 +231,7 @@ class DiskPrefixStore(PrefixStore):
         self._min_file_size = min_file_size
         self._stats = StoreStats()
         self._lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
         self._warned = False
         self._warned_unstorable = False
         self._reader: _ReadOnlyReader | None = None
@@ -507,7 +508,7 @@ class DiskPrefixStore(PrefixStore):
             return
         if _identity(self.directory) == self._identity and os.path.exists(os.path.join(self.directory, _DATABASE)):
             return
-        with self._lock:
+        with self._reopen_lock:  # not self._lock: opening takes that one to refresh the counters
             if _identity(self.directory) == self._identity and os.path.exists(
                 os.path.join(self.directory, _DATABASE)
             ):

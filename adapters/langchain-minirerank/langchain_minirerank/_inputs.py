@@ -6,8 +6,6 @@ bad image reaches the engine and is reported under its ``on_error`` policy.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,16 +14,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 from minirerank_integrations import Candidate, Query
-
-# Base64 characters decoded to sniff a header: 64 chars -> 48 bytes, enough for every signature below.
-_SNIFF_CHARS = 64
-# The smallest valid image of the formats below (a 1x1 GIF) is 35 bytes, i.e. 48 base64 characters;
-# shorter text is never treated as an image.
-_MIN_IMAGE_CHARS = 48
-# Sizes of the BMP info headers (BITMAPCOREHEADER .. BITMAPV5HEADER), read at byte 14. "BM" alone is
-# two ordinary letters, so a BMP also needs a known header size.
-_BMP_INFO_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
-
+from minirerank_integrations.engine.images import is_image_string  # the one rule: which strings are images
 
 @dataclass(frozen=True)
 class ImageKeys:
@@ -37,48 +26,11 @@ class ImageKeys:
     mime_type: str | None
 
 
-def has_image_header(data: bytes) -> bool:
-    """Whether ``data`` starts like a PNG, JPEG, GIF, WEBP, BMP or TIFF file."""
-    if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")):
-        return True
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return True
-    if data[:2] == b"BM" and len(data) >= 18:
-        return int.from_bytes(data[14:18], "little") in _BMP_INFO_HEADER_SIZES
-    return False
-
-
-def is_base64_image(text: str) -> bool:
-    """Whether ``text`` is base64 whose decoded bytes begin with an image file signature.
-
-    Only the first few dozen characters are decoded: the header decides. A string with a valid header
-    but a damaged body is still an image (a corrupt one), so the engine reports it instead of scoring
-    it as text. Line breaks, as in base64 wrapped at 76 columns, are ignored.
-    """
-    head = "".join(text[: 2 * _SNIFF_CHARS].split())[:_SNIFF_CHARS]
-    if len(head) < _MIN_IMAGE_CHARS or len(text) < _MIN_IMAGE_CHARS:
-        return False
-    head = head[: len(head) // 4 * 4]
-    try:
-        return has_image_header(base64.b64decode(head, validate=True))
-    except (binascii.Error, ValueError):
-        return False
-
-
-def is_image_data_uri(text: str) -> bool:
-    """Whether ``text`` is a ``data:image/...`` URI."""
-    return text.lstrip()[:11].lower() == "data:image/"
-
-
-def is_image_string(text: str) -> bool:
-    """Whether a ``page_content`` or query string is an image: an image data URI or base64 image bytes."""
-    return is_image_data_uri(text) or is_base64_image(text)
-
-
 def query_from_text(query: str, *, image_paths: bool) -> Query | str:
     """The engine query for a LangChain query string.
 
-    An image data URI or base64 image is an image query. With ``image_paths``, a string naming an
+    A string the engine's :func:`is_image_string` calls an image (a data URI, base64 image data, or a
+    damaged one) is an image query. With ``image_paths``, a string naming an
     existing file is an image query too. Anything else is a text query.
     """
     if is_image_string(query):
@@ -91,8 +43,9 @@ def query_from_text(query: str, *, image_paths: bool) -> Query | str:
 def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
     """The engine candidate for a document: its images and its text.
 
-    ``page_content`` is an image when it is an image data URI or base64 image bytes (as vector stores
-    such as Chroma store images), or when the metadata's media type is ``image/*`` and no metadata key
+    ``page_content`` is an image when the engine's :func:`is_image_string` says so (an image data URI or
+    base64 image bytes, as vector stores such as Chroma store images, or damaged ones: these then fail as
+    unreadable images instead of being scored as text), or when the metadata's media type is ``image/*`` and no metadata key
     holds an image (the type then describes ``page_content``); otherwise it is text. Metadata images
     follow in key order.
     """

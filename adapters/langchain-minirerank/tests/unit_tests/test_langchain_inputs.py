@@ -11,11 +11,11 @@ from langchain_core.documents import Document
 from minirerank_integrations import Query
 from PIL import Image
 
+from minirerank_integrations.engine.images import has_image_header, is_image_string
+
 from langchain_minirerank._inputs import (
     ImageKeys,
     candidate_from_document,
-    has_image_header,
-    is_base64_image,
     query_from_text,
 )
 
@@ -32,13 +32,13 @@ def encoded(fmt: str) -> bytes:
 def test_base64_of_each_image_format_is_an_image(fmt: str) -> None:
     data = encoded(fmt)
     assert has_image_header(data)
-    assert is_base64_image(base64.b64encode(data).decode())
+    assert is_image_string(base64.b64encode(data).decode())
 
 
 def test_base64_wrapped_at_76_columns_is_an_image() -> None:
     text = base64.encodebytes(encoded("PNG")).decode()  # inserts a newline every 76 characters
     assert "\n" in text.strip()
-    assert is_base64_image(text)
+    assert is_image_string(text)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_base64_wrapped_at_76_columns_is_an_image() -> None:
     ],
 )
 def test_text_and_non_image_base64_are_text(text: str) -> None:
-    assert not is_base64_image(text)
+    assert not is_image_string(text)
 
 
 def test_query_strings() -> None:
@@ -103,3 +103,18 @@ def test_url_keys_are_read_only_when_enabled() -> None:
     assert candidate_from_document(document, KEYS).images == ()
     with_urls = ImageKeys(paths=(), base64=(), urls=("image_url",), mime_type=None)
     assert candidate_from_document(document, with_urls).images == ("https://example.org/a.png",)
+
+
+def test_the_engine_rule_decides_which_page_content_is_an_image() -> None:
+    data = encoded("PNG") * 3  # long enough for the damaged-image rule too
+    plain = base64.b64encode(data).decode()
+    for text in (
+        str(base64.b64encode(data)),  # "b'iVBOR...'"
+        base64.urlsafe_b64encode(data).decode(),
+        plain[:6] + "!" + plain[7:],  # damaged near the start
+        "data:image/png;base64,not really",
+    ):
+        candidate = candidate_from_document(Document(page_content=text), KEYS)
+        assert candidate.images == (text,) and candidate.text is None, text
+    prose = "A long passage of ordinary prose, " * 8
+    assert candidate_from_document(Document(page_content=prose), KEYS).text == prose

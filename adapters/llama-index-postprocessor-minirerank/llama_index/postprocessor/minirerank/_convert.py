@@ -7,12 +7,16 @@ hence the same prefix key in the engine's store).
 
 from __future__ import annotations
 
+import logging
 import mimetypes
+import os
 from collections.abc import Callable
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
 from minirerank_integrations import Candidate, Query
 from minirerank_integrations.engine.images import fetch_image
+
+logger = logging.getLogger(__name__)
 
 #: Called with an http(s) URL, returns the encoded image bytes. Nothing is downloaded without one.
 ImageFetcher = Callable[[str], bytes]
@@ -27,8 +31,17 @@ def node_to_candidate(node: BaseNode, metadata_mode: MetadataMode, fetcher: Imag
         ImageLoadError: ``fetcher`` failed on the node's image URL.
     """
     image = node_image(node)
+    text = node_text(node, metadata_mode)
+    if image is not None and text is not None and image == _metadata_image(node) and not os.path.exists(image):
+        # The reader's record of where the file was, not the node's content: the text still scores.
+        logger.warning(
+            "node %r: its metadata file_path image %r no longer exists; scoring the node on its text",
+            node.node_id,
+            image,
+        )
+        image = None
     images = () if image is None else (_fetched(image, fetcher, f"node {node.node_id!r}"),)
-    return Candidate(text=node_text(node, metadata_mode), images=images, id=node.node_id)
+    return Candidate(text=text, images=images, id=node.node_id)
 
 
 def query_to_engine(query_bundle: QueryBundle, fetcher: ImageFetcher | None) -> Query:
@@ -76,6 +89,10 @@ def node_image(node: BaseNode) -> str | None:
             return str(resource.path)
         if resource.url is not None:
             return str(resource.url)
+    return _metadata_image(node)
+
+
+def _metadata_image(node: BaseNode) -> str | None:
     file_path = node.metadata.get("file_path")
     if isinstance(file_path, str) and _is_image_file(file_path, node.metadata.get("file_type")):
         return file_path

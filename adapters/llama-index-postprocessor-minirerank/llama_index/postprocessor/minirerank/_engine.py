@@ -58,8 +58,34 @@ def resolve_engine(
 
 
 def model_name(engine: MiniReranker) -> str:
-    """The name or path the engine's checkpoint was loaded from."""
-    return engine.backbone.name
+    """The name the engine was loaded by (``"minirerank-demo"`` for the demo), else its checkpoint's path."""
+    loaded = engine.loaded_as
+    return str(loaded["name_or_path"]) if loaded else engine.backbone.name
+
+
+#: ``from_pretrained`` options the component's fields carry; an engine loaded with any other cannot be rebuilt.
+_REBUILT_OPTIONS = {"name_or_path", "device", "dtype"}
+
+
+def rebuild_problem(engine: MiniReranker) -> str | None:
+    """Why a shared engine cannot be loaded again from the component's fields, or None if it can."""
+    loaded = engine.loaded_as
+    if loaded is None:
+        return "it was not loaded by MiniReranker.from_pretrained"
+    extra = sorted(set(loaded) - _REBUILT_OPTIONS)
+    if extra:
+        return f"it was loaded with {', '.join(extra)}, which the component's fields do not carry"
+    return None
+
+
+def refuse_unrebuildable(component: str, problem: str | None) -> None:
+    """Raise instead of serializing a component whose dict would load another engine."""
+    if problem is not None:
+        raise ValueError(
+            f"{component} shares an engine that cannot be rebuilt from its settings ({problem}); its dict would "
+            "load a different model. Serialize a component that loads its model by name, or rebuild the engine "
+            "in code"
+        )
 
 
 def _shared_fields(

@@ -26,7 +26,7 @@ from minirerank_integrations import (
 )
 
 from ._convert import ImageFetcher, node_to_candidate, query_to_engine
-from ._engine import DEFAULT_MODEL, ModelLike, PresetName, resolve_engine
+from ._engine import DEFAULT_MODEL, ModelLike, PresetName, rebuild_problem, refuse_unrebuildable, resolve_engine
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -98,6 +98,7 @@ class MiniRerank(BaseNodePostprocessor):
     )
 
     _engine: MiniReranker = PrivateAttr()
+    _rebuild_problem: str | None = PrivateAttr(default=None)  # why to_dict would not describe the shared engine
 
     def __init__(
         self,
@@ -129,10 +130,17 @@ class MiniRerank(BaseNodePostprocessor):
             **kwargs,
         )
         self._engine = engine
+        self._rebuild_problem = rebuild_problem(engine) if isinstance(model, MiniReranker) else None
 
     @classmethod
     def class_name(cls) -> str:
         return "MiniRerank"
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings as a dict (``from_dict`` loads the same engine); ``ValueError`` for a shared engine that
+        its settings cannot rebuild (a custom embedder, cache directory or store, or one built directly)."""
+        refuse_unrebuildable("MiniRerank", self._rebuild_problem)
+        return super().to_dict(**kwargs)
 
     @property
     def engine(self) -> MiniReranker:
