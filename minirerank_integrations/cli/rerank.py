@@ -43,8 +43,6 @@ def _rerank(args: argparse.Namespace) -> int:
 
     if not args.text and not args.image:
         return fail("no candidates: give at least one --text or --image")
-    if not args.query.strip() and not args.query_image:
-        return fail("no query: give --query TEXT or --query-image PATH")
     try:
         candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
         candidates += [Candidate(images=[p], id=p) for p in args.image]
