@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from minirerank_integrations import MiniReranker
 from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
 
@@ -46,7 +46,7 @@ def test_a_moved_reader_image_scores_the_node_on_its_text(
 ) -> None:
     moved = TextNode(text="a red circle", id_="moved", metadata={"file_path": str(tmp_path / "gone.png")})
     plain = TextNode(text="a red circle", id_="plain")
-    rerank = MiniRerank(model=engine, top_n=None)
+    rerank = MiniRerank(model=engine, top_n=None, metadata_mode=MetadataMode.NONE)  # the text alone
     with caplog.at_level(logging.WARNING):
         scores = _scores(rerank, [NodeWithScore(node=moved), NodeWithScore(node=plain)], "red")
     assert set(scores) == {"moved", "plain"} and scores["moved"] == pytest.approx(scores["plain"], abs=1e-6)
