@@ -282,7 +282,9 @@ def _filled_store(directory: Path) -> PrefixEntry:
     entry = PrefixEntry(keys=torch.randn(1, 2, 300, 16), values=torch.randn(1, 2, 300, 16), length=300, next_position=3)
     with DiskPrefixStore(directory) as store:  # 300 tokens: the blob lives in a value file
         store.put("big", entry)
-        store.put("small", PrefixEntry(keys=torch.ones(1, 1, 2, 4), values=torch.ones(1, 1, 2, 4), length=2, next_position=2))
+        store.put(
+            "small", PrefixEntry(keys=torch.ones(1, 1, 2, 4), values=torch.ones(1, 1, 2, 4), length=2, next_position=2)
+        )
     return entry
 
 
@@ -391,7 +393,9 @@ def test_cli_errors_are_one_line(tiny4_path, tmp_path, capsys):
         (("demo", "--query", ""), "--query"),
     ]
     if not torch.cuda.is_available():
-        cases.append((("rerank", "--model", str(tiny4_path), "--query", "x", "--text", "a", "--device", "cuda"), "CUDA"))
+        cases.append(
+            (("rerank", "--model", str(tiny4_path), "--query", "x", "--text", "a", "--device", "cuda"), "CUDA")
+        )
     for argv, needle in cases:
         status, err = run(*argv)
         assert status == 2 and needle in err, (argv, err)

@@ -177,7 +177,9 @@ def test_lossy_modes_refuse_values_they_cannot_hold() -> None:
 
 def test_int8_blob_is_smaller() -> None:
     entry = make_entry(shape=(2, 4, 64, 64))
-    assert len(encode_entry(entry, key="k", storage="int8")) < 0.3 * len(encode_entry(entry, key="k", storage="float32"))
+    assert len(encode_entry(entry, key="k", storage="int8")) < 0.3 * len(
+        encode_entry(entry, key="k", storage="float32")
+    )
 
 
 # -- bad entries on encode ---------------------------------------------------------------------------------

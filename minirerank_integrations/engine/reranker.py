@@ -333,9 +333,7 @@ class MiniReranker:
             images.append(self.backbone.prepared_image(image, image_digest(image)))
         pads = sum(im.num_tokens + 2 for im in images)  # + vision_start and vision_end
         if pads > cfg.max_length:
-            raise InputError(
-                f"{what}'s {len(images)} images need {pads} tokens, more than max_length {cfg.max_length}"
-            )
+            raise InputError(f"{what}'s {len(images)} images need {pads} tokens, more than max_length {cfg.max_length}")
         return SideContent(item.text, tuple(images))
 
     def _prepare_pairs(
@@ -425,9 +423,7 @@ class MiniReranker:
         while len(self._importance) > 4096:
             self._importance.popitem(last=False)
 
-    def _states(
-        self, segment: Segment, cache: dict | None = None, cfg: RerankConfig | None = None
-    ) -> SegmentStates:
+    def _states(self, segment: Segment, cache: dict | None = None, cfg: RerankConfig | None = None) -> SegmentStates:
         """Embed a segment (encoding its images) and drop pruned visual tokens."""
         cfg = cfg or self._config
         cache = {} if cache is None else cache
@@ -491,15 +487,15 @@ class MiniReranker:
             return self._fast_logits(segments, cache, cfg)  # type: ignore[arg-type]
         prefixes = [self._states(p, cache, cfg) for p, _ in segments]
         suffixes = [
-            self._states(s, cache, cfg).shifted(p.next_position) if s is not None else p.select(torch.zeros_like(p.visual))
+            self._states(s, cache, cfg).shifted(p.next_position)
+            if s is not None
+            else p.select(torch.zeros_like(p.visual))
             for p, (_, s) in zip(prefixes, segments)
         ]
         head, prefixes = cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
         return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
 
-    def _fast_logits(
-        self, segments: list[tuple[Segment, Segment]], cache: dict, cfg: RerankConfig
-    ) -> torch.Tensor:
+    def _fast_logits(self, segments: list[tuple[Segment, Segment]], cache: dict, cfg: RerankConfig) -> torch.Tensor:
         """The serving computation of :meth:`_score_sides`, batched and differentiable, without the store."""
         b = self.backbone
         distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])

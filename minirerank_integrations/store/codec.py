@@ -56,7 +56,6 @@ CODEC_VERSION = 2  # 2: the header binds the key; bump on any change to the layo
 Storage = Literal["float32", "float16", "bfloat16", "int8"]
 
 
-
 class UnstorableEntry(CacheError):
     """A well-formed entry whose values the storage precision cannot hold (float16 or bfloat16 overflow, NaN or
     inf for int8). A backend does not store it, and the rerank that computed it goes on."""

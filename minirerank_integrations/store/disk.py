@@ -509,9 +509,7 @@ class DiskPrefixStore(PrefixStore):
         if _identity(self.directory) == self._identity and os.path.exists(os.path.join(self.directory, _DATABASE)):
             return
         with self._reopen_lock:  # not self._lock: opening takes that one to refresh the counters
-            if _identity(self.directory) == self._identity and os.path.exists(
-                os.path.join(self.directory, _DATABASE)
-            ):
+            if _identity(self.directory) == self._identity and os.path.exists(os.path.join(self.directory, _DATABASE)):
                 return
             old, self._cache, self._identity = self._cache, None, None
             if self._reader is not None:

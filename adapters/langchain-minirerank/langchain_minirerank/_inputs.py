@@ -16,6 +16,7 @@ from langchain_core.documents import Document
 from minirerank_integrations import Candidate, Query
 from minirerank_integrations.engine.images import is_image_string  # the one rule: which strings are images
 
+
 @dataclass(frozen=True)
 class ImageKeys:
     """Which ``Document.metadata`` keys carry an image, and how their values are read."""

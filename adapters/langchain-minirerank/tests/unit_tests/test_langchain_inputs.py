@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 from minirerank_integrations import Query
-from PIL import Image
-
 from minirerank_integrations.engine.images import has_image_header, is_image_string
+from PIL import Image
 
 from langchain_minirerank._inputs import (
     ImageKeys,
