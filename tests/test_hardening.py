@@ -431,3 +431,17 @@ def test_warnings_do_not_break_a_call(tiny4_path, tmp_path):
         warnings.simplefilter("error")  # nothing above warns on a healthy store
         engine = MiniReranker.from_pretrained(tiny4_path, config=A, cache_dir=tmp_path / "store")
         assert len(engine.rerank(QUERY, docs())) == 3
+
+
+def test_a_store_whose_writes_fail_still_serves_its_entries(tmp_path):
+    # A full disk fails the access-time update a read does; a writer holding the lock fails it the same way.
+    directory = tmp_path / "store"
+    entry = _filled_store(directory)
+    store = DiskPrefixStore(directory, timeout=0.2)
+    with closing(sqlite3.connect(directory / "cache.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock; WAL readers can still read
+        got = store.get("big")
+        writer.execute("ROLLBACK")
+    assert got is not None and torch.equal(got.values, entry.values)
+    assert store.stats.hits == 1 and store.stats.rejected == 0
+    store.close()
