@@ -295,3 +295,14 @@ def test_open_store_picks_the_backend_from_the_url(tmp_path):
         open_store("redis://127.0.0.1:6379/0", size_limit=10)
     with pytest.raises(ConfigError, match="not both"):
         MiniReranker.from_pretrained(cache_dir=tmp_path / "x", cache_url="redis://127.0.0.1:1/0")
+
+
+def test_an_entry_the_precision_cannot_hold_is_served_not_stored(redis_server):
+    import torch
+
+    store = RedisPrefixStore(redis_server.url, storage="float16")
+    keys = torch.full((1, 2, 3, 4), 1e6)  # beyond float16's range
+    entry = PrefixEntry(keys=keys, values=keys.clone(), length=3, next_position=3)
+    with pytest.warns(RuntimeWarning, match="cannot be stored as float16"):
+        store.put("a" * 64, entry)
+    assert (store.stats.writes, store.stats.write_failures, len(store)) == (0, 1, 0)

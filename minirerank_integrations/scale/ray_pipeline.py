@@ -126,7 +126,7 @@ def precache_on_ray(
             _PrecacheWorker,
             fn_constructor_kwargs={"model": str(model), "load_options": load_options},
             batch_size=batch_size,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
             num_gpus=gpus_per_worker,
             batch_format="numpy",

@@ -108,6 +108,7 @@ class RedisPrefixStore(PrefixStore):
         self._backoff_s = retry_min_s
         self._down_until: float | None = None  # monotonic time before which the server is not tried
         self._outage_warned = False
+        self._unstorable_warned = False
 
     # -- PrefixStore ---------------------------------------------------------------------------------
 
@@ -147,7 +148,20 @@ class RedisPrefixStore(PrefixStore):
 
     def put(self, key: str, entry: PrefixEntry) -> None:
         _check_key(key)
-        data = _codec.encode_entry(entry, storage=self.storage)
+        try:
+            data = _codec.encode_entry(entry, storage=self.storage)
+        except CacheError as error:  # values the storage precision cannot hold: served, not stored
+            with self._lock:
+                self._stats.write_failures += 1
+                first, self._unstorable_warned = not self._unstorable_warned, True
+            if first:
+                warnings.warn(
+                    f"prefix store {redacted(self.url)}: an entry cannot be stored as {self.storage} ({error}); "
+                    "such entries are computed per call instead. Further ones are not warned about.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return
         ttl_ms = None if self.ttl is None else max(1, round(self.ttl * 1000))
         stored = self._call(lambda: self._client.set(self._prefix + key, data, px=ttl_ms), what="writing a prefix")
         with self._lock:
