@@ -17,6 +17,7 @@ from redis_server import free_port
 
 from minirerank_integrations import Candidate, ConfigError, MiniReranker, Query
 from minirerank_integrations.store import (
+    CODEC_VERSION,
     MemoryPrefixStore,
     PrefixEntry,
     PrefixStore,
@@ -221,6 +222,11 @@ def test_damaged_truncated_foreign_and_pickled_values_are_dropped_and_recomputed
     assert (fresh.counters.prefix_hits, fresh.store.stats.rejected) == (len(docs), 0)  # replaced by good ones
 
 
+@pytest.mark.xfail(
+    CODEC_VERSION < 2,
+    reason="codec version 1 does not bind a blob to its key, so a swapped value decodes; version 2 does",
+    strict=True,
+)
 def test_values_swapped_between_keys_are_refused(redis_server, tiny4_path):
     docs = documents(4)
     expected = uncached(tiny4_path, docs)
