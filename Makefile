@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: demo test results clean
+.PHONY: demo test results clean redis-server
 
 $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 	python3 -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 demo: $(VENV)/.installed
 	$(VENV)/bin/minirerank demo
 
-test: $(VENV)/.installed
+# The Redis tests start a real redis-server on loopback: the system package, installed once (CI runs as root).
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+test: $(VENV)/.installed redis-server
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)

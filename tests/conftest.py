@@ -34,3 +34,15 @@ def reranker(tiny4_path) -> MiniReranker:
 def images() -> list[Image.Image]:
     """Three different sizes: 64x64, 96x64, 128x96."""
     return [drawn_image(64, 64, 1), drawn_image(96, 64, 2), drawn_image(128, 96, 3)]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on 127.0.0.1 and a free port, stopped after the test."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

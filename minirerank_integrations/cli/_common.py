@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 EXIT_OK = 0
 EXIT_DROPPED = 1  # `cache verify` removed entries
+EXIT_FAILED = 1  # `precache` could not store some documents (each is listed with its reason)
 EXIT_USAGE = 2  # same status argparse uses for bad arguments
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]

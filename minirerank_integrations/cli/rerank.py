@@ -28,7 +28,9 @@ def add_commands(commands: Subparsers) -> None:
         help="the preset; default: the configuration saved with the checkpoint, else paper",
     )
     rerank.add_argument("--top-n", type=int, default=None)
-    rerank.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
+    store = rerank.add_mutually_exclusive_group()
+    store.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
+    store.add_argument("--cache-url", default=None, help="a shared Redis prefix store, redis://host:6379/0")
     rerank.add_argument("--device", default="cpu")
     rerank.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     rerank.set_defaults(handler=_rerank)
@@ -47,7 +49,12 @@ def _rerank(args: argparse.Namespace) -> int:
         candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
         candidates += [Candidate(images=[p], id=p) for p in args.image]
         reranker = MiniReranker.from_pretrained(
-            args.model, config=args.config, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir
+            args.model,
+            config=args.config,
+            device=args.device,
+            dtype=args.dtype,
+            cache_dir=args.cache_dir,
+            cache_url=args.cache_url,
         )
         results = reranker.rerank(Query(text=args.query, images=args.query_image), candidates, top_n=args.top_n)
     except MiniRerankError as exc:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL, demo_checkpoint
 from ..errors import CandidateError, ConfigError, ImageLoadError, InputError, MiniRerankError
-from ..store import DiskPrefixStore, MemoryPrefixStore, PrefixEntry, PrefixStore
+from ..store import DEFAULT_MEMORY_LIMIT, MemoryPrefixStore, PrefixEntry, PrefixStore, open_store
 from .config import PresetName, RerankConfig
 from .images import ImageFetcher, image_digest, prepare_image
 from .inputs import (
@@ -113,6 +113,11 @@ class MiniReranker:
         cache_dir: str | Path | None = None,
         cache_size_limit: int | None = None,
         cache_storage: Literal["float32", "float16", "bfloat16", "int8"] = "float32",
+        cache_url: str | None = None,
+        cache_namespace: str = "minirerank",
+        cache_ttl: float | None = None,
+        cache_memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        cache_local_dir: str | Path | None = None,
         embedder: str | Path | Backbone | None = None,
         image_fetcher: ImageFetcher | None = None,
     ) -> MiniReranker:
@@ -128,9 +133,17 @@ class MiniReranker:
                 holds one (``minirerank_config.json``, as the demo's adapted variant does), else ``"paper"``.
             device, dtype: where and how the weights live; scores are computed in float32 regardless.
             cache_dir: a directory for the persistent prefix store; None keeps prefixes in memory.
-            cache_size_limit: bytes the prefix store may hold.
-            cache_storage: precision of keys/values on disk; float16, bfloat16 and int8 trade a bounded
+            cache_size_limit: bytes the prefix store may hold (memory or directory; Redis uses its maxmemory).
+            cache_storage: precision of stored keys/values; float16, bfloat16 and int8 trade a bounded
                 score deviation (see README) for a half or a quarter of the bytes.
+            cache_url: a Redis or Valkey server shared by processes and hosts (``redis://host:6379/0``,
+                ``rediss://`` for TLS; a password in the URL or in ``$MINIRERANK_REDIS_PASSWORD``), instead
+                of ``cache_dir``. When it cannot be reached, reranking goes on without it (one warning).
+            cache_namespace: prefix of the Redis keys, so that several deployments share one server.
+            cache_ttl: seconds a Redis entry lives after it is written; None: until Redis evicts it.
+            cache_memory_limit: bytes of decoded entries kept in memory in front of a directory or Redis
+                (hot prefixes are then neither fetched nor decoded per query); 0: none.
+            cache_local_dir: a local directory in front of Redis (a second tier, per host).
             embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
             image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
         """
@@ -165,12 +178,20 @@ class MiniReranker:
         backbone = load_backbone(name_or_path, device=device, dtype=dtype)
         if isinstance(embedder, (str, Path)):
             embedder = load_backbone(embedder, device=device, dtype=dtype)
-        store: PrefixStore
-        if cache_dir is not None:
-            kwargs = {} if cache_size_limit is None else {"size_limit": cache_size_limit}
-            store = DiskPrefixStore(Path(cache_dir).expanduser(), storage=cache_storage, **kwargs)
-        else:
-            store = MemoryPrefixStore(**({} if cache_size_limit is None else {"size_limit": cache_size_limit}))
+        if cache_dir is not None and cache_url is not None:
+            raise ConfigError(
+                f"pass cache_dir ({cache_dir!r}) or cache_url, not both; "
+                "use cache_local_dir for a local directory in front of Redis"
+            )
+        store = open_store(
+            cache_url if cache_url is not None else cache_dir,
+            storage=cache_storage,
+            size_limit=cache_size_limit,
+            memory_limit=cache_memory_limit,
+            local_dir=cache_local_dir,
+            namespace=cache_namespace,
+            ttl=cache_ttl,
+        )
         reranker = cls(backbone, config, store=store, embedder=embedder, image_fetcher=image_fetcher)
         reranker.loaded_as = loaded_as
         return reranker
@@ -536,15 +557,18 @@ class MiniReranker:
                 scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
             return scores
 
-        # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once.
+        # Plan: each distinct prefix once (one store lookup for all of them, then compute the misses),
+        # each distinct suffix's pre-band once.
+        segments = [self._vision_first(q, d, cfg=cfg) for q, d in pairs]
+        keys = [self._prefix_key(prefix, cfg) for prefix, _ in segments]
+        distinct = list(dict.fromkeys(keys))
+        found = dict(zip(distinct, self.store.get_many(distinct)))  # one round trip on a networked store
         plans = []
         entries: dict[str, PrefixEntry] = {}
         suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
-        for q, d in pairs:
-            prefix, suffix = self._vision_first(q, d, cfg=cfg)
-            key = self._prefix_key(prefix, cfg)
+        for (prefix, suffix), key in zip(segments, keys):
             if key not in entries:
-                entry = self.store.get(key)
+                entry = found[key]
                 if entry is None:
                     entry = self._compute_prefix(prefix, cache, cfg)
                     self.store.put(key, entry)

@@ -373,6 +373,7 @@ class DiskPrefixStore(PrefixStore):
         disk.take_stored()
         with self._lock:
             self._stats.writes += 1
+            self._stats.bytes_written += len(data)
         try:
             evicted = self._evict(cache, keep=key)
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:

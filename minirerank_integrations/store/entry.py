@@ -7,6 +7,7 @@ of the band layers for the kept tokens, and the M-RoPE index at which the suffix
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +36,9 @@ class StoreStats:
     evictions: int = 0
     rejected: int = 0  # entries found unreadable (bad header, checksum, shape) and dropped
     bytes: int = 0  # bytes currently held
-    write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors)
+    write_failures: int = 0  # puts that could not be persisted (read-only or full disk, SQLite errors, Redis down)
     unstorable: int = 0  # entries the storage precision cannot hold faithfully (float16 overflow): not stored
+    bytes_written: int = 0  # encoded bytes of the entries this store accepted since it was opened
 
 
 class PrefixStore(ABC):
@@ -51,6 +53,14 @@ class PrefixStore(ABC):
     @abstractmethod
     def put(self, key: str, entry: PrefixEntry) -> None:
         """Store ``entry`` under ``key``; failures to persist are reported as warnings, not raised."""
+
+    def get_many(self, keys: Sequence[str]) -> list[PrefixEntry | None]:
+        """The entries for ``keys``, in order (None for each miss).
+
+        One lookup per key here; a networked backend overrides it to fetch every key in one round trip,
+        which is how the engine asks for all the prefixes of a rerank call.
+        """
+        return [self.get(key) for key in keys]
 
     @abstractmethod
     def __contains__(self, key: object) -> bool: ...

@@ -38,6 +38,7 @@ class MemoryPrefixStore(PrefixStore):
             self._entries[key] = entry
             self.stats.bytes += entry.nbytes()
             self.stats.writes += 1
+            self.stats.bytes_written += entry.nbytes()
             while self.stats.bytes > self.size_limit and len(self._entries) > 1:
                 _, evicted = self._entries.popitem(last=False)
                 self.stats.bytes -= evicted.nbytes()

@@ -15,7 +15,7 @@ from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict b
 from ._inputs import ImageKeys, candidate_from_document, query_from_text
 
 # Options that only shape how a model is loaded; a shared ``MiniReranker`` was configured by its owner.
-_LOAD_OPTIONS = ("config", "cache_dir", "device", "dtype", "batch_size")
+_LOAD_OPTIONS = ("config", "cache_dir", "cache_url", "device", "dtype", "batch_size")
 
 
 class RerankInput(TypedDict):
@@ -82,6 +82,11 @@ class MiniRerankCompressor(BaseDocumentCompressor):
     cache_dir: str | Path | None = Field(
         None, description="Directory of the persistent prefix store, used when loading; None: in memory."
     )
+    cache_url: str | None = Field(
+        None,
+        description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
+        "URL or $MINIRERANK_REDIS_PASSWORD), used when loading, instead of cache_dir.",
+    )
     device: str | None = Field(None, description="Where the model runs, used when loading; None: 'cpu'.")
     dtype: str | None = Field(None, description="Weight dtype, used when loading; None: 'float32'.")
     batch_size: int | None = Field(
@@ -135,6 +140,7 @@ class MiniRerankCompressor(BaseDocumentCompressor):
             device=self.device or "cpu",
             dtype=self.dtype or "float32",
             cache_dir=self.cache_dir,
+            cache_url=self.cache_url,
             image_fetcher=self.image_fetcher,
         )
         if self.batch_size is not None:

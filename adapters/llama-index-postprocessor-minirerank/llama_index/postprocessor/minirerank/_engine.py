@@ -24,18 +24,19 @@ def resolve_engine(
     device: str | None,
     dtype: str | None,
     cache_dir: str | os.PathLike | None,
+    cache_url: str | None = None,
 ) -> tuple[MiniReranker, dict[str, Any]]:
     """Load ``model`` by name, or share it if it is already a ``MiniReranker``.
 
     Returns the engine and the values the component records in its fields (what ``to_dict`` writes), so
     that ``from_dict`` loads the same model with the same settings.
 
-    The loading options (``device``, ``dtype``, ``cache_dir``) belong to whoever loads the model, and the
+    The loading options (``device``, ``dtype``, ``cache_dir``, ``cache_url``) belong to whoever loads the model, and the
     configuration to the engine: a shared engine is never reconfigured behind the back of the other
     components that use it, so a conflicting value raises ``ValueError`` instead.
     """
     if isinstance(model, MiniReranker):
-        return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir)
+        return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir, cache_url)
     name = os.fspath(model)
     device = device or infer_torch_device()
     kwargs: dict[str, Any] = {"config": config, "device": device}  # None: the checkpoint's own, else "paper"
@@ -43,6 +44,8 @@ def resolve_engine(
         kwargs["dtype"] = dtype
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
+    if cache_url is not None:
+        kwargs["cache_url"] = cache_url
     engine = MiniReranker.from_pretrained(name, **kwargs)
     if batch_size is not None and batch_size != engine.config.batch_size:
         engine.config = _with_batch_size(engine.config, batch_size)
@@ -53,6 +56,7 @@ def resolve_engine(
         "device": device,
         "dtype": _dtype_name(engine),
         "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+        "cache_url": cache_url,
     }
     return engine, fields
 
@@ -95,6 +99,7 @@ def _shared_fields(
     device: str | None,
     dtype: str | None,
     cache_dir: str | os.PathLike | None,
+    cache_url: str | None = None,
 ) -> dict[str, Any]:
     current = engine.config
     if config is not None or batch_size is not None:
@@ -126,6 +131,11 @@ def _shared_fields(
             f"cache_dir={os.fspath(cache_dir)!r} applies only when the model is loaded by name; pass it to "
             "MiniReranker.from_pretrained(..., cache_dir=...) when you load the engine you share"
         )
+    if cache_url is not None:
+        raise ValueError(
+            "cache_url applies only when the model is loaded by name; pass it to "
+            "MiniReranker.from_pretrained(..., cache_url=...) when you load the engine you share"
+        )
     return {
         "model": model_name(engine),
         "config": current,
@@ -133,6 +143,7 @@ def _shared_fields(
         "device": str(loaded_on),
         "dtype": _dtype_name(engine),
         "cache_dir": None,
+        "cache_url": None,
     }
 
 

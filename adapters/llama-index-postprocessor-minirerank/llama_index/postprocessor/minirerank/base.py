@@ -72,6 +72,11 @@ class MiniRerank(BaseNodePostprocessor):
         default=None,
         description="Directory of the engine's persistent prefix store (None: in memory). Loading only.",
     )
+    cache_url: str | None = Field(
+        default=None,
+        description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
+        "URL or $MINIRERANK_REDIS_PASSWORD), instead of cache_dir. Loading only.",
+    )
     device: str | None = Field(
         default=None, description="Torch device of the model (None: cuda, mps or cpu, whichever is present)."
     )
@@ -106,6 +111,7 @@ class MiniRerank(BaseNodePostprocessor):
         top_n: int | None = 5,
         config: RerankConfig | PresetName | None = None,
         cache_dir: str | os.PathLike | None = None,
+        cache_url: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
@@ -118,7 +124,13 @@ class MiniRerank(BaseNodePostprocessor):
         if isinstance(config, dict):  # from_dict / from_json hand the config back as a plain dict
             config = RerankConfig.model_validate(config)
         engine, fields = resolve_engine(
-            model, config=config, batch_size=batch_size, device=device, dtype=dtype, cache_dir=cache_dir
+            model,
+            config=config,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            cache_dir=cache_dir,
+            cache_url=cache_url,
         )
         super().__init__(
             top_n=top_n,

@@ -43,6 +43,11 @@ class MiniRerankPrecache(TransformComponent):
     cache_dir: str | None = Field(
         default=None, description="Directory of the engine's persistent prefix store (None: in memory). Loading only."
     )
+    cache_url: str | None = Field(
+        default=None,
+        description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
+        "URL or $MINIRERANK_REDIS_PASSWORD), instead of cache_dir. Loading only.",
+    )
     device: str | None = Field(default=None, description="Torch device of the model (None: the best present).")
     dtype: str | None = Field(default=None, description="Weights dtype: float32, bfloat16 or float16.")
     batch_size: int | None = Field(
@@ -71,6 +76,7 @@ class MiniRerankPrecache(TransformComponent):
         model: ModelLike | MiniRerank = DEFAULT_MODEL,
         config: RerankConfig | PresetName | None = None,
         cache_dir: str | os.PathLike | None = None,
+        cache_url: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
@@ -88,7 +94,13 @@ class MiniRerankPrecache(TransformComponent):
         if isinstance(config, dict):
             config = RerankConfig.model_validate(config)
         engine, fields = resolve_engine(
-            model, config=config, batch_size=batch_size, device=device, dtype=dtype, cache_dir=cache_dir
+            model,
+            config=config,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            cache_dir=cache_dir,
+            cache_url=cache_url,
         )
         super().__init__(
             metadata_mode=MetadataMode.EMBED if metadata_mode is None else metadata_mode,

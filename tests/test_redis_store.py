@@ -1,0 +1,308 @@
+"""The Redis prefix store against a real redis-server on loopback: sharing, faults, eviction, hostile values."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from pictures import drawn_image
+from redis_server import free_port
+
+from minirerank_integrations import Candidate, ConfigError, MiniReranker, Query
+from minirerank_integrations.store import (
+    MemoryPrefixStore,
+    PrefixEntry,
+    PrefixStore,
+    RedisPrefixStore,
+    TieredPrefixStore,
+    open_store,
+)
+
+QUERY = Query(text="a red circle on the left")
+
+
+def documents(n: int = 4, offset: int = 0) -> list[Candidate]:
+    sizes = [(64, 64), (96, 64), (128, 96), (64, 128)]
+    return [
+        Candidate(images=[drawn_image(*sizes[i % 4], seed=300 + offset + i)], id=f"d{offset + i}") for i in range(n)
+    ] + [Candidate(text=f"text document {offset}")]
+
+
+def uncached(model: Path, docs: list[Candidate]) -> list[float]:
+    return MiniReranker.from_pretrained(model, config="paper").score([(QUERY, d) for d in docs])
+
+
+def stored_names(server) -> list[bytes]:
+    return sorted(server.client().scan_iter(match="minirerank:prefix:*"))
+
+
+def test_put_get_many_namespaces_and_ttl(redis_server, tiny4_path):
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    engine.precache(documents(2), progress=False)
+    entries = dict(engine.store._entries)  # the memory store's computed entries
+    a = RedisPrefixStore(redis_server.url, namespace="model-a", ttl=60)
+    b = RedisPrefixStore(redis_server.url, namespace="model-b")
+    keys = list(entries)
+    for key in keys:
+        a.put(key, entries[key])
+    got = a.get_many([*keys, "0" * 64])
+    assert got[-1] is None
+    for key, entry in zip(keys, got):
+        assert entry is not None and entry.length == entries[key].length
+        assert bool((entry.keys == entries[key].keys).all()) and bool((entry.values == entries[key].values).all())
+    assert b.get_many(keys) == [None] * len(keys)  # another namespace sees none of them
+    assert len(a) == len(keys) and len(b) == 0
+    ttl_ms = redis_server.client().pttl(f"model-a:prefix:{keys[0]}")
+    assert 0 < ttl_ms <= 60_000
+    assert (a.stats.hits, a.stats.misses, a.stats.writes) == (len(keys), 1, len(keys))
+    assert a.clear() == len(keys) and len(a) == 0
+
+
+def test_one_round_trip_fetches_every_prefix_of_a_call(redis_server, tiny4_path):
+    docs = documents(4)
+    writer = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    writer.score([(QUERY, d) for d in docs])
+    reader = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    client = redis_server.client()
+    client.config_resetstat()
+    reader.score([(QUERY, d) for d in docs])
+    stats = client.info("commandstats")
+    # One pipeline of GETs (one per document) and no other read: the call found everything in one trip.
+    assert stats["cmdstat_get"]["calls"] == len(docs)
+    assert "cmdstat_exists" not in stats and "cmdstat_set" not in stats
+    assert reader.counters.prefix_hits == len(docs)
+    assert client.info("stats")["total_connections_received"] == 1  # the reader's one connection
+    reader.counters.reset()
+    client.config_resetstat()
+    reader.score([(QUERY, d) for d in docs])  # now served by the memory tier: no network at all
+    assert "cmdstat_get" not in client.info("commandstats")
+    assert reader.counters.prefix_hits == len(docs)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_redis_store import QUERY, documents
+    from minirerank_integrations import MiniReranker
+    reranker = MiniReranker.from_pretrained({model!r}, config="paper", cache_url={url!r})
+    scores = reranker.score([(QUERY, d) for d in documents({n})])
+    print(json.dumps({{"scores": scores, "hits": reranker.counters.prefix_hits,
+                      "computed": reranker.counters.prefix_computations}}))
+    """
+)
+
+
+def _in_child(model: Path, url: str, n: int) -> dict:
+    code = _CHILD.format(tests=str(Path(__file__).parent), model=str(model), url=url, n=n)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_processes_share_one_redis(redis_server, tiny4_path):
+    first = _in_child(tiny4_path, redis_server.url, 4)
+    assert (first["hits"], first["computed"]) == (0, 5)
+    second = _in_child(tiny4_path, redis_server.url, 4)
+    assert (second["hits"], second["computed"]) == (5, 0)
+    assert second["scores"] == pytest.approx(first["scores"], abs=1e-6)
+    assert second["scores"] == pytest.approx(uncached(tiny4_path, documents(4)), abs=1e-6)
+
+
+def test_redis_down_at_start_reranks_without_it_with_one_warning(tiny4_path):
+    docs = documents(3)
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=url, cache_memory_limit=0)
+        first = reranker.score([(QUERY, d) for d in docs])
+        second = reranker.score([(QUERY, d) for d in docs])
+    down = [w for w in caught if issubclass(w.category, RuntimeWarning) and "cannot be reached" in str(w.message)]
+    assert len(down) == 1, [str(w.message) for w in caught]
+    assert first == pytest.approx(uncached(tiny4_path, docs), abs=1e-6) and second == pytest.approx(first, abs=1e-6)
+    assert reranker.counters.prefix_computations == 2 * len(docs)
+    assert reranker.store.stats.write_failures == 2 * len(docs)
+
+
+class _KillAfterPuts(PrefixStore):
+    """The real store, with the server killed after ``after`` writes: a crash in the middle of a call."""
+
+    def __init__(self, store: PrefixStore, server, after: int) -> None:
+        self.store, self.server, self.after = store, server, after
+
+    @property
+    def stats(self):  # type: ignore[override]
+        return self.store.stats
+
+    def get(self, key: str) -> PrefixEntry | None:
+        return self.store.get(key)
+
+    def get_many(self, keys):
+        return self.store.get_many(keys)
+
+    def put(self, key: str, entry: PrefixEntry) -> None:
+        self.store.put(key, entry)
+        self.after -= 1
+        if self.after == 0:
+            self.server.kill()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.store
+
+
+def test_redis_killed_mid_rerank_and_restarted(redis_server, tiny4_path):
+    docs = documents(4)
+    expected = uncached(tiny4_path, docs)
+    redis_store = RedisPrefixStore(redis_server.url, retry_min_s=0.05, retry_max_s=0.2)
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    reranker.store = _KillAfterPuts(redis_store, redis_server, after=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        during = reranker.rerank(QUERY, docs)  # the server dies after the second of five writes
+        after = reranker.rerank(QUERY, docs)  # the next call's fetch fails too: all recomputed
+    assert [r.score for r in sorted(during, key=lambda r: r.index)] == pytest.approx(expected, abs=1e-6)
+    assert [r.score for r in sorted(after, key=lambda r: r.index)] == pytest.approx(expected, abs=1e-6)
+    assert len([w for w in caught if "cannot be reached" in str(w.message)]) == 1
+    assert redis_store.stats.writes == 2 and redis_store.stats.write_failures >= 3
+    assert not redis_store.available
+
+    redis_server.start()  # same port, empty (no persistence)
+    time.sleep(0.25)  # past the longest backoff
+    reranker.counters.reset()
+    again = reranker.score([(QUERY, d) for d in docs])
+    assert again == pytest.approx(expected, abs=1e-6)
+    assert redis_store.available and len(redis_store) == len(docs)  # written again once it was back
+    fresh = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    assert fresh.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert fresh.counters.prefix_hits == len(docs)
+
+
+class _Planted:
+    """Unpickling this creates a marker file: proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_damaged_truncated_foreign_and_pickled_values_are_dropped_and_recomputed(redis_server, tiny4_path, tmp_path):
+    docs = documents(4)
+    expected = uncached(tiny4_path, docs)
+    writer = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    writer.score([(QUERY, d) for d in docs])
+    client = redis_server.client()
+    names = stored_names(redis_server)
+    assert len(names) == len(docs)
+    marker = tmp_path / "unpickled"
+    damaged = bytearray(client.get(names[0]))
+    damaged[len(damaged) // 2] ^= 0xFF
+    client.set(names[0], bytes(damaged))
+    client.set(names[1], client.get(names[1])[:-100])  # truncated
+    client.set(names[2], pickle.dumps(_Planted(marker)))
+    client.delete(names[3])
+    client.rpush(names[3], b"not a string")  # a foreign type under the key (WRONGTYPE for GET)
+
+    reader = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    assert reader.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert not marker.exists()
+    assert reader.store.stats.rejected == 4
+    assert reader.counters.prefix_computations == 4 and reader.counters.prefix_hits == 1
+    fresh = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    assert fresh.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert (fresh.counters.prefix_hits, fresh.store.stats.rejected) == (len(docs), 0)  # replaced by good ones
+
+
+def test_values_swapped_between_keys_are_refused(redis_server, tiny4_path):
+    docs = documents(4)
+    expected = uncached(tiny4_path, docs)
+    writer = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    writer.score([(QUERY, d) for d in docs])
+    client = redis_server.client()
+    first, second = stored_names(redis_server)[:2]
+    a, b = client.get(first), client.get(second)
+    client.set(first, b)
+    client.set(second, a)
+    reader = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    assert reader.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert reader.store.stats.rejected == 2
+
+
+def test_eviction_at_maxmemory_only_costs_recomputation(redis_server, tiny4_path):
+    docs = documents(8) + documents(8, offset=20)
+    expected = uncached(tiny4_path, docs)
+    client = redis_server.client()
+    baseline = client.info("memory")["used_memory"]
+    probe = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    probe.precache(docs, progress=False)
+    all_entries = client.info("memory")["used_memory"] - baseline  # what every entry takes on the server
+    client.flushall()
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + all_entries // 2)  # about half fit
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    for _ in range(2):
+        assert reranker.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    fresh = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=redis_server.url)
+    assert fresh.score([(QUERY, d) for d in docs]) == pytest.approx(expected, abs=1e-6)
+    assert client.info("stats")["evicted_keys"] > 0
+    assert 0 < len(fresh.store) < len(docs)
+    assert fresh.counters.prefix_hits + fresh.counters.prefix_computations == len(docs)
+    assert fresh.counters.prefix_computations > 0
+
+
+def test_password_from_the_url_or_the_environment(tmp_path, tiny4_path, monkeypatch):
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", password="s3cret-pw").start()
+    try:
+        docs = documents(1)
+        with_url = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=server.url)
+        with_url.score([(QUERY, d) for d in docs])
+        assert with_url.store.back.stats.writes == len(docs)
+        assert "s3cret-pw" not in repr(with_url.store)
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        monkeypatch.setenv("MINIRERANK_REDIS_PASSWORD", "s3cret-pw")
+        from_env = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=bare)
+        from_env.score([(QUERY, d) for d in docs])
+        assert from_env.counters.prefix_hits == len(docs)
+        monkeypatch.setenv("MINIRERANK_REDIS_PASSWORD", "wrong")
+        with pytest.warns(RuntimeWarning, match="cannot be reached"):
+            wrong = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_url=bare)
+            assert wrong.score([(QUERY, d) for d in docs]) == pytest.approx(with_url.score([(QUERY, d) for d in docs]))
+    finally:
+        server.stop()
+
+
+def test_open_store_picks_the_backend_from_the_url(tmp_path):
+    assert isinstance(open_store(None), MemoryPrefixStore)
+    on_disk = open_store(tmp_path / "dir")
+    assert isinstance(on_disk, TieredPrefixStore) and type(on_disk.back).__name__ == "DiskPrefixStore"
+    assert type(open_store(tmp_path / "bare", memory_limit=0)).__name__ == "DiskPrefixStore"
+    shared = open_store("rediss://:pw@cache.example:6380/2", local_dir=tmp_path / "local")
+    assert [type(t).__name__ for t in shared.tiers] == ["MemoryPrefixStore", "DiskPrefixStore", "RedisPrefixStore"]
+    assert "pw" not in repr(shared)
+    with pytest.raises(ConfigError, match="unknown URL scheme"):
+        open_store("s3://bucket/prefixes")
+    with pytest.raises(ConfigError, match="maxmemory"):
+        open_store("redis://127.0.0.1:6379/0", size_limit=10)
+    with pytest.raises(ConfigError, match="not both"):
+        MiniReranker.from_pretrained(cache_dir=tmp_path / "x", cache_url="redis://127.0.0.1:1/0")
+
+
+def test_an_entry_the_precision_cannot_hold_is_served_not_stored(redis_server):
+    import torch
+
+    store = RedisPrefixStore(redis_server.url, storage="float16")
+    keys = torch.full((1, 2, 3, 4), 1e6)  # beyond float16's range
+    entry = PrefixEntry(keys=keys, values=keys.clone(), length=3, next_position=3)
+    with pytest.warns(RuntimeWarning, match="cannot be stored as float16"):
+        store.put("a" * 64, entry)
+    assert (store.stats.writes, store.stats.unstorable, len(store)) == (0, 1, 0)

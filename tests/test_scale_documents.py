@@ -1,0 +1,81 @@
+"""Document lists read into candidates: files, folders, and JSONL in our, LlamaIndex's and LangChain's shapes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.load import dumpd
+from llama_index.core.schema import ImageNode, TextNode
+from pictures import drawn_image
+
+from minirerank_integrations import InputError
+from minirerank_integrations.scale import read_documents
+
+
+def test_files_folders_and_the_three_jsonl_shapes(tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for i in range(2):
+        drawn_image(48, 48, seed=i).save(pages / f"p{i}.png")
+    (pages / "note.txt").write_text("a text file", encoding="utf-8")
+    (pages / "ignored.csv").write_text("x", encoding="utf-8")
+    buffer = io.BytesIO()
+    drawn_image(32, 32, seed=9).save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    lines = [
+        {"id": "ours", "text": "caption", "image": "pages/p0.png"},  # relative to the JSONL's folder
+        ImageNode(image=encoded, text="", id_="llama-image").to_dict(),
+        TextNode(text="a llama text", id_="llama-text").to_dict(),
+        Document(page_content="a chain text", metadata={"image_path": str(pages / "p1.png")}, id="lc").model_dump(),
+        dumpd(Document(page_content="dumped", id="lc-dumpd")),
+    ]
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n", encoding="utf-8")
+
+    docs = read_documents([pages, dump])
+    assert [d.id for d in docs] == [
+        str(pages / "note.txt"),
+        str(pages / "p0.png"),
+        str(pages / "p1.png"),
+        "ours",
+        "llama-image",
+        "llama-text",
+        "lc",
+        "lc-dumpd",
+    ]
+    assert docs[0].text == "a text file" and docs[1].images == (str(pages / "p0.png"),)
+    assert docs[3].text == "caption" and docs[3].images == (str(tmp_path / "pages" / "p0.png"),)
+    assert docs[4].images == (encoded,) and docs[4].text is None
+    assert docs[5].text == "a llama text" and not docs[5].images
+    assert docs[6].text == "a chain text" and docs[6].images == (str(pages / "p1.png"),)
+    assert docs[7].text == "dumped"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"id": "a", "text": "ok"}\nnot json\n', r"dump.jsonl:2: not a JSON object"),
+        ('["a list"]\n', r"dump.jsonl:1: a document must be a JSON object"),
+        ('{"id": "a"}\n', r"dump.jsonl:1: the document has neither text nor images"),
+        ('{"txt": "typo"}\n', r"dump.jsonl:1: unknown fields \['txt'\]"),
+    ],
+)
+def test_bad_jsonl_names_the_file_and_line(tmp_path, content, message):
+    (tmp_path / "dump.jsonl").write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=message):
+        read_documents([tmp_path / "dump.jsonl"])
+
+
+def test_missing_paths_and_unknown_types_are_named(tmp_path):
+    with pytest.raises(InputError, match="nowhere: no such file or folder"):
+        read_documents([tmp_path / "nowhere"])
+    (tmp_path / "table.csv").write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match=r"table.csv: unknown document file type '.csv'"):
+        read_documents([tmp_path / "table.csv"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no image, text or JSONL files"):
+        read_documents([tmp_path / "empty"])
