@@ -9,13 +9,21 @@ from minirerank_integrations import ConfigError, MiniReranker, RerankConfig
 
 @pytest.mark.parametrize(
     ("depth", "exit_layer", "band"),
-    [(28, 16, (7, 11)), (36, 20, (9, 14)), (8, 4, (2, 3)), (4, 2, (1, 2))],
+    [(28, 16, (8, 16)), (36, 20, (10, 20)), (8, 4, (2, 4)), (4, 2, (1, 2))],
 )
 def test_paper_preset_scales_with_depth(depth, exit_layer, band):
+    """The paper's numbers: exit 16 of 28 (20 of 36), band [8, 16) ending at the exit, keep 0.5."""
     config = RerankConfig.preset("paper", depth)
     assert (config.format, config.exit_layer, config.band, config.keep_ratio) == ("vision_first", exit_layer, band, 0.5)
     assert config.exit_layer <= 0.6 * depth
-    assert band[1] - band[0] <= depth / 3
+    assert band[1] == exit_layer and band[1] - band[0] == exit_layer - exit_layer // 2
+
+
+@pytest.mark.parametrize(("depth", "band"), [(28, (7, 11)), (36, (9, 14)), (8, (2, 3))])
+def test_paper_narrow_keeps_the_exit_with_a_narrower_band(depth, band):
+    narrow, paper = RerankConfig.preset("paper-narrow", depth), RerankConfig.preset("paper", depth)
+    assert (narrow.exit_layer, narrow.band, narrow.keep_ratio) == (paper.exit_layer, band, paper.keep_ratio)
+    assert band[1] - band[0] < paper.band[1] - paper.band[0]
 
 
 def test_dense_preset_is_query_first_everything_on():
