@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minirerank_integrations import ConfigError, MiniReranker, RerankConfig
+from minirerank_integrations import Candidate, ConfigError, MiniReranker, Query, RerankConfig
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,16 @@ def test_invalid_fields_are_rejected(kwargs):
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ConfigError, match="dense"):
         RerankConfig.preset("fastest", 8)  # type: ignore[arg-type]
+
+
+def test_instruction_in_prefix_moves_the_instruction_into_the_cached_prefix(tiny4_path):
+    default = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    cached = MiniReranker(default.backbone, default.config.model_copy(update={"instruction_in_prefix": True}))
+    decode = default.backbone.tokenizer.decode
+    q, d = default._prepare(Query(text="a red circle"), "q"), default._prepare(Candidate(text="a page"), "d")
+    (p0, s0), (p1, s1) = default._vision_first(q, d), cached._vision_first(q, d)
+    instruction = default.config.instruction
+    assert instruction in decode(s0.input_ids) and instruction not in decode(p0.input_ids)
+    assert instruction in decode(p1.input_ids) and instruction not in decode(s1.input_ids)
+    assert decode(p1.input_ids).endswith("<Document>:a page") and decode(s1.input_ids).startswith("\n<Query>:")
+    assert len(s1.input_ids) < len(s0.input_ids)

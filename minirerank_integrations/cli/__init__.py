@@ -1,6 +1,6 @@
 """The ``minirerank`` command line: one module per command family.
 
-Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`) has an ``add_commands``
+Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`, :mod:`.bench`) has an ``add_commands``
 function that registers its subcommands and sets ``handler`` (a function from the parsed arguments to
 an exit status); :mod:`._common` holds the exit statuses and the one-line error convention.
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import cache, demo, evaluate, rerank
+from . import bench, cache, demo, evaluate, rerank
 from ._common import Handler
 
 __all__ = ["build_parser", "main"]
 
-_FAMILIES = (demo, rerank, evaluate, cache)
+_FAMILIES = (demo, rerank, evaluate, cache, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,10 @@ from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
 
 PresetName = Literal["dense", "paper", "paper-narrow"]
 
+#: Embedder layers that rank visual tokens by default: ingestion then runs the vision encoder, this many
+#: embedder layers and the prefix up to the band end (docs/bench: where ingestion time goes).
+GUIDE_LAYERS = 2
+
 
 class RerankConfig(BaseModel):
     """How pairs are scored. Fields left ``None`` are filled from the model's depth by :meth:`resolve`."""
@@ -45,8 +49,19 @@ class RerankConfig(BaseModel):
     pruning_guide: Literal["embedder", "random"] = Field(
         "embedder", description="How visual tokens are ranked for pruning (random is the ablation baseline)."
     )
+    pruning_guide_layers: int | None = Field(
+        GUIDE_LAYERS,
+        ge=1,
+        description="embedder guide only: the embedder layers whose last-token attention ranks visual tokens (the "
+        "first k; the rest never run); None: every layer (the full-depth guide).",
+    )
     pruning_seed: int = Field(0, description="Seed of the random guide (mixed with the image's digest).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="The <Instruct> text of the prompt.")
+    instruction_in_prefix: bool = Field(
+        False,
+        description="vision_first only, opt-in: the instruction precedes the visual side in the cached prefix, so "
+        "the per-pair suffix holds only the other side and the closing tokens (another prompt: measure retention).",
+    )
     min_pixels: int = Field(DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels.")
     max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")

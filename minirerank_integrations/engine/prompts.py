@@ -126,9 +126,14 @@ def vision_first_segments(
     *,
     max_length: int,
     special_ids: set[int],
+    instruction_in_prefix: bool = False,
 ) -> tuple[Segment, Segment]:
     """The vision-first prompt, split into the prefix (system + the visual side) and the suffix
     (instruction + the other side + generation prompt).
+
+    ``instruction_in_prefix``: the instruction ends the system turn's start instead (system, instruction, the
+    visual side | the other side, generation prompt): shared by every pair, it is cached with the prefix and
+    the per-pair suffix shrinks to the other side and the closing tokens.
 
     Each segment is tokenized and truncated on its own: the prefix must not depend on the suffix, or
     it could not be cached across queries.
@@ -144,8 +149,12 @@ def vision_first_segments(
     )
     f_text, f_images = render_side(first)
     s_text, s_images = render_side(second)
-    prefix_text = _system_and_user_start(RERANKER_SYSTEM) + first_label + f_text
-    suffix_text = f"\n<Instruct>: {instruction}{second_label}{s_text}" + _ASSISTANT_START
+    if instruction_in_prefix:
+        prefix_text = _system_and_user_start(RERANKER_SYSTEM) + f"<Instruct>: {instruction}\n" + first_label + f_text
+        suffix_text = "\n" + second_label.lstrip("\n") + s_text + _ASSISTANT_START
+    else:
+        prefix_text = _system_and_user_start(RERANKER_SYSTEM) + first_label + f_text
+        suffix_text = f"\n<Instruct>: {instruction}{second_label}{s_text}" + _ASSISTANT_START
     prefix = truncate_ids(_tokenize(tokenizer, prefix_text), max_length, special_ids, 0)
     suffix = truncate_ids(_tokenize(tokenizer, suffix_text), max_length, special_ids, CLOSING_TOKENS)
     return Segment(prefix, f_images), Segment(suffix, s_images)

@@ -47,7 +47,7 @@ from .pruning import embedder_importances, keep_mask, random_importance
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever what a prefix entry holds, or how it is computed, changes: old entries then miss.
-ENGINE_FORMAT_VERSION = 1
+ENGINE_FORMAT_VERSION = 2  # 2: SDPA attention, paper band [E // 2, E), guide layers in the key
 
 OnError = Literal["raise", "skip"]
 _QueryLike = str | Query
@@ -320,6 +320,7 @@ class MiniReranker:
             side or self._prefix_side(q, d),  # type: ignore[arg-type]
             max_length=cfg.max_length,
             special_ids=b.special_ids,
+            instruction_in_prefix=cfg.instruction_in_prefix,
         )
 
     def _features(self, backbone: Backbone, image: PreparedImage, cache: dict | None = None):
@@ -339,6 +340,7 @@ class MiniReranker:
             # The embedder's weight digest, not its identity: importances computed before its weights
             # changed (training, a merged adapter) must not be reused.
             cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint(),
+            cfg.pruning_guide_layers if cfg.pruning_guide == "embedder" else None,
             image.digest,
         )
 
@@ -360,7 +362,9 @@ class MiniReranker:
             values = [random_importance(image, cfg.pruning_seed) for image in missing]
         else:
             self.counters.embedder_passes += len(missing)
-            values = embedder_importances(self.embedder, missing, lambda bb, im: self._features(bb, im, cache))
+            values = embedder_importances(
+                self.embedder, missing, lambda bb, im: self._features(bb, im, cache), cfg.pruning_guide_layers
+            )
         for image, value in zip(missing, values):
             self._importance[self._importance_key(image)] = value
         while len(self._importance) > 4096:
@@ -390,6 +394,7 @@ class MiniReranker:
             "band": list(cfg.band or ()),
             "keep_ratio": cfg.keep_ratio,
             "guide": cfg.pruning_guide if pruned else None,
+            "guide_layers": cfg.pruning_guide_layers if pruned and cfg.pruning_guide == "embedder" else None,
             "guide_id": (cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint())
             if pruned
             else None,
@@ -471,35 +476,44 @@ class MiniReranker:
                 scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
             return scores
 
-        # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once.
+        # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once. Entries are
+        # fetched chunk by chunk and dropped after their last pair, so a query over many documents holds only
+        # the entries of the batch in flight.
         plans = []
-        entries: dict[str, PrefixEntry] = {}
         suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
+        prefixes: dict[str, Segment] = {}
         for q, d in pairs:
             prefix, suffix = self._vision_first(q, d)
             key = self._prefix_key(prefix)
-            if key not in entries:
-                entry = self.store.get(key)
-                if entry is None:
-                    entry = self._compute_prefix(prefix, cache)
-                    self.store.put(key, entry)
-                else:
-                    self.counters.prefix_hits += 1
-                entries[key] = entry
+            prefixes.setdefault(key, prefix)
             suffix_key = segment_key(suffix)
             if suffix_key not in suffixes:
                 states = self._states(suffix, cache)
                 self.counters.suffix_prebands += 1
                 suffixes[suffix_key] = (states, compute_suffix_preband(self.backbone, states, cfg.band[0]))
             plans.append((key, suffix_key))
+        last_use = {key: i for i, (key, _) in enumerate(plans)}
+        entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
         for start in range(0, len(plans), cfg.batch_size):
             chunk = plans[start : start + cfg.batch_size]
+            for key, _ in chunk:
+                if key not in entries:
+                    entry = self.store.get(key)
+                    if entry is None:
+                        entry = self._compute_prefix(prefixes[key], cache)
+                        self.store.put(key, entry)
+                    else:
+                        self.counters.prefix_hits += 1
+                    entries[key] = entry
             batch_entries = [entries[k] for k, _ in chunk]
             batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
             prebands = [suffixes[s][1] for _, s in chunk]
             self.counters.pair_passes += len(chunk)
             logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
             scores.extend(torch.sigmoid(logits).tolist())
+            for key in {k for k, _ in chunk}:
+                if last_use[key] < start + cfg.batch_size:
+                    del entries[key]
         return scores
 
 
