@@ -100,6 +100,9 @@ class BenchSettings:
     guide_layers: tuple[int | None, ...] = (1, 2, 4, None)  # ingestion stage options measured
     instruction_in_prefix: bool = True  # also time paper with the instruction moved into the prefix
     profile: bool = True
+    #: sizes where everything is measured (None: all); elsewhere only dense-official, ``paper`` and its stages
+    #: with the default guide (a CPU run's budget goes to the rows its targets read)
+    detail_sizes: tuple[int, ...] | None = None
     work_dir: str | None = None  # where the disk stores live (deleted after each method)
     seed: int = 0
 
@@ -285,6 +288,9 @@ class Bench:
         hidden = b.model.model(**inputs).last_hidden_state[:, -1]  # the model's final norm already applied
         return torch.sigmoid(hidden.float() @ b.score_vector().to(hidden.device))
 
+    def detailed(self, size: int) -> bool:
+        return self.s.detail_sizes is None or size in self.s.detail_sizes
+
     def dense_rows(self, workload: str, size: int, pairs: list[tuple[SideContent, SideContent]], n: int) -> None:
         timed = pairs[: self.s.dense_pairs]
         seconds, memory = self.timed(lambda: [self.official_scores([p]) for p in timed])
@@ -302,6 +308,8 @@ class Bench:
             peak_rss_bytes=memory.peak_rss,
             peak_gpu_bytes=memory.peak_gpu,
         )
+        if not self.detailed(size):
+            return
         batch = pairs[: self.s.dense_batch]
         seconds, memory = self.timed(lambda: self.official_scores(batch))
         self.add(
@@ -491,7 +499,8 @@ class Bench:
         seconds_vision, _ = self.timed(lambda: feats.setdefault("f", b.encode_images([image])[0]))
         row: dict[str, object] = {"image_size": size, "image_tokens": image.num_tokens, "vision_s": seconds_vision}
         importance = None
-        for layers in self.s.guide_layers:
+        default = RerankConfig().pruning_guide_layers
+        for layers in self.s.guide_layers if self.detailed(size) else (default,):
             out: list = []
             seconds, _ = self.timed(
                 lambda layers=layers, out=out: out.extend(
@@ -567,9 +576,9 @@ class Bench:
             pairs = [(self._side_of_query(), self._side(d)) for d in docs[: max(s.dense_pairs, s.dense_batch)]]
             self.dense_rows("text->image", size, pairs, max(s.warm_n))
             self.ingestion_stages(size, docs[-1])
-            for method in s.methods:
+            for method in s.methods if self.detailed(size) else [m for m in s.methods if m == "paper"]:
                 self.engine_rows(size, docs, method)
-            if s.instruction_in_prefix and "paper" in s.methods:
+            if s.instruction_in_prefix and "paper" in s.methods and self.detailed(size):
                 self.engine_rows(size, docs, "paper", instruction_in_prefix=True)
         self.image_query_rows(min(s.sizes))
         return self.result()

@@ -40,6 +40,13 @@ def add_commands(commands: Subparsers) -> None:
         default=["1", "2", "4", "all"],
         help="pruning-guide depths whose ingestion stage is timed ('all': the full-depth guide)",
     )
+    parser.add_argument(
+        "--detail-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="sizes where every method is measured (default: all); elsewhere dense-official and paper only",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the warm/cold profiles")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     parser.add_argument("--no-instruction-row", action="store_true", help="skip paper with the instruction cached")
@@ -71,6 +78,7 @@ def _bench(args: argparse.Namespace) -> int:
         instruction_in_prefix=not args.no_instruction_row,
         profile=not args.no_profile,
         work_dir=args.work_dir,
+        detail_sizes=tuple(args.detail_sizes) if args.detail_sizes else None,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
