@@ -72,10 +72,14 @@ def _configs(depth: int) -> list[RerankConfig]:
         RerankConfig(format="vision_first", prefix_side="query", exit_layer=depth - 1, band=(1, depth - 1)),
         RerankConfig(format="vision_first", exit_layer=1, band=(0, 1), keep_ratio=0.6),
         RerankConfig(format="query_first", exit_layer=mid, keep_ratio=0.5),
+        RerankConfig(
+            format="vision_first", exit_layer=depth - 1, band=(1, mid), keep_ratio=0.5, instruction_in_prefix=True
+        ),
+        RerankConfig.preset("paper-narrow", depth, pruning_guide_layers=None),
     ]
 
 
-@pytest.mark.parametrize("config_index", range(7))
+@pytest.mark.parametrize("config_index", range(9))
 def test_fast_path_equals_naive_reference(model_path, images, config_index):
     reranker = MiniReranker.from_pretrained(model_path, config="dense")
     reranker.config = _configs(reranker.num_layers)[config_index]

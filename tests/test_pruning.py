@@ -26,12 +26,14 @@ def test_batched_importances_equal_one_image_at_a_time(tiny8_path, images):
         assert alone.std() > 0  # tokens are ranked, not tied
 
 
-def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, images):
+@pytest.mark.parametrize("layers", [None, 1, 3])
+def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, images, layers):
+    """The full-depth guide averages every layer; a guide of k layers the first k (the rest never run)."""
     reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
     backbone = reranker.backbone
     image = images[1]
     prepared = reranker._prepare(Query(images=[image]), "q").images[0]
-    ours = embedder_importance(backbone, prepared, lambda bb, im: bb.encode_image(im))
+    ours = embedder_importance(backbone, prepared, lambda bb, im: bb.encode_image(im), layers)
 
     eager = Qwen3VLForConditionalGeneration.from_pretrained(tiny4_path, attn_implementation="eager").eval()
     text = (
@@ -49,7 +51,7 @@ def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, im
             mm_token_type_ids=(ids == backbone.image_token_id).int(),
             output_attentions=True,
         )
-    attention = torch.stack([a[0, :, -1, :] for a in out.attentions])  # [layers, heads, tokens]
+    attention = torch.stack([a[0, :, -1, :] for a in out.attentions])[:layers]  # [layers, heads, tokens]
     expected = attention.mean(dim=(0, 1))[ids[0] == backbone.image_token_id]
     assert ours.shape == expected.shape == (prepared.num_tokens,)
     assert torch.allclose(ours, expected, atol=1e-6)
@@ -118,3 +120,16 @@ def test_pruning_changes_scores(tiny4_path, images):
     full = MiniReranker.from_pretrained(tiny4_path, config=base).score(pairs)
     half = MiniReranker.from_pretrained(tiny4_path, config=base.model_copy(update={"keep_ratio": 0.5})).score(pairs)
     assert half != pytest.approx(full, abs=1e-6)
+
+
+def test_guide_depth_is_part_of_the_prefix_key(tiny4_path, images):
+    """Prefixes pruned by guides of different depths are different entries: none is served for the other."""
+    shallow = MiniReranker.from_pretrained(tiny4_path, config=RerankConfig.preset("paper", 4, pruning_guide_layers=1))
+    full = MiniReranker(
+        shallow.backbone, RerankConfig.preset("paper", 4, pruning_guide_layers=None), store=shallow.store
+    )
+    doc = Candidate(images=[images[2]])
+    shallow.precache([doc], progress=False)
+    full.rerank("a red circle", [doc])
+    assert full.counters.prefix_hits == 0 and full.counters.prefix_computations == 1
+    assert full.counters.embedder_passes == 1  # its own importances, not the shallow guide's

@@ -44,3 +44,18 @@ def test_dense_runs_one_whole_pass_per_pair(tiny4_path):
     reranker.rerank("query", ["a", "b", "c"])
     assert reranker.counters.single_passes == 3
     assert reranker.counters.prefix_computations == 0
+
+
+def test_small_batches_fetch_each_prefix_once_and_score_the_same(tiny4_path, images):
+    """Entries are fetched per batch and dropped after their last pair: a repeat in a later batch still
+    reuses the entry in hand, and scores equal one big batch."""
+    paper = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    small = MiniReranker(paper.backbone, paper.config.model_copy(update={"batch_size": 2}))
+    distinct = [Candidate(images=[im]) for im in images] + [Candidate(text="Paris")]
+    candidates = [distinct[0], *distinct[1:], distinct[0], distinct[2]]  # repeats two batches apart
+    big = paper.rerank(Query(text="a red circle"), candidates)
+    got = small.rerank(Query(text="a red circle"), candidates)
+    c = small.counters
+    assert (c.prefix_computations, c.prefix_hits, c.pair_passes) == (len(distinct), 0, len(candidates))
+    expected = {r.index: r.score for r in big}
+    assert len(got) == len(candidates) and all(abs(r.score - expected[r.index]) <= 1e-6 for r in got)

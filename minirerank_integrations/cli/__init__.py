@@ -1,8 +1,8 @@
 """The ``minirerank`` command line: one module per command family.
 
-Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`, :mod:`.precache`) has an ``add_commands``
-function that registers its subcommands and sets ``handler`` (a function from the parsed arguments to
-an exit status); :mod:`._common` holds the exit statuses and the one-line error convention.
+Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`, :mod:`.precache`, :mod:`.bench`)
+has an ``add_commands`` function that registers its subcommands and sets ``handler`` (a function from the
+parsed arguments to an exit status); :mod:`._common` holds the exit statuses and the one-line error convention.
 
 Exit statuses: 0 success; 1 ``cache verify`` found and dropped unreadable entries (so scripts and cron
 jobs notice damage; a second run then exits 0), or ``precache`` could not store some documents; 2 usage errors (argparse), bad input, or a cache
@@ -15,12 +15,12 @@ import argparse
 import sys
 import warnings
 
-from . import cache, demo, evaluate, precache, rerank
+from . import bench, cache, demo, evaluate, precache, rerank
 from ._common import Handler, fail
 
 __all__ = ["build_parser", "main"]
 
-_FAMILIES = (demo, rerank, evaluate, cache, precache)
+_FAMILIES = (demo, rerank, evaluate, cache, precache, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ def add_commands(commands: Subparsers) -> None:
         action="extend",
         default=None,
         metavar="CONFIG",
-        help="presets (dense, paper) or NAME=JSON for a custom RerankConfig, e.g. "
+        help="presets (dense, paper, paper-narrow) or NAME=JSON for a custom RerankConfig, e.g. "
         '\'no-band={"format":"vision_first","band":[0,0]}\'; retention is against the first; '
         "default: dense paper",
     )
@@ -162,11 +162,11 @@ def _parse_configs(values: list[str]) -> list[tuple[str, RerankConfig | str]]:
                 spec = RerankConfig.model_validate_json(text)
             except (ValidationError, ValueError) as exc:
                 raise ConfigError(f"--configs {value!r}: not a valid RerankConfig in JSON: {exc}") from exc
-        elif value in ("dense", "paper"):
+        elif value in ("dense", "paper", "paper-narrow"):
             name, spec = value, value
         else:
             raise ConfigError(
-                f"--configs {value!r}: use a preset (dense, paper) or NAME=JSON for a custom RerankConfig"
+                f"--configs {value!r}: use a preset (dense, paper, paper-narrow) or NAME=JSON for a custom RerankConfig"
             )
         if not name:
             raise ConfigError(f"--configs {value!r}: give the configuration a name before '='")

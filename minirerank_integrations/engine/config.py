@@ -15,7 +15,11 @@ from ..errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
 
-PresetName = Literal["dense", "paper"]
+PresetName = Literal["dense", "paper", "paper-narrow"]
+
+#: Embedder layers that rank visual tokens by default: ingestion then runs the vision encoder, this many
+#: embedder layers and the prefix up to the band end (docs/bench: where ingestion time goes).
+GUIDE_LAYERS = 2
 
 
 class RerankConfig(BaseModel):
@@ -69,14 +73,36 @@ class RerankConfig(BaseModel):
     pruning_guide: Literal["embedder", "random"] = Field(
         "embedder", description="How visual tokens are ranked for pruning (random is the ablation baseline)."
     )
+    pruning_guide_layers: int | None = Field(
+        GUIDE_LAYERS,
+        ge=1,
+        description="embedder guide only: the embedder layers whose last-token attention ranks visual tokens (the "
+        "first k; the rest never run); None: every layer (the full-depth guide).",
+    )
     pruning_seed: int = Field(0, description="Seed of the random guide (mixed with the image's digest).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="The <Instruct> text of the prompt.")
+    instruction_in_prefix: bool = Field(
+        False,
+        description="vision_first only, opt-in: the instruction precedes the visual side in the cached prefix, so "
+        "the per-pair suffix holds only the other side and the closing tokens (another prompt: measure retention).",
+    )
     min_pixels: int = Field(DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels.")
     max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")
     batch_size: int = Field(16, gt=0, description="Pairs per batched forward pass.")
 
-    @field_validator("*", mode="before")
+    @field_validator(
+        "exit_layer",
+        "band",
+        "keep_ratio",
+        "pruning_guide_layers",
+        "pruning_seed",
+        "min_pixels",
+        "max_pixels",
+        "max_length",
+        "batch_size",
+        mode="before",
+    )
     @classmethod
     def _no_bools(cls, value: object, info: object) -> object:
         # pydantic reads True as 1: exit_layer=True or band=(True, 2) would pass unnoticed.
@@ -122,17 +148,24 @@ class RerankConfig(BaseModel):
         """A named configuration scaled to a model of ``num_layers`` layers.
 
         - ``dense``: the official query-first reranker, every layer, every token.
-        - ``paper``: vision-first; exit after floor(0.58 * depth) layers (the miniReranker paper exits near
-          58% of depth: 16 of 28 for the 2B model), a band of max(1, round(depth / 7)) layers starting at
-          round(depth / 4) (7..11 of 28: where suffix-to-prefix attention concentrates in the middle
-          layers), and half of each image's visual tokens, ranked by the embedder.
+        - ``paper``: the miniReranker paper's configuration. One scaling rule: exit after
+          E = max(1, floor(0.58 * depth)) layers (the paper's ~58% of depth), the band is the upper half of
+          the layers that run, [E // 2, E) (about 0.29 * depth to the exit: the paper's "layers 8-16", which
+          "cuts interaction complexity by about 50%"), and half of each image's visual tokens, ranked by the
+          embedder. 28 layers: exit 16, band [8, 16); 36 layers: exit 20, band [10, 20); 8 layers: exit 4,
+          band [2, 4). The prefix stores the band's E - E // 2 layers of its kept tokens.
+        - ``paper-narrow``: ``paper`` with a band of max(1, round(depth / 7)) layers from round(depth / 4)
+          ([7, 11) of 28): half the band layers, so half the stored bytes and cheaper per-pair band layers.
         """
         if name == "dense":
             base = cls(format="query_first")
-        elif name == "paper":
+        elif name in ("paper", "paper-narrow"):
             exit_layer = max(1, math.floor(0.58 * num_layers))
-            start = min(round(num_layers / 4), exit_layer - 1) if exit_layer > 1 else 0
-            end = min(start + max(1, round(num_layers / 7)), exit_layer)
+            if name == "paper":
+                start, end = exit_layer // 2, exit_layer
+            else:
+                start = min(round(num_layers / 4), exit_layer - 1) if exit_layer > 1 else 0
+                end = min(start + max(1, round(num_layers / 7)), exit_layer)
             base = cls(
                 format="vision_first",
                 exit_layer=exit_layer,
@@ -141,7 +174,7 @@ class RerankConfig(BaseModel):
                 pruning_guide="embedder",
             )
         else:
-            raise ConfigError(f"unknown preset {name!r}; choose 'dense' or 'paper'")
+            raise ConfigError(f"unknown preset {name!r}; choose 'dense', 'paper' or 'paper-narrow'")
         if overrides:
             base = cls(**{**base.model_dump(), **overrides})
         return base.resolve(num_layers)

@@ -8,6 +8,7 @@ concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``co
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,44 @@ def _rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tup
     return backbone.rotary(x, positions)
 
 
+def _sdpa_has_gqa() -> bool:
+    try:
+        return "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
+    except (TypeError, ValueError):  # a builtin without a readable signature: probe it
+        try:
+            q = torch.zeros(1, 2, 1, 1)
+            F.scaled_dot_product_attention(q, q[:, :1], q[:, :1], enable_gqa=True)
+            return True
+        except TypeError:
+            return False
+
+
+#: How grouped-query attention reaches SDPA without repeating keys/values per head: ``"native"`` passes
+#: ``enable_gqa=True`` (torch >= 2.5); ``"fold"`` folds each query group into the query axis,
+#: [batch, kv_heads, group * queries, head_dim], which any SDPA kernel accepts. Both equal the eager math.
+GQA_MODE: str = "native" if _sdpa_has_gqa() else "fold"
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v through ``scaled_dot_product_attention``, keys/values never repeated.
+
+    q [batch, heads, queries, dim]; keys, values [batch, kv_heads, keys, dim]; bias [batch, 1, queries, keys]
+    additive (finite, so fully masked padding rows stay finite). Returns [batch, heads, queries, dim].
+    """
+    bias = bias.to(q.dtype)
+    heads, kv_heads = q.shape[1], keys.shape[1]
+    if heads == kv_heads:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale)
+    if GQA_MODE == "native":
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale, enable_gqa=True)
+    batch, _, queries, dim = q.shape
+    group = heads // kv_heads  # head h reads kv head h // group (as repeat_kv lays them out)
+    folded = q.reshape(batch, kv_heads, group * queries, dim)
+    mask = bias[:, :, None].expand(-1, -1, group, -1, -1).reshape(batch, bias.shape[1], group * queries, -1)
+    out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=scale)
+    return out.reshape(batch, heads, queries, dim)
+
+
 def layer_forward(
     layer: torch.nn.Module,
     x: torch.Tensor,  # [batch, tokens, hidden]
@@ -37,11 +76,12 @@ def layer_forward(
     kv_only: bool = False,
     want_probs: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One Qwen3-VL decoder layer with eager attention (the stock layer's math, step by step).
+    """One Qwen3-VL decoder layer (the stock layer's math, step by step).
 
     Returns (output, own keys, own values, attention probs). ``kv_only`` stops after the key/value
     projection (the last band layer of a prefix); ``last_only`` computes the output of the last token
-    only (the exit layer, where nothing else is read).
+    only (the exit layer, where nothing else is read). Attention runs through SDPA; ``want_probs``
+    takes the eager path instead, the only one that materializes the probabilities.
     """
     attn = layer.self_attn
     batch, tokens, _ = x.shape
@@ -57,14 +97,26 @@ def layer_forward(
     residual = x
     if last_only:
         q, bias, residual = q[:, :, -1:], bias[:, :, -1:], x[:, -1:]
-    n_rep = q.shape[1] // keys.shape[1]
-    keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
-    scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling  # [batch, heads, queries, keys]
-    probs = F.softmax(scores.float() + bias, dim=-1).to(q.dtype)
-    out = torch.matmul(probs, values).transpose(1, 2).reshape(batch, q.shape[2], -1)  # [batch, queries, heads*dim]
+    probs = None
+    if want_probs:
+        out, probs = eager_attention(q, keys, values, bias, attn.scaling)
+    else:
+        out = attend(q, keys, values, bias, attn.scaling)
+    out = out.transpose(1, 2).reshape(batch, q.shape[2], -1)  # [batch, queries, heads*dim]
     x = residual + attn.o_proj(out)
     x = x + layer.mlp(layer.post_attention_layernorm(x))
-    return x, k, v, probs if want_probs else None
+    return x, k, v, probs
+
+
+def eager_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stock eager attention: (output [batch, heads, queries, dim], probabilities [batch, heads, queries, keys])."""
+    n_rep = q.shape[1] // keys.shape[1]
+    keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
+    scores = torch.matmul(q, keys.transpose(2, 3)) * scale  # [batch, heads, queries, keys]
+    probs = F.softmax(scores.float() + bias, dim=-1).to(q.dtype)
+    return torch.matmul(probs, values), probs
 
 
 def _causal(valid: torch.Tensor) -> torch.Tensor:
@@ -290,6 +342,29 @@ def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start
     return x[0]
 
 
+def gather_prefix_kv(
+    entries: list[PrefixEntry], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The band-layer keys and values of a batch of entries, right-padded to the longest, on ``device``:
+    [band layers, batch, kv_heads, longest, head_dim] each. Stacked where the entries live (host memory when
+    read from disk), then moved to the device in one transfer per tensor (pinned, non-blocking on CUDA)."""
+    first = entries[0].keys
+    layers, kv_heads, _, head_dim = first.shape
+    p = max(e.length for e in entries)
+    host = first.device
+    past_k = torch.zeros(layers, len(entries), kv_heads, p, head_dim, dtype=dtype, device=host)
+    past_v = torch.zeros_like(past_k)
+    for b, e in enumerate(entries):
+        past_k[:, b, :, : e.length] = e.keys
+        past_v[:, b, :, : e.length] = e.values
+    target = torch.device(device)
+    if host != target:
+        pin = host.type == "cpu" and target.type == "cuda"
+        past_k = (past_k.pin_memory() if pin else past_k).to(device, non_blocking=pin)
+        past_v = (past_v.pin_memory() if pin else past_v).to(device, non_blocking=pin)
+    return past_k, past_v
+
+
 def pair_logits(
     backbone: Backbone,
     entries: list[PrefixEntry],
@@ -308,14 +383,9 @@ def pair_logits(
     p = max(e.length for e in entries)
     band_layers = end - start
     if band_layers > 0:
-        kv_heads, head_dim = entries[0].keys.shape[1], entries[0].keys.shape[3]
-        past_k = x.new_zeros(band_layers, batch, kv_heads, p, head_dim)
-        past_v = x.new_zeros(band_layers, batch, kv_heads, p, head_dim)
-        prefix_valid = torch.zeros(batch, p, dtype=torch.bool, device=x.device)
-        for b, e in enumerate(entries):
-            past_k[:, b, :, : e.length] = e.keys.to(x.device, x.dtype)
-            past_v[:, b, :, : e.length] = e.values.to(x.device, x.dtype)
-            prefix_valid[b, : e.length] = True
+        past_k, past_v = gather_prefix_kv(entries, x.device, x.dtype)  # [band layers, batch, kv_heads, p, dim]
+        lengths = torch.tensor([e.length for e in entries])  # host side: no device sync
+        prefix_valid = (torch.arange(p)[None] < lengths[:, None]).to(x.device, non_blocking=True)  # [batch, p]
         prefix_bias = torch.where(prefix_valid, 0.0, NEG)[:, None, None, :].expand(batch, 1, t, p)
         band_bias = torch.cat([prefix_bias, self_bias], dim=-1)  # [batch, 1, t, p + t]
     for layer_idx in range(start, exit_layer):
@@ -331,23 +401,51 @@ def pair_logits(
     return _final_logit(backbone, x[:, -1])
 
 
-def last_token_attention(backbone: Backbone, states: SegmentStates) -> torch.Tensor:
+def last_token_attention(backbone: Backbone, states: SegmentStates, layers: int | None = None) -> torch.Tensor:
     """Attention probabilities from the last token to every token, per layer and head:
     [layers, heads, tokens]. Used by embedder-guided pruning."""
-    return last_token_attention_batch(backbone, [states])[0]
+    return last_token_attention_batch(backbone, [states], layers)[0]
 
 
-def last_token_attention_batch(backbone: Backbone, states: list[SegmentStates]) -> list[torch.Tensor]:
-    """:func:`last_token_attention` of several segments in one left-padded batch (padding gets exactly 0)."""
+def last_token_attention_batch(
+    backbone: Backbone, states: list[SegmentStates], layers: int | None = None
+) -> list[torch.Tensor]:
+    """:func:`last_token_attention` of several segments in one left-padded batch (padding gets exactly 0).
+
+    ``layers``: only the first ``layers`` layers run (None: all). Every layer attends through SDPA; only the
+    last token's row of probabilities is formed (eagerly, the same math), since nothing else is read.
+    """
     x, positions, valid, deepstack = _left_pad(states)
     cos, sin = _rotary(backbone, x, positions)
     bias = _causal(valid)
+    depth = len(backbone.layers) if layers is None else min(layers, len(backbone.layers))
     rows = []
-    for layer_idx, layer in enumerate(backbone.layers):
-        x, _, _, probs = layer_forward(layer, x, cos, sin, bias, want_probs=True)
-        rows.append(probs[:, :, -1].float())  # [batch, heads, t]
+    for layer_idx in range(depth):
+        layer = backbone.layers[layer_idx]
+        rows.append(_last_row_probs(layer, x, cos, sin, bias[:, :, -1:]))  # [batch, heads, t]
+        if layer_idx == depth - 1:
+            break  # the last layer's output is never read
+        x, _, _, _ = layer_forward(layer, x, cos, sin, bias)
         if layer_idx < len(deepstack):
             x = x + deepstack[layer_idx]
     stacked = torch.stack(rows, 1)  # [batch, layers, heads, t]
     t = x.shape[1]
     return [stacked[b, :, :, t - s.length :] for b, s in enumerate(states)]
+
+
+def _last_row_probs(
+    layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias_last: torch.Tensor
+) -> torch.Tensor:
+    """The last token's attention probabilities [batch, heads, t] in one layer (the eager formula, one row)."""
+    attn = layer.self_attn
+    batch, tokens, _ = x.shape
+    shape = (batch, tokens, -1, attn.head_dim)
+    h = layer.input_layernorm(x)
+    k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)  # [batch, kv_heads, t, head_dim]
+    q = attn.q_norm(attn.q_proj(h[:, -1:]).view(batch, 1, -1, attn.head_dim)).transpose(1, 2)  # [batch, heads, 1, d]
+    q = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])[0]  # the last position's rotation
+    k = apply_rotary_pos_emb(k, k, cos, sin)[0]
+    group = q.shape[1] // k.shape[1]
+    scores = torch.einsum("bkgd,bktd->bkgt", q[:, :, 0].view(batch, k.shape[1], group, -1), k) * attn.scaling
+    scores = scores.reshape(batch, -1, tokens)  # [batch, heads, t]
+    return F.softmax(scores.float() + bias_last[:, 0], dim=-1)

@@ -179,9 +179,14 @@ def vision_first_segments(
     *,
     max_length: int,
     special_ids: set[int],
+    instruction_in_prefix: bool = False,
 ) -> tuple[Segment, Segment]:
     """The vision-first prompt, split into the prefix (system + the visual side) and the suffix
     (instruction + the other side + generation prompt).
+
+    ``instruction_in_prefix``: the instruction ends the system turn's start instead (system, instruction, the
+    visual side | the other side, generation prompt): shared by every pair, it is cached with the prefix and
+    the per-pair suffix shrinks to the other side and the closing tokens.
 
     Each segment is tokenized and truncated on its own: the prefix must not depend on the suffix, or
     it could not be cached across queries.
@@ -197,8 +202,17 @@ def vision_first_segments(
     )
     f_text, f_images = render_side(first)
     s_text, s_images = render_side(second)
-    prefix_parts = [_system_and_user_start(RERANKER_SYSTEM) + first_label, *f_text]
-    suffix_parts = ["\n<Instruct>: ", UserText(instruction), second_label, *s_text, _ASSISTANT_START]
+    if instruction_in_prefix:
+        prefix_parts = [
+            _system_and_user_start(RERANKER_SYSTEM) + "<Instruct>: ",
+            UserText(instruction),
+            "\n" + first_label,
+        ]
+        prefix_parts += f_text
+        suffix_parts = ["\n" + second_label.lstrip("\n"), *s_text, _ASSISTANT_START]
+    else:
+        prefix_parts = [_system_and_user_start(RERANKER_SYSTEM) + first_label, *f_text]
+        suffix_parts = ["\n<Instruct>: ", UserText(instruction), second_label, *s_text, _ASSISTANT_START]
     prefix = truncate_ids(encode_parts(tokenizer, prefix_parts), max_length, special_ids, 0)
     suffix = truncate_ids(encode_parts(tokenizer, suffix_parts), max_length, special_ids, CLOSING_TOKENS)
     return Segment(prefix, f_images), Segment(suffix, s_images)

@@ -24,18 +24,20 @@ def kept_count(num_tokens: int, keep_ratio: float) -> int:
     return max(1, math.ceil(keep_ratio * num_tokens - 1e-9))
 
 
-def embedder_importance(embedder: Backbone, image: PreparedImage, features: FeatureLookup) -> torch.Tensor:
+def embedder_importance(
+    embedder: Backbone, image: PreparedImage, features: FeatureLookup, layers: int | None = None
+) -> torch.Tensor:
     """Importance [tokens] of one image's visual tokens: the attention paid to each by the embedder's
     pooled (last) token, in a Qwen3-VL-Embedding prompt holding the image alone.
 
-    Averaged over every head of every layer of the embedder: the pooled token's attention is spread
-    across depth, and no single layer was found to rank better on its own at small scale.
+    Averaged over every head of the first ``layers`` layers of the embedder (None: every layer; the
+    full-depth guide). Only those layers run, so a shallow guide makes ingestion cheap.
     """
-    return embedder_importances(embedder, [image], features)[0]
+    return embedder_importances(embedder, [image], features, layers)[0]
 
 
 def embedder_importances(
-    embedder: Backbone, images: Sequence[PreparedImage], features: FeatureLookup
+    embedder: Backbone, images: Sequence[PreparedImage], features: FeatureLookup, layers: int | None = None
 ) -> list[torch.Tensor]:
     """:func:`embedder_importance` of several images in one batched embedder pass (same numbers)."""
     segments: list[Segment] = [embedder_segment(embedder.tokenizer, image) for image in images]
@@ -43,7 +45,7 @@ def embedder_importances(
         embedder.embed(segment, {image.digest: features(embedder, image)}) for segment, image in zip(segments, images)
     ]
     out = []
-    for image, state, probs in zip(images, states, last_token_attention_batch(embedder, states)):
+    for image, state, probs in zip(images, states, last_token_attention_batch(embedder, states, layers)):
         importance = probs.mean(dim=(0, 1))[state.visual]  # probs: [layers, heads, tokens] -> [visual tokens]
         if importance.shape[0] != image.num_tokens:
             raise ValueError(

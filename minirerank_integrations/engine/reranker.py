@@ -46,8 +46,11 @@ from .pruning import embedder_importances, keep_mask, random_importance
 
 logger = logging.getLogger(__name__)
 
+#: Pairs whose prefixes one store lookup fetches: a top-100 call is one round trip to a networked store.
+_FETCH_WINDOW = 128
+
 #: Bumped whenever what a prefix entry holds, or how it is computed, changes: old entries then miss.
-ENGINE_FORMAT_VERSION = 1
+ENGINE_FORMAT_VERSION = 2  # 2: SDPA attention, paper band [E // 2, E), guide layers in the key
 
 OnError = Literal["raise", "skip"]
 _QueryLike = str | Query
@@ -400,6 +403,7 @@ class MiniReranker:
             side or self._prefix_side(q, d, cfg),  # type: ignore[arg-type]
             max_length=cfg.max_length,
             special_ids=b.special_ids,
+            instruction_in_prefix=cfg.instruction_in_prefix,
         )
 
     def _features(self, backbone: Backbone, image: PreparedImage, cache: dict | None = None):
@@ -418,6 +422,7 @@ class MiniReranker:
             # The embedder's weight digest, not its identity: importances computed before its weights
             # changed (training, a merged adapter) must not be reused.
             cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint(),
+            cfg.pruning_guide_layers if cfg.pruning_guide == "embedder" else None,
             image.digest,
         )
 
@@ -438,7 +443,9 @@ class MiniReranker:
             values = [random_importance(image, cfg.pruning_seed) for image in missing]
         else:
             self.counters.embedder_passes += len(missing)
-            values = embedder_importances(self.embedder, missing, lambda bb, im: self._features(bb, im, cache))
+            values = embedder_importances(
+                self.embedder, missing, lambda bb, im: self._features(bb, im, cache), cfg.pruning_guide_layers
+            )
         for image, value in zip(missing, values):
             self._importance[self._importance_key(image, cfg)] = value
         while len(self._importance) > 4096:
@@ -469,6 +476,7 @@ class MiniReranker:
             "band": list(cfg.band or ()),
             "keep_ratio": cfg.keep_ratio,
             "guide": cfg.pruning_guide if pruned else None,
+            "guide_layers": cfg.pruning_guide_layers if pruned and cfg.pruning_guide == "embedder" else None,
             "guide_id": (cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint())
             if pruned
             else None,
@@ -557,38 +565,45 @@ class MiniReranker:
                 scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
             return scores
 
-        # Plan: each distinct prefix once (one store lookup for all of them, then compute the misses),
-        # each distinct suffix's pre-band once.
-        segments = [self._vision_first(q, d, cfg=cfg) for q, d in pairs]
-        keys = [self._prefix_key(prefix, cfg) for prefix, _ in segments]
-        distinct = list(dict.fromkeys(keys))
-        found = dict(zip(distinct, self.store.get_many(distinct)))  # one round trip on a networked store
+        # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once. Entries are
+        # fetched a window of pairs at a time (one round trip to a networked store per window: a top-100 call is
+        # one) and dropped after their last pair, so a query over many documents holds one window's entries.
         plans = []
-        entries: dict[str, PrefixEntry] = {}
         suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
-        for (prefix, suffix), key in zip(segments, keys):
-            if key not in entries:
-                entry = found[key]
-                if entry is None:
-                    entry = self._compute_prefix(prefix, cache, cfg)
-                    self.store.put(key, entry)
-                else:
-                    self.counters.prefix_hits += 1
-                entries[key] = entry
+        prefixes: dict[str, Segment] = {}
+        for q, d in pairs:
+            prefix, suffix = self._vision_first(q, d, cfg=cfg)
+            key = self._prefix_key(prefix, cfg)
+            prefixes.setdefault(key, prefix)
             suffix_key = segment_key(suffix)
             if suffix_key not in suffixes:
                 states = self._states(suffix, cache, cfg)
                 self.counters.suffix_prebands += 1
                 suffixes[suffix_key] = (states, compute_suffix_preband(self.backbone, states, cfg.band[0]))
             plans.append((key, suffix_key))
-        for start in range(0, len(plans), cfg.batch_size):
-            chunk = plans[start : start + cfg.batch_size]
-            batch_entries = [entries[k] for k, _ in chunk]
-            batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
-            prebands = [suffixes[s][1] for _, s in chunk]
-            self.counters.pair_passes += len(chunk)
-            logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
-            scores.extend(torch.sigmoid(logits).tolist())
+        last_use = {key: i for i, (key, _) in enumerate(plans)}
+        entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
+        window = max(cfg.batch_size, _FETCH_WINDOW)
+        for window_start in range(0, len(plans), window):
+            window_end = window_start + window
+            wanted = [k for k in dict.fromkeys(k for k, _ in plans[window_start:window_end]) if k not in entries]
+            for key, entry in zip(wanted, self.store.get_many(wanted)):
+                if entry is None:
+                    entry = self._compute_prefix(prefixes[key], cache, cfg)
+                    self.store.put(key, entry)
+                else:
+                    self.counters.prefix_hits += 1
+                entries[key] = entry
+            for start in range(window_start, min(window_end, len(plans)), cfg.batch_size):
+                chunk = plans[start : min(start + cfg.batch_size, window_end)]
+                batch_entries = [entries[k] for k, _ in chunk]
+                batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
+                prebands = [suffixes[s][1] for _, s in chunk]
+                self.counters.pair_passes += len(chunk)
+                logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
+                scores.extend(torch.sigmoid(logits).tolist())
+            for key in [k for k in entries if last_use[k] < window_end]:
+                del entries[key]
         return scores
 
 

@@ -1,0 +1,72 @@
+"""How deep the pruning guide must run: on the demo model, the adapted configuration's retention (against the
+dense variant, same test tasks) with visual tokens ranked by the embedder's first k layers, all of its layers,
+or at random, at keep 0.5 and 0.25.
+
+    python benchmarks/guide_depth.py --queries 100 --json docs/bench/guide_depth.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from demo_results import test_tasks  # noqa: E402
+
+from minirerank_integrations import MiniReranker, RerankConfig  # noqa: E402
+from minirerank_integrations.demo_model import demo_checkpoint  # noqa: E402
+from minirerank_integrations.quality.data import FAMILIES  # noqa: E402
+from minirerank_integrations.quality.evaluation import OVERALL, evaluate, retention  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=100, help="test-split queries per family")
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4], help="guide depths besides all")
+    parser.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    tasks = test_tasks(FAMILIES, args.queries, 0)
+    dense = MiniReranker.from_pretrained(demo_checkpoint("dense"), config="dense")
+    adapted = MiniReranker.from_pretrained(demo_checkpoint("paper"), embedder=dense.backbone)
+    base = evaluate(dense, tasks)
+    rows = []
+    guides: list[tuple[str, int | None]] = [("embedder", k) for k in args.layers] + [
+        ("embedder", None),
+        ("random", None),
+    ]
+    for keep in args.keep:
+        for guide, layers in guides:
+            config = adapted.config.model_copy(
+                update={"keep_ratio": keep, "pruning_guide": guide, "pruning_guide_layers": layers}
+            )
+            engine = MiniReranker(adapted.backbone, RerankConfig(**config.model_dump()), embedder=adapted.embedder)
+            report = evaluate(engine, tasks)
+            kept = retention(report, base)
+            row = {
+                "keep": keep,
+                "guide": guide,
+                "guide_layers": "all" if guide == "embedder" and layers is None else layers,
+                "hit@1": {g: report.metrics[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
+                "retention_hit@1": {g: kept[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
+                "retention_ndcg@5": {g: kept[g]["ndcg@5"] for g in [*FAMILIES, OVERALL]},
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    doc = {
+        "queries_per_family": args.queries,
+        "dense_hit@1": {g: base.metrics[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
+        "adapted_config": adapted.config.model_dump(include={"exit_layer", "band"}),
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""The benchmark runner behind ``minirerank bench``: the engine's speed at the sizes users run.
+
+In one process and on identical inputs it times the dense baselines (the plain transformers forward of the
+official query-first prompt, one pair per forward and batched) and the engine cumulatively (vision-first
+prefix reuse, then the band, the early exit and pruning, which together are the ``paper`` preset), each with
+an empty prefix store (cold) and a precached one read from disk (warm). Models are random-weight models of the
+published Qwen3-VL shapes (:mod:`.shapes`): speed depends on shapes and token counts, not on weight values.
+:mod:`.workload` builds the documents, queries and a tokenizer in which the workload's words are single
+tokens; :mod:`.runner` measures and writes JSON, :mod:`.plots` the PNG figures.
+"""
+
+from .runner import BenchSettings, run_bench, write_outputs
+from .shapes import SHAPES, ModelShape
+
+__all__ = ["SHAPES", "BenchSettings", "ModelShape", "run_bench", "write_outputs"]
