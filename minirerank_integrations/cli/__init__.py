@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import cache, demo, evaluate, rerank
+from . import adapt, cache, demo, evaluate, rerank
 from ._common import Handler
 
 __all__ = ["build_parser", "main"]
 
-_FAMILIES = (demo, rerank, evaluate, cache)
+_FAMILIES = (demo, rerank, evaluate, cache, adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:
