@@ -72,12 +72,16 @@ def scores_of(model: MiniReranker, tasks: list) -> tuple[list[list[float]], floa
     return scores, time.perf_counter() - started
 
 
-def measure(adapted_dir: Path | None, queries: int, out: Path, dense_scores: Path) -> None:
+def measure(
+    adapted_dir: Path | None, queries: int, out: Path, dense_scores: Path, documented_dense: bool = False
+) -> None:
     """Dense scores are computed once and kept in ``dense_scores`` (JSON); the adapted folder is scored
     under its saved configuration, guided by the dense model as embedder (as the shipped variant is)."""
     tasks = test_tasks(queries)
     dense = MiniReranker.from_pretrained(demo_checkpoint("dense"), config="dense")
-    if dense_scores.is_file():
+    if documented_dense:  # the dense means of docs/results.md on the same tasks: ratios without intervals
+        base = None
+    elif dense_scores.is_file():
         stored = json.loads(dense_scores.read_text())
         assert stored["task_digest"] == evaluate_scores(tasks, stored["scores"]).task_digest
         dense_rows = stored["scores"]
@@ -87,22 +91,31 @@ def measure(adapted_dir: Path | None, queries: int, out: Path, dense_scores: Pat
         dense_scores.parent.mkdir(parents=True, exist_ok=True)
         dense_scores.write_text(json.dumps({"task_digest": digest, "seconds": seconds, "scores": dense_rows}))
         print(f"dense scored in {seconds:.0f} s, kept in {dense_scores}")
-    base = evaluate_scores(tasks, dense_rows)
+    if not documented_dense:
+        base = evaluate_scores(tasks, dense_rows)
     if adapted_dir is None:
         return
     config = RerankConfig.model_validate_json((adapted_dir / "minirerank_config.json").read_text())
     model = MiniReranker.from_pretrained(adapted_dir, config=config, embedder=dense.backbone)
     rows, seconds = scores_of(model, tasks)
     report = evaluate_scores(tasks, rows)
+    if base is None:
+        documented = json.loads(Path("docs/results/results.json").read_text())["retention_large_sample"]
+        assert documented["queries_per_family"] == queries
+        dense_metrics = documented["dense"]
+        ratios = {f: {m: report.metrics[f][m] / dense_metrics[f][m] for m in report.metrics[f]} for f in FAMILIES}
+        intervals = None
+    else:
+        dense_metrics, ratios = base.metrics, retention(report, base)
+        intervals = {f: {m: retention_interval(report, base, f, m) for m in ("hit_rate@1", "ndcg@5")} for f in FAMILIES}
     document = {
         "queries_per_family": queries,
         "config": config.model_dump(mode="json", include={"format", "exit_layer", "band", "keep_ratio"}),
-        "dense": base.metrics,
+        "dense": dense_metrics,
+        "dense_source": "docs/results/results.json (same tasks)" if base is None else "scored in this run",
         "adapted": report.metrics,
-        "retention": retention(report, base),
-        "retention_95ci": {
-            f: {m: retention_interval(report, base, f, m) for m in ("hit_rate@1", "ndcg@5")} for f in FAMILIES
-        },
+        "retention": ratios,
+        "retention_95ci": intervals,
         "adapted_seconds": seconds,
     }
     record = adapted_dir / "adapt.json"
@@ -126,13 +139,18 @@ def main() -> None:
     m = sub.add_parser("measure")
     m.add_argument("--adapted", type=Path, default=None, help="omit to score (and keep) the dense model only")
     m.add_argument("--dense-scores", type=Path, default=Path("build/adapt-demo/dense_test_scores.json"))
+    m.add_argument(
+        "--documented-dense",
+        action="store_true",
+        help="take the dense means from docs/results/results.json (same tasks) instead of scoring dense: no intervals",
+    )
     m.add_argument("--queries", type=int, default=500)
     m.add_argument("--out", type=Path, default=Path("docs/results/adapt_demo.json"))
     args = parser.parse_args()
     if args.command == "export":
         export(args.out, args.train_queries, args.validation_queries)
     else:
-        measure(args.adapted, args.queries, args.out, args.dense_scores)
+        measure(args.adapted, args.queries, args.out, args.dense_scores, args.documented_dense)
 
 
 if __name__ == "__main__":

@@ -388,7 +388,12 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         f"{run.get('train_seconds', 0) / 60:.0f} min and the teacher pass {run.get('teacher_seconds', 0) / 60:.0f} min "
         "on this 2-core machine shared with other jobs; teacher-score cache "
         f"{run.get('teacher_cache_bytes', 0) / 1e3:.0f} KB ({run.get('tasks', 0)} groups in the mix). Retention on "
-        f"{n} test queries per family (the 500-query sample above), 95% paired bootstrap intervals:",
+        f"{n} test queries per family (the 500-query sample above)"
+        + (
+            ", 95% paired bootstrap intervals:"
+            if doc.get("retention_95ci")
+            else "; dense means from that section (same tasks), so no paired intervals:"
+        ),
         "",
     ]
     header = ["family", "dense Hit@1 / NDCG@5", "label-free Hit@1 / NDCG@5", "Hit@1 retention", "NDCG@5 retention"]
@@ -396,13 +401,17 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         header += ["labelled (shipped) Hit@1 / NDCG@5 retention"]
     rows = []
     for f in FAMILIES:
-        d, a, r, ci = doc["dense"][f], doc["adapted"][f], doc["retention"][f], doc["retention_95ci"][f]
+        d, a, r = doc["dense"][f], doc["adapted"][f], doc["retention"][f]
+        ci = (doc.get("retention_95ci") or {}).get(f)
+
         row = [
             f,
             f"{d['hit_rate@1']:.3f} / {d['ndcg@5']:.3f}",
             f"{a['hit_rate@1']:.3f} / {a['ndcg@5']:.3f}",
-            f"{r['hit_rate@1']:.3f} [{ci['hit_rate@1'][0]:.3f}, {ci['hit_rate@1'][1]:.3f}]",
-            f"{r['ndcg@5']:.3f} [{ci['ndcg@5'][0]:.3f}, {ci['ndcg@5'][1]:.3f}]",
+            *(
+                f"{r[m]:.3f}" if ci is None else f"{r[m]:.3f} [{ci[m][0]:.3f}, {ci[m][1]:.3f}]"
+                for m in ("hit_rate@1", "ndcg@5")
+            ),
         ]
         if large_sample:
             lr = large_sample["retention"][f]

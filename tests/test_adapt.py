@@ -85,6 +85,8 @@ def test_resume_equals_an_uninterrupted_run(tiny4_path, unlabelled, tmp_path):
     assert set(a) == set(b)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(CacheError, match="other settings"):  # a state is resumed only by the run that wrote it
+        adapt(tiny4_path, unlabelled, target, tmp_path / "split", _settings(lr=1e-3), progress=False)
     start = load_file(str(tiny4_path / "model.safetensors"))
     assert any(not torch.equal(start[n], a[n]) for n in a if n in start)  # training did change weights
 

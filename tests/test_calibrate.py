@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 
@@ -60,9 +61,10 @@ def test_calibrate_picks_the_cheapest_configuration_meeting_the_target(tiny4_pat
     assert dense.meets and dense.min_retention == pytest.approx(1.0)  # the teacher's own computation
     assert result.chosen is not None and result.chosen.meets
     assert all(c.cost >= result.chosen.cost for c in result.candidates if c.meets)
-    for c in result.candidates:  # "meets" is exactly: every family and metric at or above the target
+    for c in result.candidates:  # "meets": every family and metric at or above the target, where defined
         values = [v for f in result.families for v in c.retention[f].values()]
-        assert c.meets == all(v >= 0.97 for v in values)
+        assert any(not math.isnan(v) for v in values)
+        assert c.meets == all(math.isnan(v) or v >= 0.97 for v in values)
     assert "CHOSEN" in result.table()
 
 

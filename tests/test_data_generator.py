@@ -66,6 +66,8 @@ def test_public_surface() -> None:
             "caption",
             "generate",
             "labelled_images",
+            "load_documents",
+            "load_retrieved",
             "load_tasks",
             "query_text",
             "save_tasks",

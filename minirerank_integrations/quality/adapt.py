@@ -382,10 +382,29 @@ def _save_state(
         os.replace(tmp, directory)
 
 
-def _load_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+# Settings a resumed run may change: its length (the schedule's remaining decay follows) and how often it saves.
+_RESUMABLE_CHANGES = {"steps", "save_every"}
+
+
+def _load_state(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: AdaptSettings
+) -> int:
     from safetensors.torch import load_file
 
     meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    saved, current = meta.get("settings", {}), asdict(settings)
+    differs = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if differs:
+        raise CacheError(
+            f"{directory}: saved state was trained with other settings ({', '.join(differs)}); start afresh"
+        )
+    if saved.get("steps") != settings.steps:
+        logger.warning(
+            "resuming at step %d with %d total steps instead of %s: the learning-rate decay is re-spread over the rest",
+            meta["step"],
+            settings.steps,
+            saved.get("steps"),
+        )
     params = _trainable(model)
     weights = load_file(str(directory / "weights.safetensors"))
     if set(weights) != set(params):
@@ -502,7 +521,7 @@ def adapt(
     state_dir = out / STATE_DIR
     start = 0
     if resume and (state_dir / "state.json").is_file():
-        start = _load_state(state_dir, model, optimizer)
+        start = _load_state(state_dir, model, optimizer, settings)
         logger.info("resuming from step %d (%s)", start, state_dir)
     else:
         torch.manual_seed(settings.seed)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..engine.config import RerankConfig
 from ..engine.reranker import MiniReranker
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .data.tasks import RerankTask
 from .evaluation import OVERALL, EvalReport, evaluate_scores
 
@@ -128,7 +128,12 @@ def grid(
                         fields["format"] = "query_first"
                     else:
                         fields |= {"format": "vision_first", "band": None if band == "full" else tuple(band)}
-                    config = RerankConfig(**fields).resolve(depth)
+                    try:
+                        config = RerankConfig(**fields).resolve(depth)
+                    except ValueError as exc:  # pydantic's ValidationError: a band or exit out of range
+                        if isinstance(exc, ConfigError):
+                            raise
+                        raise ConfigError(f"grid configuration {fields}: {exc}") from exc
                     out.setdefault(config.model_dump_json(), config)
     return list(out.values())
 
