@@ -1,6 +1,6 @@
 """The ``minirerank`` command line: one module per command family.
 
-Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`) has an ``add_commands``
+Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`, :mod:`.adapt`) has an ``add_commands``
 function that registers its subcommands and sets ``handler`` (a function from the parsed arguments to
 an exit status); :mod:`._common` holds the exit statuses and the one-line error convention.
 
