@@ -103,7 +103,19 @@ def main(argv: list[str] | None = None) -> None:
         help="train_demo.py history files, in training order, for the validation curve (missing ones are skipped)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument(
+        "--label-free-only",
+        action="store_true",
+        help="re-render only the label-free adaptation section of results.md from the files already written",
+    )
     args = parser.parse_args(argv)
+    if args.label_free_only:
+        path = args.out.parent / "results.md"
+        text = path.read_text().split(LABEL_FREE_HEADING)[0].rstrip("\n") + "\n\n"
+        large = json.loads((args.out / "results.json").read_text()).get("retention_large_sample")
+        path.write_text(text + "\n".join(label_free_section(args.out, large)))
+        print(f"wrote {path}")
+        return
     torch.manual_seed(args.seed)
 
     tasks = test_tasks(FAMILIES, args.queries, args.seed)
@@ -348,7 +360,110 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         "![attention share](results/attention_share.png)",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + label_free_section(args.out, doc.get("retention_large_sample")))
+
+
+LABEL_FREE_HEADING = "## Label-free adaptation (minirerank adapt) and calibration"
+
+
+def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str]:
+    """The label-free adaptation next to the shipped labelled one, and the calibrations, from the files
+    ``scripts/adapt_demo.py measure`` and ``minirerank calibrate`` wrote (nothing when they are absent)."""
+    path = results_dir / "adapt_demo.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    run = doc.get("adapt", {})
+    settings = run.get("settings", {})
+    n = doc["queries_per_family"]
+    lines = [
+        LABEL_FREE_HEADING,
+        "",
+        f"`minirerank adapt` from the demo's dense variant, without labels, to the adapted variant's configuration "
+        f"({doc['config']}), on the training groups of recipe I (docs/demo-training.md) with their relevance "
+        "removed (`scripts/adapt_demo.py export`), image_to_text twice in the mix; full fine-tuning with the "
+        f"vision tower trained, lr {settings.get('lr') or 3e-4}, {settings.get('steps')} steps of "
+        f"{settings.get('queries_per_step')} queries x {settings.get('group_size')} candidates (each group the "
+        f"teacher's top {settings.get('teacher_top')} plus candidates drawn from the list). Training "
+        f"{run.get('train_seconds', 0) / 60:.0f} min and the teacher pass {run.get('teacher_seconds', 0) / 60:.0f} min "
+        "on this 2-core machine shared with other jobs; teacher-score cache "
+        f"{run.get('teacher_cache_bytes', 0) / 1e3:.0f} KB ({run.get('tasks', 0)} groups in the mix). Retention on "
+        f"{n} test queries per family (the 500-query sample above)"
+        + (
+            ", 95% paired bootstrap intervals:"
+            if doc.get("retention_95ci")
+            else "; dense means from that section (same tasks), so no paired intervals:"
+        ),
+        "",
+    ]
+    header = ["family", "dense Hit@1 / NDCG@5", "label-free Hit@1 / NDCG@5", "Hit@1 retention", "NDCG@5 retention"]
+    if large_sample:
+        header += ["labelled (shipped) Hit@1 / NDCG@5 retention"]
+    rows = []
+    for f in FAMILIES:
+        d, a, r = doc["dense"][f], doc["adapted"][f], doc["retention"][f]
+        ci = (doc.get("retention_95ci") or {}).get(f)
+
+        row = [
+            f,
+            f"{d['hit_rate@1']:.3f} / {d['ndcg@5']:.3f}",
+            f"{a['hit_rate@1']:.3f} / {a['ndcg@5']:.3f}",
+            *(
+                f"{r[m]:.3f}" if ci is None else f"{r[m]:.3f} [{ci[m][0]:.3f}, {ci[m][1]:.3f}]"
+                for m in ("hit_rate@1", "ndcg@5")
+            ),
+        ]
+        if large_sample:
+            lr = large_sample["retention"][f]
+            row.append(f"{lr['hit_rate@1']:.3f} / {lr['ndcg@5']:.3f}")
+        rows.append(row)
+    lowest = min(doc["retention"][f][m] for f in FAMILIES for m in ("hit_rate@1", "ndcg@5"))
+    verdict = "met" if lowest >= TARGET else "not met"
+    lines += [table(header, rows), "", f"Lowest retention: {lowest:.3f}; the bar of {TARGET} is {verdict}.", ""]
+    calibrations = sorted((results_dir / "calibration").glob("*/calibration.json"))
+    if calibrations:
+        lines += [
+            "### minirerank calibrate",
+            "",
+            "Each run evaluates a grid on 20 validation-split queries per family (labelled, 20 candidates) against "
+            "the dense demo model, times every configuration on this machine (cold, then warm) and writes the "
+            "cheapest keeping 0.97 of Hit@1 and NDCG@5 in every family. Costs are of a shared CPU: they rank the "
+            "configurations, their absolute values move between runs. With 20 queries one query moves Hit@1 "
+            "by 0.05, so the target means no query lost in any family.",
+            "",
+        ]
+        for cal_path in calibrations:
+            cal = json.loads(cal_path.read_text())
+            dense_cost = next((c["cost_s"] for c in cal["candidates"] if c["kind"] == "dense"), float("nan"))
+            chosen = [c for c in cal["candidates"] if c["config"] == {k: cal["chosen"][k] for k in c["config"]}]
+            cost = chosen[0]["cost_s"] if chosen else float("nan")
+            lines += [
+                f"- `{cal_path.parent.name}` ({cal['model']}): answer **{cal['answer']}**"
+                + (
+                    f", lowest retention {chosen[0]['min_retention']:.3f}, cost {1000 * cost:.2f} ms per candidate "
+                    f"({cost / dense_cost:.2f} of dense)"
+                    if chosen
+                    else ""
+                )
+                + f"; every configuration in `docs/results/calibration/{cal_path.parent.name}/calibration.txt`, the "
+                f"frontier in `calibration.png`.",
+            ]
+            rows = [
+                [
+                    c["kind"],
+                    f"{c['min_retention']:.3f}",
+                    f"{1000 * c['cost_s']:.2f}",
+                    f"{c['cost_s'] / dense_cost:.2f}",
+                    "yes" if c["meets_target"] else "",
+                ]
+                for c in sorted(cal["candidates"], key=lambda c: c["cost_s"])
+            ]
+            lines += [
+                "",
+                table(["configuration", "lowest retention", "ms / candidate", "cost / dense", "meets"], rows),
+                "",
+            ]
+    return lines
 
 
 def chance(tasks: list) -> float:

@@ -66,6 +66,8 @@ def test_public_surface() -> None:
             "caption",
             "generate",
             "labelled_images",
+            "load_documents",
+            "load_retrieved",
             "load_tasks",
             "query_text",
             "save_tasks",
@@ -248,10 +250,20 @@ def test_load_accepts_minimal_hand_written_lines_and_names_bad_ones(tmp_path) ->
     assert task.candidates[0].images == (str((tmp_path / "red.png").resolve()),)
     assert task.candidate_attributes == [] and task.query_attributes == {}
 
-    broken = dict(minimal, id="q2")
-    del broken["relevance"]
+    unlabelled = dict(minimal, id="q2")
+    del unlabelled["relevance"]  # labels are optional: an adaptation group needs none
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(minimal) + "\n" + json.dumps(unlabelled) + "\n")
+    first, second = load_tasks(tmp_path)
+    assert first.labelled and first.relevance == [1, 0]
+    assert not second.labelled and second.relevance == [0, 0]
+    broken = dict(minimal, id="q3", relevance=[1])
     (tmp_path / "tasks.jsonl").write_text(json.dumps(minimal) + "\n" + json.dumps(broken) + "\n")
-    with pytest.raises(InputError, match=r"line 2: missing required key 'relevance'"):
+    with pytest.raises(InputError, match=r"'q3': 1 relevance labels for 2 candidates"):
+        load_tasks(tmp_path)
+    broken = dict(minimal, id="q4")
+    del broken["candidates"]
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(broken) + "\n")
+    with pytest.raises(InputError, match=r"line 1: missing required key 'candidates'"):
         load_tasks(tmp_path)
     missing = dict(minimal, candidates=[{"images": ["nowhere.png"]}], relevance=[1])
     (tmp_path / "tasks.jsonl").write_text(json.dumps(missing) + "\n")

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 #: A checkpoint folder may hold the RerankConfig it was adapted to; ``from_pretrained(config=None)`` uses it.
 CONFIG_FILE = "minirerank_config.json"
+#: Written by ``minirerank adapt``: how the folder was made, including the checkpoint that guides its pruning.
+ADAPT_FILE = "adapt.json"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -39,7 +39,7 @@ from .layers import (
     reference_logits,
     single_segment_logits,
 )
-from .modeling import CONFIG_FILE, Backbone, SegmentStates, load_backbone
+from .modeling import ADAPT_FILE, CONFIG_FILE, Backbone, SegmentStates, load_backbone
 from .planning import cut_shared_start, distinct_segments, segment_key
 from .prompts import PreparedImage, Segment, SideContent, query_first_segment, vision_first_segments
 from .pruning import embedder_importances, keep_mask, random_importance
@@ -176,9 +176,20 @@ class MiniReranker:
             name_or_path = demo_checkpoint(variant)
             if variant == "paper" and embedder is None:
                 embedder = demo_checkpoint("dense")
+        saved = _saved_config(Path(name_or_path))
         if config is None:
-            config = _saved_config(Path(name_or_path)) or "paper"
+            config = saved or "paper"
+        if embedder is None:
+            embedder = _saved_embedder(Path(name_or_path))
         backbone = load_backbone(name_or_path, device=device, dtype=dtype)
+        resolved = (
+            RerankConfig.preset(config, backbone.num_layers)
+            if isinstance(config, str)
+            else config.resolve(backbone.num_layers)
+        )
+        unvalidated = unvalidated_parts(resolved, saved, backbone.num_layers)
+        if unvalidated:
+            _warn_unvalidated(str(name_or_path), unvalidated, saved is not None)
         if isinstance(embedder, (str, Path)):
             embedder = load_backbone(embedder, device=device, dtype=dtype)
         if cache_dir is not None and cache_url is not None:
@@ -648,6 +659,58 @@ def _pair_list(pairs: object) -> list:
             shown = f"{type(pair).__name__} of {len(pair)}" if isinstance(pair, (tuple, list)) else type(pair).__name__
             raise InputError(f"pair {index} must be a (query, candidate) tuple, got {shown}")
     return checked
+
+
+def unvalidated_parts(config: RerankConfig, saved: RerankConfig | None, depth: int) -> list[str]:
+    """The fast parts of ``config`` that ``saved`` (the configuration a checkpoint was adapted to or
+    calibrated for; None when it has none) does not vouch for: each technique whose setting differs from
+    the saved one. Empty for the dense computation and for the saved configuration itself."""
+    config, reference = config.resolve(depth), (saved or RerankConfig(format="query_first")).resolve(depth)
+    parts = []
+    if config.format == "vision_first" and (reference.format != "vision_first" or config.band != reference.band):
+        parts.append(f"vision-first prompt with band {list(config.band or ())}")
+    if config.exit_layer != reference.exit_layer and config.exit_layer != depth:
+        parts.append(f"exit after layer {config.exit_layer} of {depth}")
+    if config.keep_ratio < 1 and (
+        config.keep_ratio != reference.keep_ratio
+        or config.pruning_guide != reference.pruning_guide
+        or config.pruning_guide_layers != reference.pruning_guide_layers
+    ):
+        parts.append(f"visual-token pruning (keep {config.keep_ratio}, {config.pruning_guide}-guided)")
+    return parts
+
+
+def _warn_unvalidated(name: str, parts: list[str], has_saved: bool) -> None:
+    where = (
+        f"{CONFIG_FILE} of {name} was saved for another configuration" if has_saved else f"{name} has no {CONFIG_FILE}"
+    )
+    logger.warning(
+        "%s: serving a fast configuration whose quality on this checkpoint was not validated (%s). Without "
+        "adaptation such configurations can lose most of the ranking quality (the demo model keeps 0.05 of dense "
+        "Hit@1 under the zero-shot paper preset). Adapt it with `minirerank adapt --model %s --data GROUPS --out "
+        "DIR`, then choose and save a configuration with `minirerank calibrate --model DIR --data VALIDATION`; "
+        "or load with config='dense'.",
+        where,
+        "; ".join(parts),
+        name,
+    )
+
+
+def _saved_embedder(folder: Path) -> str | None:
+    """The pruning embedder ``minirerank adapt`` trained the folder's configuration with, if it names one."""
+    record = folder / ADAPT_FILE
+    if not record.is_file():
+        return None
+    try:
+        embedder = json.loads(record.read_text(encoding="utf-8")).get("embedder")
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{record}: not a readable adaptation record ({exc})") from exc
+    if not embedder:
+        return None
+    path = Path(embedder)
+    if not path.is_absolute() and not path.exists() and (folder / path).exists():
+        return str(folder / path)
+    return str(embedder)
 
 
 def _saved_config(folder: Path) -> RerankConfig | None:

@@ -11,6 +11,7 @@ Example::
 
 from .generator import SPLITS, attribute_space, caption, generate, labelled_images, query_text, split_of
 from .jsonl import load_tasks, save_tasks
+from .retrieved import load_documents, load_retrieved
 from .tasks import FAMILIES, RerankTask, attribute_distance
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "caption",
     "generate",
     "labelled_images",
+    "load_documents",
+    "load_retrieved",
     "load_tasks",
     "query_text",
     "save_tasks",

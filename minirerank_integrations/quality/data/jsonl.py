@@ -29,7 +29,9 @@ IMAGES_DIR = "images"
 _PASS_THROUGH_PREFIXES = ("http://", "https://", "data:", "file://")
 
 
-def save_tasks(tasks: Iterable[RerankTask], directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_tasks(
+    tasks: Iterable[RerankTask], directory: str | os.PathLike, *, overwrite: bool = False, labels: bool = True
+) -> Path:
     """Write tasks as ``directory/tasks.jsonl`` plus ``directory/images/*.png``; returns the JSONL path.
 
     Every image (PIL image, path, bytes, base64...) is decoded and written as an RGB PNG, named by the task's
@@ -70,8 +72,9 @@ def save_tasks(tasks: Iterable[RerankTask], directory: str | os.PathLike, *, ove
             "family": task.family,
             "query": query,
             "candidates": candidates,
-            "relevance": list(task.relevance),
         }
+        if task.labelled and labels:
+            line["relevance"] = list(task.relevance)
         lines.append(json.dumps(line, ensure_ascii=False))
     jsonl_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return jsonl_path
@@ -123,7 +126,7 @@ def _write_image(root: Path, stem: str, source: ImageSource) -> str:
 def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for key in ("id", "query", "candidates", "relevance"):
+    for key in ("id", "query", "candidates"):
         if key not in record:
             raise InputError(f"{where}: missing required key {key!r}")
     task_id = record["id"]
@@ -155,7 +158,8 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"{where}: candidate id {duplicate!r} appears twice; ids must be unique within a task")
-    relevance = record["relevance"]
+    labelled = "relevance" in record  # unlabelled groups are enough for label-free adaptation
+    relevance = record.get("relevance", [0] * len(candidates))
     if not isinstance(relevance, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in relevance):
         raise InputError(f"{where}: 'relevance' must be a list of integers (0 = irrelevant), got {relevance!r}")
     return RerankTask(
@@ -167,6 +171,7 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
         query_attributes=_attributes(query_record, f"{where}, query"),
         # Attributes are all or nothing: a partial set cannot be lined up with the candidates.
         candidate_attributes=attributes if all(attributes) else [],
+        labelled=labelled,
     )
 
 

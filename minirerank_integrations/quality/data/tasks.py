@@ -31,6 +31,8 @@ class RerankTask:
     relevance: Sequence[int]
     query_attributes: Mapping[str, str] = field(default_factory=dict)
     candidate_attributes: Sequence[Mapping[str, str]] = ()
+    #: False for a task read without labels (an adaptation group): ``relevance`` is then all zeros.
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", list(self.candidates))
