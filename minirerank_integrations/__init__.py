@@ -2,7 +2,8 @@
 
 from .demo_model import DEMO_MODEL
 from .engine.config import RerankConfig
-from .engine.inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandidate
+from .engine.inputs import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
+from .engine.pdf import pdf_pages
 from .engine.reranker import MiniReranker, WorkCounters
 from .errors import (
     CacheError,
@@ -25,12 +26,14 @@ __all__ = [
     "MiniRerankError",
     "MiniReranker",
     "ModelLoadError",
+    "PdfPage",
     "Query",
     "RerankConfig",
     "RerankResult",
     "RerankResults",
     "SkippedCandidate",
     "WorkCounters",
+    "pdf_pages",
 ]
 
 __version__ = "0.1.0"
