@@ -68,9 +68,19 @@ def test_rerank_through_the_entry_point_is_quiet(tiny4_path: Path) -> None:
         (["rerank", "--query", "x", "--pdf", "absent.pdf"], "absent.pdf: no such file"),
         (["demo", "--model", "./no-such-model"], "./no-such-model"),
         (["cache", "stats", "--cache-dir", "no-such-cache"], "no prefix cache in 'no-such-cache'"),
+        (["cache", "verify", "--cache-dir", "no-such-cache"], "no prefix cache in 'no-such-cache'"),
+        (["cache", "clear", "--cache-dir", "."], "no prefix cache in '.'"),
         (["eval", "--configs", "bad=[", "--queries", "1"], "bad"),
     ],
-    ids=["rerank-missing-image", "rerank-missing-pdf", "demo-missing-model", "cache-missing-dir", "eval-bad-config"],
+    ids=[
+        "rerank-missing-image",
+        "rerank-missing-pdf",
+        "demo-missing-model",
+        "cache-stats-missing-dir",
+        "cache-verify-missing-dir",
+        "cache-clear-not-a-cache",
+        "eval-bad-config",
+    ],
 )
 def test_bad_input_is_one_line_and_status_2(args: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
