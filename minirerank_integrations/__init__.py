@@ -1,9 +1,15 @@
-"""minirerank-integrations: a fast, faithful multimodal reranker on Qwen3-VL."""
+"""minirerank-integrations: a fast, faithful multimodal reranker on Qwen3-VL.
+
+The engine's names load on first use (PEP 562), so ``import minirerank_integrations`` and
+``minirerank --help`` do not import torch and transformers until something needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from .demo_model import DEMO_MODEL
-from .engine.config import RerankConfig
-from .engine.inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandidate
-from .engine.reranker import MiniReranker, WorkCounters
 from .errors import (
     CacheError,
     CandidateError,
@@ -13,6 +19,26 @@ from .errors import (
     MiniRerankError,
     ModelLoadError,
 )
+
+if TYPE_CHECKING:
+    from .engine.config import RerankConfig
+    from .engine.inputs import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
+    from .engine.pdf import pdf_pages
+    from .engine.reranker import MiniReranker, WorkCounters
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "RerankConfig": ".engine.config",
+    "Candidate": ".engine.inputs",
+    "PdfPage": ".engine.inputs",
+    "Query": ".engine.inputs",
+    "RerankResult": ".engine.inputs",
+    "RerankResults": ".engine.inputs",
+    "SkippedCandidate": ".engine.inputs",
+    "pdf_pages": ".engine.pdf",
+    "MiniReranker": ".engine.reranker",
+    "WorkCounters": ".engine.reranker",
+}
 
 __all__ = [
     "DEMO_MODEL",
@@ -25,12 +51,27 @@ __all__ = [
     "MiniRerankError",
     "MiniReranker",
     "ModelLoadError",
+    "PdfPage",
     "Query",
     "RerankConfig",
     "RerankResult",
     "RerankResults",
     "SkippedCandidate",
     "WorkCounters",
+    "pdf_pages",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -43,8 +43,38 @@ def test_rerank_reports_bad_input_with_status_2(tiny4_path, capsys):
     assert "neither text nor images" in capsys.readouterr().err
 
 
-def test_demo_runs_offline(capsys):
+def test_rerank_json_is_one_document(tiny4_path, tmp_path, capsys):
+    picture = tmp_path / "picture.png"
+    drawn_image(64, 96, seed=3).save(picture)
+    argv = ["rerank", "--model", str(tiny4_path), "--query", "a red circle", "--text", "a red thing"]
+    status = main([*argv, "--image", str(picture), "--image", str(tmp_path / "absent.png"), "--skip-bad", "--json"])
+    assert status == 0
+    document = json.loads(capsys.readouterr().out)  # the whole output parses as one JSON value
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    expected = engine.rerank("a red circle", ["a red thing", Candidate(images=[str(picture)])])
+    assert [(r["rank"], r["index"], r["score"]) for r in document["results"]] == [
+        (rank, r.index, r.score) for rank, r in enumerate(expected, 1)
+    ]
+    assert document["config"] == engine.config.model_dump(mode="json")
+    assert document["candidates"] == 3 and document["query"] == {"text": "a red circle", "images": []}
+    assert [s["index"] for s in document["skipped"]] == [2] and "no such file" in document["skipped"][0]["error"]
+
+
+def test_rerank_without_candidates_is_a_usage_error(capsys):
+    assert main(["rerank", "--query", "a red circle"]) == 2
+    assert capsys.readouterr().err.strip() == "minirerank: no candidates: pass --text, --image or --pdf"
+
+
+def test_demo_precaches_then_times_both_paths(capsys):
     assert main(["demo", "--query", "a green circle"]) == 0
     out = capsys.readouterr().out
-    assert "query: 'a green circle'" in out
-    assert "per-pair passes" in out
+    lines = out.splitlines()
+    precached = next(line for line in lines if line.startswith("pre-cached "))
+    computed = int(precached.split()[1])
+    assert computed == 40  # the pictures and pages of the demo's scene and page tasks
+    assert lines.index(precached) < lines.index("query 1/1: 'a green circle'   (40 candidates)")
+    timings = [line for line in lines if line.startswith("  fast ") and ", dense " in line]
+    assert len(timings) == 1 and all(line.endswith(("x faster", "x slower")) for line in timings)
+    # Text queries over pre-cached documents: every document prefix is read, none is computed.
+    assert "reused: 40 document prefixes read from the store, 0 computed" in out
+    assert "     1  " in out  # a ranked row

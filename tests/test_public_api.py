@@ -15,12 +15,14 @@ def test_all_is_pinned():
         "MiniRerankError",
         "MiniReranker",
         "ModelLoadError",
+        "PdfPage",
         "Query",
         "RerankConfig",
         "RerankResult",
         "RerankResults",
         "SkippedCandidate",
         "WorkCounters",
+        "pdf_pages",
     ]
     for name in minirerank_integrations.__all__:
         assert getattr(minirerank_integrations, name) is not None

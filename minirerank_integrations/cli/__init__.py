@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import adapt, bench, cache, demo, evaluate, precache, rerank
-from ._common import Handler, fail
+from ._common import Handler, fail, quiet_third_party
 
 __all__ = ["build_parser", "main"]
 
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser; each subcommand sets ``handler`` in its defaults."""
     parser = argparse.ArgumentParser(prog="minirerank", description="Multimodal reranking on Qwen3-VL.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="keep third-party libraries' loading messages and progress bars"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for family in _FAMILIES:
         family.add_commands(commands)
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import MiniRerankError
 
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        quiet_third_party()
     handler: Handler = args.handler
     with warnings.catch_warnings():  # restores the display hook when the command returns
         warnings.showwarning = _one_line_warning

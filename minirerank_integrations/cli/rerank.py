@@ -1,4 +1,5 @@
-"""``minirerank rerank``: one query against text and image candidates, JSON lines best first."""
+"""``minirerank rerank``: one query against text, image and PDF-page candidates; JSON lines best first, or
+one JSON document with ``--json``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from ._common import EXIT_OK, Subparsers, fail
 def add_commands(commands: Subparsers) -> None:
     rerank = commands.add_parser(
         "rerank",
-        help="rerank text and image candidates for one query; prints JSON lines, best first",
-        description="Rerank candidates for one query. Each --text or --image is one candidate.",
+        help="rerank text, image and PDF-page candidates for one query; prints JSON lines, best first",
+        description="Rerank candidates for one query. Each --text or --image is one candidate, and each page "
+        "of a --pdf file. Prints one JSON object per result, best first ({index, id, score}), or with --json one "
+        "JSON document.",
     )
     rerank.add_argument(
         "--model", default=DEMO_MODEL, help=f"a Qwen3-VL checkpoint (folder or hub id); default: {DEMO_MODEL}, embedded"
@@ -20,18 +23,36 @@ def add_commands(commands: Subparsers) -> None:
     rerank.add_argument("--query", default="", help="the query text")
     rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
     rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
-    rerank.add_argument("--image", action="append", default=[], metavar="PATH", help="an image candidate")
+    rerank.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image candidate (repeatable); 'file.pdf#page=N' names one PDF page, counted from 1",
+    )
+    rerank.add_argument(
+        "--pdf", action="append", default=[], metavar="PATH", help="a PDF file: every page is a candidate (repeatable)"
+    )
     rerank.add_argument(
         "--config",
         default=None,
         choices=["paper", "dense"],
         help="the preset; default: the configuration saved with the checkpoint, else paper",
     )
-    rerank.add_argument("--top-n", type=int, default=None)
+    rerank.add_argument("--top-n", type=int, default=None, metavar="N", help="print the best N only")
+    rerank.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document: the model, the configuration, the query, the ranked results and the "
+        "skipped candidates",
+    )
+    rerank.add_argument(
+        "--skip-bad", action="store_true", help="leave out unreadable candidates (listed as skipped) instead of failing"
+    )
     store = rerank.add_mutually_exclusive_group()
     store.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
     store.add_argument("--cache-url", default=None, help="a shared Redis prefix store, redis://host:6379/0")
-    rerank.add_argument("--device", default="cpu")
+    rerank.add_argument("--device", default="cpu", help="where the model runs, e.g. cpu, cuda, cuda:1")
     rerank.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     rerank.set_defaults(handler=_rerank)
 
@@ -40,14 +61,17 @@ def _rerank(args: argparse.Namespace) -> int:
     import json
 
     from ..engine.inputs import Candidate, Query
+    from ..engine.pdf import pdf_pages
     from ..engine.reranker import MiniReranker
     from ..errors import MiniRerankError
 
-    if not args.text and not args.image:
-        return fail("no candidates: give at least one --text or --image")
     try:
         candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
         candidates += [Candidate(images=[p], id=p) for p in args.image]
+        query = Query(text=args.query, images=args.query_image)
+        candidates += [Candidate(images=[page], id=str(page)) for path in args.pdf for page in pdf_pages(path)]
+        if not candidates:
+            return fail("no candidates: pass --text, --image or --pdf")
         reranker = MiniReranker.from_pretrained(
             args.model,
             config=args.config,
@@ -56,9 +80,22 @@ def _rerank(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             cache_url=args.cache_url,
         )
-        results = reranker.rerank(Query(text=args.query, images=args.query_image), candidates, top_n=args.top_n)
+        on_error = "skip" if args.skip_bad else "raise"
+        results = reranker.rerank(query, candidates, top_n=args.top_n, on_error=on_error)
     except MiniRerankError as exc:
         return fail(exc)
-    for result in results:
-        print(json.dumps({"index": result.index, "id": result.id, "score": result.score}))
+    rows = [{"rank": rank, "index": r.index, "id": r.id, "score": r.score} for rank, r in enumerate(results, 1)]
+    if not args.json:
+        for row in rows:
+            print(json.dumps({key: row[key] for key in ("index", "id", "score")}))
+        return EXIT_OK
+    document = {
+        "model": str(args.model),
+        "config": reranker.config.model_dump(mode="json"),
+        "query": {"text": query.text, "images": [str(image) for image in query.images]},
+        "candidates": len(candidates),
+        "results": rows,
+        "skipped": [{"index": s.index, "id": s.id, "error": s.error} for s in results.skipped],
+    }
+    print(json.dumps(document, indent=2))
     return EXIT_OK

@@ -21,7 +21,8 @@ from urllib.request import url2pathname
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageLoadError
-from .inputs import ImageSource
+from .inputs import ImageSource, PdfPage
+from .pdf import parse_page_reference, render_page
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -95,6 +96,8 @@ def describe_source(source: object) -> str:
     """A short human-readable name for ``source`` in error messages; never dumps a long base64 string."""
     if isinstance(source, Image.Image):
         return f"<PIL {source.width}x{source.height}>"
+    if isinstance(source, PdfPage):
+        return _shorten(str(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<bytes {len(source)}>"
     if isinstance(source, os.PathLike):
@@ -126,7 +129,8 @@ def load_image(
 
     Accepted: a PIL image (copied, never modified), encoded image bytes, a file path (``str`` or
     ``os.PathLike``) or ``file://`` URI, an http(s) URL (read only through ``fetcher``), a
-    ``data:image/...;base64,`` URI, or plain base64 text. Encoded images are checked against
+    ``data:image/...;base64,`` URI, plain base64 text, or a PDF page (:class:`PdfPage`, or a path ending
+    in ``.pdf#page=N``, rendered by :mod:`.pdf`). Encoded images are checked against
     ``max_source_pixels`` before decoding, use their first frame, and have EXIF orientation applied.
     Transparent images are composited on white.
 
@@ -142,6 +146,8 @@ def load_image(
             return _to_rgb(source)
         except _PIL_ERRORS as exc:
             raise ImageLoadError(f"{desc}: cannot convert the PIL image to RGB: {exc}") from exc
+    if isinstance(source, PdfPage):
+        return render_page(source, max_source_pixels=max_source_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode(bytes(source), desc, max_source_pixels)
     if isinstance(source, os.PathLike):
@@ -265,6 +271,9 @@ def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_p
             f"{desc}: unsupported URL scheme {scheme!r}; only http(s) (through image_fetcher=), "
             "file:// and data: URIs are accepted"
         )
+    page = parse_page_reference(text) if len(text) <= _MAX_PATH_CHARS else None
+    if page is not None:
+        return render_page(page, max_source_pixels=max_source_pixels)
     if len(source) <= _MAX_PATH_CHARS and os.path.exists(source):
         return _decode(_read_file(source, desc), desc, max_source_pixels)
     payload = _b64decode(text)
@@ -424,6 +433,11 @@ def _decode(data: bytes, desc: str, max_source_pixels: int) -> Image.Image:
     """Decode encoded image bytes; errors without a ``__cause__`` are the size guard's own."""
     if not data:
         raise ImageLoadError(f"{desc}: empty image data (0 bytes)")
+    if data.startswith(b"%PDF-"):
+        raise ImageLoadError(
+            f"{desc}: a PDF holds pages, not one image; name a page as 'file.pdf#page=N' (from 1) or "
+            "PdfPage(path, index=i) (from 0)"
+        )
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:

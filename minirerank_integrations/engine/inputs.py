@@ -11,9 +11,43 @@ from PIL import Image
 
 from ..errors import InputError
 
+
+@dataclass(frozen=True)
+class PdfPage:
+    """One page of a PDF file, rendered to an image when it is scored (needs the ``pdf`` extra, pypdfium2).
+
+    Name the page by ``index`` (counted from 0, as Python counts) or by ``label`` (the page label the PDF
+    declares, e.g. ``"iv"``, or the page number counted from 1 when it declares none: what LlamaIndex's
+    ``PDFReader`` stores as ``page_label``). The string ``"file.pdf#page=3"`` is the same as
+    ``PdfPage("file.pdf", index=2)`` (the PDF open-parameter convention counts from 1).
+    """
+
+    path: str | os.PathLike
+    index: int | None = None
+    label: str | None = None
+    scale: float = 2.0  # pixels per PDF point: 2.0 renders at 144 dpi (an A4 page is 1190x1684 pixels)
+
+    def __post_init__(self) -> None:
+        if (self.index is None) == (self.label is None):
+            raise InputError(
+                f"PdfPage({os.fspath(self.path)!r}): name the page by index or by label, not both or neither"
+            )
+        if self.index is not None and (
+            isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0
+        ):
+            raise InputError(f"PdfPage({os.fspath(self.path)!r}): index must be an int >= 0, got {self.index!r}")
+        if not self.scale > 0:
+            raise InputError(f"PdfPage({os.fspath(self.path)!r}): scale must be > 0, got {self.scale!r}")
+
+    def __str__(self) -> str:
+        where = f"page={self.index + 1}" if self.index is not None else f"label={self.label}"
+        return f"{os.fspath(self.path)}#{where}"
+
+
 #: An image given as a file path, raw encoded bytes, a decoded PIL image, base64 text
-#: (plain or a ``data:`` URI), or an http(s) URL (read only through an explicit fetcher).
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+#: (plain or a ``data:`` URI), an http(s) URL (read only through an explicit fetcher), or a PDF page
+#: (:class:`PdfPage`, or a path with ``#page=N``).
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, PdfPage]
 
 
 @dataclass(frozen=True)
@@ -102,6 +136,6 @@ def _as_image_tuple(images: Sequence[ImageSource] | ImageSource | None) -> tuple
     if images is None:
         return ()
     # A single image is accepted where a list is expected; strings and bytes are sequences too.
-    if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image, PdfPage)):
         return (images,)
     return tuple(images)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
-from minirerank_integrations import Candidate, Query
+from minirerank_integrations import Candidate, PdfPage, Query
 from minirerank_integrations.engine.images import is_image_string  # the one rule: which strings are images
 
 
@@ -49,8 +49,13 @@ def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
     unreadable images instead of being scored as text), or when the metadata's media type is ``image/*`` and no metadata key
     holds an image (the type then describes ``page_content``); otherwise it is text. Metadata images
     follow in key order.
+
+    A document from a PDF loader (``PyPDFLoader``, ``PyPDFium2Loader``, ``PyMuPDFLoader``: ``metadata["source"]``
+    naming a ``.pdf`` file and an int ``metadata["page"]`` counted from 0) with no metadata image is its
+    rendered page alone: the page is scored as it looks, and its extracted text is a lossy copy of that.
     """
     metadata = document.metadata
+    page = pdf_page_of(metadata)
     mime_type = metadata.get(keys.mime_type) if keys.mime_type else None
     declared_image = isinstance(mime_type, str) and mime_type.lower().startswith("image/")
     extra: list[Any] = []
@@ -62,10 +67,22 @@ def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
         )
     for key in keys.urls:
         extra.extend(_values(metadata, key))
+    if page is not None and not extra:
+        return Candidate(images=(page,), id=document.id)
     content = document.page_content
     if is_image_string(content) or (declared_image and not extra and content.strip()):
         return Candidate(images=(content, *extra), id=document.id)
     return Candidate(text=content if content.strip() else None, images=tuple(extra), id=document.id)
+
+
+def pdf_page_of(metadata: Mapping[str, Any]) -> PdfPage | None:
+    """The PDF page a loader's metadata names (``source`` ending in ``.pdf`` and an int ``page``), or None."""
+    source, page = metadata.get("source"), metadata.get("page")
+    if not isinstance(source, (str, os.PathLike)) or not os.fspath(source).lower().endswith(".pdf"):
+        return None
+    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+        return None
+    return PdfPage(source, index=page)
 
 
 # --- internals -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
-from minirerank_integrations import Candidate, Query
+from minirerank_integrations import Candidate, PdfPage, Query
 from minirerank_integrations.engine.images import fetch_image
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,10 @@ def node_to_candidate(node: BaseNode, metadata_mode: MetadataMode, fetcher: Imag
         ImageLoadError: ``fetcher`` failed on the node's image URL.
     """
     image = node_image(node)
+    if image is None:
+        page = node_pdf_page(node)
+        if page is not None:  # the page is scored as it looks; its extracted text is a lossy copy of that
+            return Candidate(images=(page,), id=node.node_id)
     text = node_text(node, metadata_mode)
     if image is not None and text is not None and image == _metadata_image(node) and not os.path.exists(image):
         # The reader's record of where the file was, not the node's content: the text still scores.
@@ -72,6 +76,8 @@ def node_image(node: BaseNode) -> str | None:
     2. ``Node``: ``image_resource`` ``data`` (base64), ``path``, ``url``;
     3. ``metadata["file_path"]`` when it names an image file (by extension or ``metadata["file_type"]``),
        as readers such as ``SimpleDirectoryReader`` record it.
+
+    A node with none of these but a PDF page in its metadata is its page (see :func:`node_pdf_page`).
     """
     if isinstance(node, ImageNode):
         if node.image:
@@ -97,6 +103,20 @@ def _metadata_image(node: BaseNode) -> str | None:
     if isinstance(file_path, str) and _is_image_file(file_path, node.metadata.get("file_type")):
         return file_path
     return None
+
+
+def node_pdf_page(node: BaseNode) -> PdfPage | None:
+    """The PDF page a PDF reader's node comes from: ``metadata["file_path"]`` naming a PDF (by extension or
+    ``file_type``) and ``metadata["page_label"]``, as ``SimpleDirectoryReader`` with ``PDFReader`` records
+    them. The label is resolved against the PDF's own page labels (its page number from 1 when it has none).
+    """
+    file_path, label = node.metadata.get("file_path"), node.metadata.get("page_label")
+    if not isinstance(file_path, str) or label is None or str(label).strip() == "":
+        return None
+    file_type = node.metadata.get("file_type")
+    if file_type != "application/pdf" and not file_path.lower().endswith(".pdf"):
+        return None
+    return PdfPage(file_path, label=str(label).strip())
 
 
 def _is_image_file(path: str, file_type: object) -> bool:

@@ -1,0 +1,7 @@
+"""``python -m minirerank_integrations.cli``: the ``minirerank`` command without its console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
