@@ -46,7 +46,7 @@ from ..engine.modeling import ADAPT_FILE, CONFIG_FILE, load_backbone
 from ..engine.reranker import MiniReranker
 from ..errors import CacheError, ConfigError, InputError
 from .data.tasks import RerankTask
-from .training import save_checkpoint
+from .training import merge_lora_layers, save_checkpoint
 
 __all__ = [
     "ADAPT_FILE",
@@ -328,13 +328,7 @@ def _add_lora(model: torch.nn.Module, settings: AdaptSettings) -> None:
 
 
 def _merge_lora(model: torch.nn.Module) -> None:
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent = model.get_submodule(name.rsplit(".", 1)[0])
-            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
+    merge_lora_layers(model)
     for p in model.parameters():
         p.requires_grad_(False)
 

@@ -345,16 +345,21 @@ def load_lora(reranker: MiniReranker, path: str | Path, **lora: int | float) -> 
     reranker.backbone.invalidate_fingerprint()
 
 
-def merge_lora(reranker: MiniReranker) -> None:
-    """Fold LoRA weights into the base projections and remove the adapters (for saving and serving)."""
+def merge_lora_layers(model: torch.nn.Module) -> None:
+    """Fold every LoRA layer of ``model`` into its base projection and put the base layer back in its place."""
     from peft.tuners.lora import LoraLayer
 
-    model = reranker.backbone.model
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge()
             parent = model.get_submodule(name.rsplit(".", 1)[0])
             setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
+
+
+def merge_lora(reranker: MiniReranker) -> None:
+    """Fold LoRA weights into the base projections and remove the adapters (for saving and serving)."""
+    model = reranker.backbone.model
+    merge_lora_layers(model)
     for p in model.parameters():
         p.requires_grad_(True)
     reranker.backbone.invalidate_fingerprint()
