@@ -12,7 +12,7 @@ from langchain_core.load import dumpd
 from llama_index.core.schema import ImageNode, TextNode
 from pictures import drawn_image
 
-from minirerank_integrations import InputError
+from minirerank_integrations import Candidate, InputError
 from minirerank_integrations.scale import read_documents
 
 
@@ -77,5 +77,24 @@ def test_missing_paths_and_unknown_types_are_named(tmp_path):
     with pytest.raises(InputError, match=r"table.csv: unknown document file type '.csv'"):
         read_documents([tmp_path / "table.csv"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="holds no image, text or JSONL files"):
+    with pytest.raises(InputError, match="holds no image, text, PDF or JSONL files"):
         read_documents([tmp_path / "empty"])
+
+
+def test_a_pdf_in_a_folder_is_one_document_per_page(tmp_path, tiny4_path):
+    from PIL import Image
+
+    from minirerank_integrations import MiniReranker, PdfPage
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    pages = [Image.new("RGB", (96, 96), colour) for colour in colours]
+    path = tmp_path / "report.pdf"
+    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
+    documents = read_documents([tmp_path])
+    assert [d.id for d in documents] == [f"{path}#page={n}" for n in (1, 2, 3)]
+    assert all(isinstance(image, str) for d in documents for image in d.images)  # ships to Ray workers by value
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    by_name = reranker.score([("a page", d) for d in documents])
+    by_page = reranker.score([("a page", Candidate(images=[PdfPage(path, index=i)])) for i in range(3)])
+    assert by_name == pytest.approx(by_page, abs=1e-6)
+    assert len(set(by_name)) == 3  # three different pages, not one page three times

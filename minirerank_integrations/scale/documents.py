@@ -9,6 +9,9 @@ A JSONL line is one document, in one of three shapes (told apart by their fields
 * a LangChain ``Document`` (``doc.model_dump()`` or ``dumpd(doc)``): ``page_content`` and ``metadata``,
   with images in ``metadata["image_path"]`` or ``metadata["image_base64"]``.
 
+A PDF file is one document per page, each page named ``FILE#page=N`` (from 1), which the engine renders
+with pypdfium2 (the ``pdf`` extra): a string, so it travels to Ray workers by value.
+
 Relative image paths are read from the JSONL file's folder. A document's id is its own id when it has
 one, else ``FILE:LINE`` (JSONL) or the file's path.
 """
@@ -22,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.inputs import Candidate
+from ..engine.pdf import pdf_pages
 from ..errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+PDF_SUFFIXES = frozenset({".pdf"})
 
 
 def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[Candidate]:
@@ -41,7 +46,7 @@ def read_documents(paths: Iterable[str | os.PathLike[str]]) -> list[Candidate]:
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
             if not files:
-                raise InputError(f"{path}: the folder holds no image, text or JSONL files")
+                raise InputError(f"{path}: the folder holds no image, text, PDF or JSONL files")
             for file in files:
                 documents.extend(_read_file(file))
         elif path.is_file():
@@ -59,6 +64,8 @@ def _kind(path: Path) -> str | None:
         return "text"
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
+    if suffix in PDF_SUFFIXES:
+        return "pdf"
     return None
 
 
@@ -70,7 +77,10 @@ def _read_file(path: Path) -> list[Candidate]:
         return [Candidate(text=path.read_text(encoding="utf-8"), id=str(path))]
     if kind == "jsonl":
         return _read_jsonl(path)
-    known = ", ".join(sorted(IMAGE_SUFFIXES | TEXT_SUFFIXES | JSONL_SUFFIXES))
+    if kind == "pdf":
+        pages = len(pdf_pages(path))  # ImageLoadError (a MiniRerankError) names a bad or unreadable PDF
+        return [Candidate(images=[f"{path}#page={n}"], id=f"{path}#page={n}") for n in range(1, pages + 1)]
+    known = ", ".join(sorted(IMAGE_SUFFIXES | TEXT_SUFFIXES | JSONL_SUFFIXES | PDF_SUFFIXES))
     raise InputError(f"{path}: unknown document file type {path.suffix!r}; use one of {known}")
 
 
