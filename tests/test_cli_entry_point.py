@@ -49,10 +49,15 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 def test_rerank_through_the_entry_point_is_quiet(tiny4_path: Path) -> None:
     done = run(
-        "rerank", "--model", str(tiny4_path), "--query", "a red circle", "--text", "a red", "--text", "b", "--json"
+        "rerank",
+        *("--model", str(tiny4_path), "--config", "dense"),
+        *("--query", "a red circle", "--text", "a red", "--text", "b", "--json"),
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no weight-loading bars or warnings from transformers
+    fast = run("rerank", "--model", str(tiny4_path), "--query", "a", "--text", "b")  # paper, never adapted
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stderr.count("\n") == 1 and "was not validated" in fast.stderr  # our one warning, nothing else
     assert [r["index"] for r in json.loads(done.stdout)["results"]] in ([0, 1], [1, 0])
     verbose = run("--verbose", "rerank", "--model", str(tiny4_path), "--query", "a", "--text", "b")
     assert verbose.returncode == 0 and "Loading weights" in verbose.stderr  # what the default hides
