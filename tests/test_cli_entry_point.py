@@ -76,6 +76,9 @@ def test_rerank_through_the_entry_point_is_quiet(tiny4_path: Path) -> None:
         (["cache", "verify", "--cache-dir", "no-such-cache"], "no prefix cache in 'no-such-cache'"),
         (["cache", "clear", "--cache-dir", "."], "no prefix cache in '.'"),
         (["eval", "--configs", "bad=[", "--queries", "1"], "bad"),
+        (["adapt", "--model", "./no-such-model", "--data", "nowhere", "--out", "o"], "nowhere: no such file"),
+        (["calibrate", "--model", "./no-such-model", "--data", "nowhere", "--out", "o"], "nowhere: no such file"),
+        (["bench", "--sizes", "0", "--no-plots", "--no-profile", "--out", "o"], "--sizes must be >= 32 pixels"),
     ],
     ids=[
         "rerank-missing-image",
@@ -85,6 +88,9 @@ def test_rerank_through_the_entry_point_is_quiet(tiny4_path: Path) -> None:
         "cache-verify-missing-dir",
         "cache-clear-not-a-cache",
         "eval-bad-config",
+        "adapt-missing-data",
+        "calibrate-missing-data",
+        "bench-bad-size",
     ],
 )
 def test_bad_input_is_one_line_and_status_2(args: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
