@@ -39,7 +39,7 @@ def images() -> list[Image.Image]:
 @pytest.fixture
 def redis_server(tmp_path):
     """A real redis-server on 127.0.0.1 and a free port, stopped after the test."""
-    from redis_server import RedisServer
+    from minirerank_integrations.testing import RedisServer
 
     server = RedisServer(tmp_path / "redis").start()
     try:

@@ -17,6 +17,7 @@ from minirerank_integrations import (
     pdf_pages,
 )
 from minirerank_integrations.engine.images import describe_source, load_image
+from minirerank_integrations.testing import write_pdf
 
 COLOURS = [(220, 30, 30), (30, 30, 220), (30, 160, 40)]
 
@@ -25,9 +26,7 @@ COLOURS = [(220, 30, 30), (30, 30, 220), (30, 160, 40)]
 def pdf_path(tmp_path_factory) -> Path:
     """A three-page PDF (red, blue, green pages of 120x160 points) written by PIL's PDF writer."""
     pages = [Image.new("RGB", (120, 160), colour) for colour in COLOURS]
-    path = tmp_path_factory.mktemp("pdf") / "report.pdf"
-    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
-    return path
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "report.pdf", pages)
 
 
 def _centre(image: Image.Image) -> tuple[int, int, int]:

@@ -9,10 +9,10 @@ import psutil
 import pytest
 import ray
 from pictures import drawn_image
-from redis_server import RedisServer
 
 from minirerank_integrations import Candidate, MiniReranker, Query
 from minirerank_integrations.scale import precache_on_ray
+from minirerank_integrations.testing import RedisServer
 
 QUERY = Query(text="a red circle on the left")
 

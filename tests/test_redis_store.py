@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from pictures import drawn_image
-from redis_server import free_port
 
 from minirerank_integrations import Candidate, ConfigError, MiniReranker, Query
 from minirerank_integrations.store import (
@@ -24,6 +23,7 @@ from minirerank_integrations.store import (
     TieredPrefixStore,
     open_store,
 )
+from minirerank_integrations.testing import free_port
 
 QUERY = Query(text="a red circle on the left")
 
@@ -259,7 +259,7 @@ def test_eviction_at_maxmemory_only_costs_recomputation(redis_server, tiny4_path
 
 
 def test_password_from_the_url_or_the_environment(tmp_path, tiny4_path, monkeypatch):
-    from redis_server import RedisServer
+    from minirerank_integrations.testing import RedisServer
 
     server = RedisServer(tmp_path / "redis", password="s3cret-pw").start()
     try:

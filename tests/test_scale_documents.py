@@ -85,11 +85,11 @@ def test_a_pdf_in_a_folder_is_one_document_per_page(tmp_path, tiny4_path):
     from PIL import Image
 
     from minirerank_integrations import MiniReranker, PdfPage
+    from minirerank_integrations.testing import write_pdf
 
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
     pages = [Image.new("RGB", (96, 96), colour) for colour in colours]
-    path = tmp_path / "report.pdf"
-    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
+    path = write_pdf(tmp_path / "report.pdf", pages)
     documents = read_documents([tmp_path])
     assert [d.id for d in documents] == [f"{path}#page={n}" for n in (1, 2, 3)]
     assert all(isinstance(image, str) for d in documents for image in d.images)  # ships to Ray workers by value

@@ -7,6 +7,7 @@ from llama_index.core import SimpleDirectoryReader
 from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import NodeWithScore, TextNode
 from minirerank_integrations import Candidate, CandidateError, PdfPage
+from minirerank_integrations.testing import write_pdf
 from PIL import Image, ImageDraw
 
 from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
@@ -21,9 +22,7 @@ def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         page = Image.new("RGB", (128, 160), "white")
         ImageDraw.Draw(page).ellipse([20, 30, 100, 110], fill=colour)
         pages.append(page)
-    path = tmp_path_factory.mktemp("pdf") / "shapes.pdf"
-    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
-    return path
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "shapes.pdf", pages)
 
 
 def test_reader_nodes_are_their_pages(fresh_engine, pdf_file: Path) -> None:

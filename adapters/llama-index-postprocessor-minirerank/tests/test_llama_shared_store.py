@@ -1,14 +1,10 @@
 """A shared Redis prefix store by URL: ingestion in one engine, hits in another, the setting serialized."""
 
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import redis
 from llama_index.core.schema import NodeWithScore, QueryBundle
+from minirerank_integrations.testing import RedisServer
 
 from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
 
@@ -16,39 +12,8 @@ from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
 @pytest.fixture
 def redis_url(tmp_path: Path):
     """A real redis-server on 127.0.0.1 and a free port, stopped after the test."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed; `make test` installs it"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        for _ in range(300):
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with RedisServer(tmp_path / "redis") as server:
+        yield server.url
 
 
 def test_cache_url_shares_prefixes_between_engines(tiny_path, mixed_nodes, redis_url) -> None:

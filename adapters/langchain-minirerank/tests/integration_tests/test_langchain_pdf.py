@@ -6,6 +6,7 @@ import pytest
 from langchain_community.document_loaders import PyPDFium2Loader, PyPDFLoader
 from langchain_core.documents import Document
 from minirerank_integrations import Candidate, CandidateError, PdfPage
+from minirerank_integrations.testing import write_pdf
 from PIL import Image, ImageDraw
 
 from langchain_minirerank import MiniRerankCompressor
@@ -20,9 +21,7 @@ def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         page = Image.new("RGB", (128, 160), "white")
         ImageDraw.Draw(page).rectangle([20, 30, 100, 110], fill=colour)
         pages.append(page)
-    path = tmp_path_factory.mktemp("pdf") / "squares.pdf"
-    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
-    return path
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "squares.pdf", pages)
 
 
 @pytest.mark.parametrize("loader", [PyPDFLoader, PyPDFium2Loader])

@@ -1,4 +1,9 @@
-"""A real ``redis-server`` for tests: loopback only, a free port, a temporary directory, no persistence."""
+"""Helpers for test suites of the engine, its adapters and applications built on them.
+
+``RedisServer`` runs a real ``redis-server`` (loopback only, a free port, a temporary directory, no
+persistence), so tests of a shared store exercise the server users run rather than a fake. ``write_pdf``
+writes a small multi-page PDF of given pictures, for tests of PDF loaders and page rendering.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,29 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
+from PIL import Image
+
+if TYPE_CHECKING:
+    import redis
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of the call."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 class RedisServer:
-    """Start, kill and restart one server on a fixed port (so clients reconnect to the same URL)."""
+    """Start, kill and restart one server on a fixed port (so clients reconnect to the same URL).
+
+    Needs the ``redis-server`` binary on ``PATH`` and the ``redis`` extra (redis-py). Use it as a context
+    manager (started on entry, stopped on exit) or call ``start``/``stop``.
+    """
 
     def __init__(self, directory: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
@@ -29,15 +44,28 @@ class RedisServer:
         self.password = password
         self.process: subprocess.Popen | None = None
 
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def url(self) -> str:
+        """``redis://`` URL of this server, database 0 (with the password when one is set)."""
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
+        """A redis-py client of this server (5 s socket timeout)."""
+        import redis
+
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
 
     def start(self) -> RedisServer:
+        """Start the server and wait (at most 15 s) until it answers PING."""
+        import redis
+
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
@@ -64,6 +92,7 @@ class RedisServer:
         self.process = None
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -72,3 +101,10 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+
+
+def write_pdf(path: Path, pages: Sequence[Image.Image]) -> Path:
+    """Write ``pages`` as a PDF at 72 dpi (one point per pixel, so a page renders back at its own size)."""
+    first, *rest = [page.convert("RGB") for page in pages]
+    first.save(path, "PDF", resolution=72, save_all=True, append_images=rest)
+    return path
