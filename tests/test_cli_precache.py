@@ -43,6 +43,25 @@ def test_precache_into_redis_is_resumable_and_serves_every_document(redis_server
     assert (reader.counters.prefix_hits, reader.counters.prefix_computations) == (5, 0)
 
 
+def test_rerank_reads_the_namespace_and_precision_precache_wrote(redis_server, tiny4_path, tmp_path):
+    pages = _corpus(tmp_path)
+    store = ("--cache-url", redis_server.url, "--cache-namespace", "team-a", "--cache-storage", "bfloat16")
+    filled = _run("precache", str(pages), "--model", str(tiny4_path), "--config", "paper", *store, "--no-progress")
+    assert filled.returncode == 0, filled.stderr
+    images = [arg for path in sorted(pages.iterdir()) for arg in ("--image", str(path))]
+    query = ("rerank", "--model", str(tiny4_path), "--config", "paper", "--query", "a red circle", "--json", *images)
+
+    served = _run(*query, *store)
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["prefixes"] == {"served": 3, "computed": 0}
+    other = _run(*query, "--cache-url", redis_server.url, "--cache-storage", "bfloat16")  # default namespace
+    assert json.loads(other.stdout)["prefixes"] == {"served": 0, "computed": 3}
+    again = _run(*query, "--cache-url", redis_server.url, "--cache-storage", "bfloat16")  # now stored there too
+    assert json.loads(again.stdout)["prefixes"] == {"served": 3, "computed": 0}
+    scores = [r["score"] for r in json.loads(served.stdout)["results"]]
+    assert scores == [r["score"] for r in json.loads(again.stdout)["results"]]  # the same bfloat16 prefixes
+
+
 def test_bad_input_is_one_line_and_failed_documents_are_listed(tiny4_path, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "text": "fine"}\n{oops\n', encoding="utf-8")
     cache = str(tmp_path / "cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo_model import DEMO_MODEL
-from ._common import EXIT_FAILED, EXIT_OK, Subparsers, fail
+from ._common import EXIT_FAILED, EXIT_OK, Subparsers, add_engine_options, fail, load_engine
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -27,23 +27,12 @@ def add_commands(commands: Subparsers) -> None:
         choices=["paper"],
         help="the preset; default: the configuration saved with the checkpoint, else paper",
     )
-    store = precache.add_mutually_exclusive_group(required=True)
-    store.add_argument("--cache-dir", metavar="DIR", help="a prefix cache directory")
-    store.add_argument(
-        "--cache-url",
-        metavar="URL",
-        help="a Redis or Valkey server, redis://host:6379/0 or rediss://; password in the URL or "
-        "$MINIRERANK_REDIS_PASSWORD",
-    )
-    precache.add_argument("--cache-namespace", default="minirerank", help="prefix of the Redis keys")
-    precache.add_argument(
-        "--cache-storage", default="float32", choices=["float32", "float16", "bfloat16", "int8"], help="precision"
+    add_engine_options(
+        precache, store_required=True, device_help="torch device (without --ray; Ray actors use a GPU if any)"
     )
     precache.add_argument("--ray", action="store_true", help="run on a Ray cluster (RAY_ADDRESS, else a local one)")
     precache.add_argument("--workers", type=int, default=2, help="Ray actors, one loaded model each (with --ray)")
     precache.add_argument("--batch-size", type=int, default=8, help="documents per actor call (with --ray)")
-    precache.add_argument("--device", default="cpu", help="torch device (without --ray; Ray actors use a GPU if any)")
-    precache.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     precache.add_argument("--no-progress", action="store_true", help="no progress bar")
     precache.set_defaults(handler=_precache)
 
@@ -71,19 +60,7 @@ def _precache(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
         else:
-            from ..engine.reranker import MiniReranker
-
-            engine = MiniReranker.from_pretrained(
-                args.model,
-                config=args.config,
-                device=args.device,
-                dtype=args.dtype,
-                cache_dir=args.cache_dir,
-                cache_url=args.cache_url,
-                cache_namespace=args.cache_namespace,
-                cache_storage=args.cache_storage,
-                cache_memory_limit=0,  # ingestion never reads its entries back
-            )
+            engine = load_engine(args, cache_memory_limit=0)  # ingestion never reads its entries back
             report = precache_documents(engine, documents, progress=not args.no_progress)
     except MiniRerankError as exc:
         return fail(exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo_model import DEMO_MODEL
-from ._common import EXIT_OK, Subparsers, fail
+from ._common import EXIT_OK, Subparsers, add_engine_options, fail, load_engine
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -43,17 +43,13 @@ def add_commands(commands: Subparsers) -> None:
     rerank.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON document: the model, the configuration, the query, the ranked results and the "
-        "skipped candidates",
+        help="print one JSON document: the model, the configuration, the query, the ranked results, the "
+        "skipped candidates and how many prefixes the store served",
     )
     rerank.add_argument(
         "--skip-bad", action="store_true", help="leave out unreadable candidates (listed as skipped) instead of failing"
     )
-    store = rerank.add_mutually_exclusive_group()
-    store.add_argument("--cache-dir", default=None, help="a persistent prefix cache directory")
-    store.add_argument("--cache-url", default=None, help="a shared Redis prefix store, redis://host:6379/0")
-    rerank.add_argument("--device", default="cpu", help="where the model runs, e.g. cpu, cuda, cuda:1")
-    rerank.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_engine_options(rerank, store_required=False, device_help="where the model runs, e.g. cpu, cuda, cuda:1")
     rerank.set_defaults(handler=_rerank)
 
 
@@ -62,7 +58,6 @@ def _rerank(args: argparse.Namespace) -> int:
 
     from ..engine.inputs import Candidate, Query
     from ..engine.pdf import pdf_pages
-    from ..engine.reranker import MiniReranker
     from ..errors import MiniRerankError
 
     try:
@@ -72,14 +67,7 @@ def _rerank(args: argparse.Namespace) -> int:
         candidates += [Candidate(images=[page], id=str(page)) for path in args.pdf for page in pdf_pages(path)]
         if not candidates:
             return fail("no candidates: pass --text, --image or --pdf")
-        reranker = MiniReranker.from_pretrained(
-            args.model,
-            config=args.config,
-            device=args.device,
-            dtype=args.dtype,
-            cache_dir=args.cache_dir,
-            cache_url=args.cache_url,
-        )
+        reranker = load_engine(args)
         on_error = "skip" if args.skip_bad else "raise"
         results = reranker.rerank(query, candidates, top_n=args.top_n, on_error=on_error)
     except MiniRerankError as exc:
@@ -96,6 +84,7 @@ def _rerank(args: argparse.Namespace) -> int:
         "candidates": len(candidates),
         "results": rows,
         "skipped": [{"index": s.index, "id": s.id, "error": s.error} for s in results.skipped],
+        "prefixes": {"served": reranker.counters.prefix_hits, "computed": reranker.counters.prefix_computations},
     }
     print(json.dumps(document, indent=2))
     return EXIT_OK
