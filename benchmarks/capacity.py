@@ -4,7 +4,7 @@
    Qwen3-VL-Reranker-2B prefix has under the `paper` preset (band layers x 8 KV heads x kept tokens x 128),
    for several page sizes and each storage precision. Random values; the size does not depend on them.
 2. Redis: the memory a real redis-server (started here on loopback) uses per stored entry, measured with
-   INFO memory over a few entries, and from it documents per GiB of maxmemory.
+   MEMORY USAGE over a few entries, and from it documents per GiB of maxmemory.
 3. Ingestion: documents/s of `precache` into that Redis, in one process and on a local Ray cluster with
    1 and 2 workers, on a model loaded here (default: the embedded demo model; a real checkpoint with --model).
 
@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import redis
 import torch
 from PIL import Image, ImageDraw
 from prefix_bytes import SHAPES, SYSTEM_TOKENS
@@ -32,6 +29,7 @@ from minirerank_integrations.engine.images import smart_resize
 from minirerank_integrations.engine.pruning import kept_count
 from minirerank_integrations.scale import precache_documents, precache_on_ray
 from minirerank_integrations.store import PrefixEntry, encode_entry
+from minirerank_integrations.testing import RedisServer
 
 PAGES = [(512, 512), (1024, 1024), (1024, 1344), (1536, 2048)]  # width x height before the resize rule
 STORAGES = ("float32", "bfloat16", "int8")
@@ -60,41 +58,15 @@ def bytes_table() -> list[dict]:
     return rows
 
 
-class Server:
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (make test installs it)"
-        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(directory), "--save", ""]
-        self.process = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(200):
-            try:
-                self.client.ping()
-                return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def redis_overhead(server: Server, blob: bytes, count: int = 8) -> float:
+def redis_overhead(server: RedisServer, blob: bytes, count: int = 8) -> float:
     """Bytes of server memory per stored entry of ``len(blob)`` bytes (MEMORY USAGE: value, key, allocator)."""
-    server.client.flushall()
+    client = server.client()
+    client.flushall()
     names = [f"capacity:prefix:{i:064x}" for i in range(count)]
     for name in names:
-        server.client.set(name, blob)
-    used = sum(server.client.memory_usage(name, samples=0) for name in names) / count
-    server.client.flushall()
+        client.set(name, blob)
+    used = sum(client.memory_usage(name, samples=0) for name in names) / count
+    client.flushall()
     return used
 
 
@@ -111,7 +83,7 @@ def pages(folder: Path, n: int, size: int) -> list[Candidate]:
     return docs
 
 
-def ingestion(server: Server, model: str, n: int, size: int, folder: Path) -> list[dict]:
+def ingestion(server: RedisServer, model: str, n: int, size: int, folder: Path) -> list[dict]:
     import ray
 
     docs = pages(folder, n, size)
@@ -154,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     table = bytes_table()
     print(f"{'page':>10} {'resized':>10} {'kept tokens':>11} {'storage':>9} {'bytes':>12} {'docs per GiB':>12}")
     work = Path(tempfile.mkdtemp())
-    server = Server(work)
+    server = RedisServer(work / "redis").start()
     try:
         reference = next(r for r in table if r["page"] == "1024x1024" and r["storage"] == "bfloat16")
         blob = encode_entry(

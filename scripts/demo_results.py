@@ -366,6 +366,14 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
 LABEL_FREE_HEADING = "## Label-free adaptation (minirerank adapt) and calibration"
 
 
+def mix_of(run: dict) -> str:
+    """The training mix of an adapt.json record: groups per family, or the command in docs/adaptation.md."""
+    mix = run.get("family_mix")
+    if not mix:
+        return "the command in docs/adaptation.md says"
+    return ", ".join(f"{family} {count}" for family, count in sorted(mix.items())) + " groups"
+
+
 def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str]:
     """The label-free adaptation next to the shipped labelled one, and the calibrations, from the files
     ``scripts/adapt_demo.py measure`` and ``minirerank calibrate`` wrote (nothing when they are absent)."""
@@ -381,7 +389,7 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         "",
         f"`minirerank adapt` from the demo's dense variant, without labels, to the adapted variant's configuration "
         f"({doc['config']}), on the training groups of recipe I (docs/demo-training.md) with their relevance "
-        "removed (`scripts/adapt_demo.py export`), image_to_text twice in the mix; full fine-tuning with the "
+        f"removed (`scripts/adapt_demo.py export`), mixed as {mix_of(run)}; full fine-tuning with the "
         f"vision tower trained, lr {settings.get('lr') or 3e-4}, {settings.get('steps')} steps of "
         f"{settings.get('queries_per_step')} queries x {settings.get('group_size')} candidates (each group the "
         f"teacher's top {settings.get('teacher_top')} plus candidates drawn from the list). Training "

@@ -105,6 +105,8 @@ def test_output_folder_loads_with_its_configuration_and_embedder(tiny4_path, ada
     assert reranker.config == _target(4).resolve(4)
     record = json.loads((adapted_folder / ADAPT_FILE).read_text())
     assert record["embedder"] == str(tiny4_path.resolve()) and record["teacher_cache_bytes"] > 0
+    families = [t.family for t in unlabelled]
+    assert record["family_mix"] == {f: families.count(f) for f in set(families)}
     base = MiniReranker.from_pretrained(tiny4_path, config="dense")
     assert reranker.embedder.fingerprint() == base.backbone.fingerprint()  # the base ranks visual tokens
     assert reranker.backbone.fingerprint() != base.backbone.fingerprint()

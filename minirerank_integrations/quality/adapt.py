@@ -32,6 +32,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -575,6 +576,7 @@ def adapt(
         "target": target.model_dump(mode="json"),
         "settings": asdict(settings),
         "tasks": len(tasks),
+        "family_mix": dict(Counter(task.family for task in tasks)),  # groups per family, repeats included
         "labelled_loss": settings.label_weight > 0,
         "teacher_seconds": round(result.teacher_seconds, 1),
         "train_seconds": round(result.train_seconds, 1),
