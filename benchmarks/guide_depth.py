@@ -1,6 +1,7 @@
 """How deep the pruning guide must run: on the demo model, the adapted configuration's retention (against the
 dense variant, same test tasks) with visual tokens ranked by the embedder's first k layers, all of its layers,
-or at random, at keep 0.5 and 0.25.
+or at random, at keep 0.5 and 0.25; and, at the first keep with the shipped guide, the opt-in
+``instruction_in_prefix`` (the fixed instruction moved into the cached prefix, not adapted to).
 
     python benchmarks/guide_depth.py --queries 100 --json docs/bench/guide_depth.json
 """
@@ -39,24 +40,26 @@ def main(argv: list[str] | None = None) -> None:
         ("embedder", None),
         ("random", None),
     ]
-    for keep in args.keep:
-        for guide, layers in guides:
-            config = adapted.config.model_copy(
-                update={"keep_ratio": keep, "pruning_guide": guide, "pruning_guide_layers": layers}
-            )
-            engine = MiniReranker(adapted.backbone, RerankConfig(**config.model_dump()), embedder=adapted.embedder)
-            report = evaluate(engine, tasks)
-            kept = retention(report, base)
-            row = {
-                "keep": keep,
-                "guide": guide,
-                "guide_layers": "all" if guide == "embedder" and layers is None else layers,
-                "hit@1": {g: report.metrics[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
-                "retention_hit@1": {g: kept[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
-                "retention_ndcg@5": {g: kept[g]["ndcg@5"] for g in [*FAMILIES, OVERALL]},
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    shipped = (adapted.config.pruning_guide, adapted.config.pruning_guide_layers)
+    runs = [(keep, guide, layers, False) for keep in args.keep for guide, layers in guides]
+    runs.append((args.keep[0], *shipped, True))
+    for keep, guide, layers, instruction_in_prefix in runs:
+        update = {"keep_ratio": keep, "pruning_guide": guide, "pruning_guide_layers": layers}
+        config = adapted.config.model_copy(update={**update, "instruction_in_prefix": instruction_in_prefix})
+        engine = MiniReranker(adapted.backbone, RerankConfig(**config.model_dump()), embedder=adapted.embedder)
+        report = evaluate(engine, tasks)
+        kept = retention(report, base)
+        row = {
+            "keep": keep,
+            "guide": guide,
+            "guide_layers": "all" if guide == "embedder" and layers is None else layers,
+            "instruction_in_prefix": instruction_in_prefix,
+            "hit@1": {g: report.metrics[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
+            "retention_hit@1": {g: kept[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},
+            "retention_ndcg@5": {g: kept[g]["ndcg@5"] for g in [*FAMILIES, OVERALL]},
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     doc = {
         "queries_per_family": args.queries,
         "dense_hit@1": {g: base.metrics[g]["hit_rate@1"] for g in [*FAMILIES, OVERALL]},

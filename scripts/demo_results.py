@@ -394,7 +394,7 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         f"{settings.get('queries_per_step')} queries x {settings.get('group_size')} candidates (each group the "
         f"teacher's top {settings.get('teacher_top')} plus candidates drawn from the list). Training "
         f"{run.get('train_seconds', 0) / 60:.0f} min and the teacher pass {run.get('teacher_seconds', 0) / 60:.0f} min "
-        "on this 2-core machine shared with other jobs; teacher-score cache "
+        "on this 2-core machine; teacher-score cache "
         f"{run.get('teacher_cache_bytes', 0) / 1e3:.0f} KB ({run.get('tasks', 0)} groups in the mix). Retention on "
         f"{n} test queries per family (the 500-query sample above)"
         + (
