@@ -12,7 +12,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, get_args
+
+from ..store.codec import Storage
 
 if TYPE_CHECKING:
     from ..engine.reranker import MiniReranker
@@ -25,7 +27,7 @@ EXIT_USAGE = 2  # same status argparse uses for bad arguments
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-STORAGES = ["float32", "float16", "bfloat16", "int8"]
+STORAGES = list(get_args(Storage))  # the codec's precisions, spelled once
 DTYPES = ["float32", "bfloat16", "float16"]
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from ._common import EXIT_OK, Subparsers, fail
+from ._common import EXIT_OK, STORAGES, Subparsers, fail
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -31,7 +31,7 @@ def add_commands(commands: Subparsers) -> None:
     parser.add_argument("--ingest-docs", type=int, default=1, help="documents ingested per configuration")
     parser.add_argument("--text-candidates", type=int, default=10, help="N of the image query over text")
     parser.add_argument("--full-kv-max-n", type=int, default=10, help="largest warm N of vision-first alone")
-    parser.add_argument("--storage", default="bfloat16", choices=["float32", "float16", "bfloat16", "int8"])
+    parser.add_argument("--storage", default="bfloat16", choices=STORAGES)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(

@@ -12,14 +12,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL, demo_checkpoint
 from ..errors import CandidateError, ConfigError, ImageLoadError, InputError, MiniRerankError
-from ..store import DEFAULT_MEMORY_LIMIT, MemoryPrefixStore, PrefixEntry, PrefixStore, open_store
+from ..store import DEFAULT_MEMORY_LIMIT, MemoryPrefixStore, PrefixEntry, PrefixStore, Storage, open_store
 from .config import PresetName, RerankConfig
 from .images import ImageFetcher, image_digest, prepare_image
 from .inputs import (
@@ -115,7 +115,7 @@ class MiniReranker:
         dtype: str | torch.dtype = "float32",
         cache_dir: str | Path | None = None,
         cache_size_limit: int | None = None,
-        cache_storage: Literal["float32", "float16", "bfloat16", "int8"] = "float32",
+        cache_storage: Storage = "float32",
         cache_url: str | None = None,
         cache_namespace: str = "minirerank",
         cache_ttl: float | None = None,
@@ -157,8 +157,8 @@ class MiniReranker:
             raise ConfigError(f"cache_size_limit must be a positive number of bytes or None, got {cache_size_limit!r}")
         if cache_dir is not None and not str(cache_dir).strip():
             raise ConfigError("cache_dir is an empty string (it would be the current directory); pass a directory")
-        if cache_storage not in ("float32", "float16", "bfloat16", "int8"):
-            raise ConfigError(f"cache_storage {cache_storage!r} is unknown; use float32, float16, bfloat16 or int8")
+        if cache_storage not in get_args(Storage):
+            raise ConfigError(f"cache_storage {cache_storage!r} is unknown; use {', '.join(get_args(Storage))}")
         loaded_as: dict[str, object] = {"name_or_path": str(name_or_path), "device": str(device), "dtype": str(dtype)}
         for option, value, default in (
             ("embedder", embedder, None),
