@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from minirerank_integrations import MiniReranker, RerankConfig
 from minirerank_integrations.cli import main
 from minirerank_integrations.engine.modeling import ADAPT_FILE, CONFIG_FILE
-from minirerank_integrations.errors import CacheError
+from minirerank_integrations.errors import CacheError, ConfigError
 from minirerank_integrations.quality.adapt import (
     TEACHER_FILE,
     AdaptSettings,
@@ -150,8 +150,28 @@ def test_cli_adapt_from_documents_and_retrieved_ids(tiny4_path, groups, tmp_path
     target = json.dumps(_target(4).model_dump(mode="json"))
     argv = ["adapt", "--model", str(tiny4_path), "--documents", str(docs), "--queries", str(tmp_path / "queries.jsonl")]
     argv += ["--config", target, "--out", str(out), "--steps", "2", "--queries-per-step", "2", "--group-size", "4"]
-    assert main(argv) == 0
+    assert main([*argv, "--temperature", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint:" in printed and "teacher scores: computed" in printed
     assert json.loads((out / CONFIG_FILE).read_text())["band"] == [0, 1]
+    assert json.loads((out / ADAPT_FILE).read_text())["settings"]["temperature"] == 0.5
     assert main([*argv[:2], str(tmp_path / "nowhere"), *argv[3:]]) == 2  # a missing model: one-line error
+
+
+def test_temperature_sharpens_the_teacher_order_and_must_be_positive():
+    teacher = torch.tensor([[4.0, 2.0, 0.0, -2.0]])
+    swapped_top = torch.tensor([[2.0, 4.0, 0.0, -2.0]])  # the teacher's first two swapped
+    swapped_tail = torch.tensor([[4.0, 2.0, -2.0, 0.0]])  # its last two swapped
+    for t in (0.5, 1.0, 2.0):
+        settings = AdaptSettings(score_weight=0.0, temperature=t)
+        assert float(adapt_loss(teacher, teacher, settings)) == pytest.approx(0.0, abs=1e-6)
+    # The share of the loss that comes from the top of the order grows as the temperature falls.
+    share = {}
+    for t in (0.5, 2.0):
+        settings = AdaptSettings(score_weight=0.0, temperature=t)
+        top, tail = (float(adapt_loss(s, teacher, settings)) for s in (swapped_top, swapped_tail))
+        share[t] = top / (top + tail)
+    assert share[0.5] > share[2.0] > 0.5
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="temperature"):
+            AdaptSettings(temperature=bad).check()

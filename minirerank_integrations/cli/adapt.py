@@ -47,6 +47,9 @@ def add_commands(commands: Subparsers) -> None:
     adapt.add_argument("--distill-weight", type=float, default=1.0)
     adapt.add_argument("--score-weight", type=float, default=0.2)
     adapt.add_argument(
+        "--temperature", type=float, default=1.0, help="softmax temperature of the distillation (below 1: sharper)"
+    )
+    adapt.add_argument(
         "--label-weight", type=float, default=0.0, help="add the labels' loss (tasks must carry relevance)"
     )
     adapt.add_argument("--save-every", type=int, default=100, metavar="N", help="write resumable state every N steps")
@@ -198,6 +201,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
         lr=args.lr,
         distill_weight=args.distill_weight,
         score_weight=args.score_weight,
+        temperature=args.temperature,
         label_weight=args.label_weight,
         save_every=args.save_every,
         seed=args.seed,

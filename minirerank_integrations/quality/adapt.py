@@ -113,6 +113,8 @@ class AdaptSettings:
             raise ConfigError(f"group_size must be >= 2 (a ranking needs two candidates), got {self.group_size}")
         if not 1 <= self.teacher_top <= self.group_size:
             raise ConfigError(f"teacher_top must be in 1..group_size ({self.group_size}), got {self.teacher_top}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.method not in ("lora", "full"):
             raise ConfigError(f"method must be 'lora' or 'full', got {self.method!r}")
 
