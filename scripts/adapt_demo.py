@@ -52,12 +52,14 @@ def export(out: Path, train_queries: int, validation_queries: int) -> None:
     print(f"wrote {len(train) + len(captions)} unlabelled training groups and {len(validation)} validation tasks")
 
 
-def test_tasks(queries: int) -> list:
-    """The test tasks of scripts/demo_results.py's 500-query retention (same generator arguments)."""
+def split_tasks(queries: int, split: str = "test") -> list:
+    """The test tasks of scripts/demo_results.py's 500-query retention (same generator arguments), or the
+    validation tasks ``export`` writes (seed 1): recipes are compared on validation, reported on test."""
+    seed = 0 if split == "test" else 1
     return [
         t
         for f in FAMILIES
-        for t in generate(f, "test", queries, seed=0, candidates_per_query=20, hard_negative_share=0.6)
+        for t in generate(f, split, queries, seed=seed, candidates_per_query=20, hard_negative_share=0.6)
     ]
 
 
@@ -73,11 +75,16 @@ def scores_of(model: MiniReranker, tasks: list) -> tuple[list[list[float]], floa
 
 
 def measure(
-    adapted_dir: Path | None, queries: int, out: Path, dense_scores: Path, documented_dense: bool = False
+    adapted_dir: Path | None,
+    queries: int,
+    out: Path,
+    dense_scores: Path,
+    documented_dense: bool = False,
+    split: str = "test",
 ) -> None:
     """Dense scores are computed once and kept in ``dense_scores`` (JSON); the adapted folder is scored
     under its saved configuration, guided by the dense model as embedder (as the shipped variant is)."""
-    tasks = test_tasks(queries)
+    tasks = split_tasks(queries, split)
     dense = MiniReranker.from_pretrained(demo_checkpoint("dense"), config="dense")
     if documented_dense:  # the dense means of docs/results.md on the same tasks: ratios without intervals
         base = None
@@ -110,6 +117,7 @@ def measure(
         intervals = {f: {m: retention_interval(report, base, f, m) for m in ("hit_rate@1", "ndcg@5")} for f in FAMILIES}
     document = {
         "queries_per_family": queries,
+        "split": split,
         "config": config.model_dump(mode="json", include={"format", "exit_layer", "band", "keep_ratio"}),
         "dense": dense_metrics,
         "dense_source": "docs/results/results.json (same tasks)" if base is None else "scored in this run",
@@ -138,7 +146,8 @@ def main() -> None:
     e.add_argument("--validation-queries", type=int, default=40)
     m = sub.add_parser("measure")
     m.add_argument("--adapted", type=Path, default=None, help="omit to score (and keep) the dense model only")
-    m.add_argument("--dense-scores", type=Path, default=Path("build/adapt-demo/dense_test_scores.json"))
+    m.add_argument("--split", choices=["test", "validation"], default="test")
+    m.add_argument("--dense-scores", type=Path, default=None, help="default build/adapt-demo/dense_<split>_scores.json")
     m.add_argument(
         "--documented-dense",
         action="store_true",
@@ -150,7 +159,10 @@ def main() -> None:
     if args.command == "export":
         export(args.out, args.train_queries, args.validation_queries)
     else:
-        measure(args.adapted, args.queries, args.out, args.dense_scores, args.documented_dense)
+        if args.documented_dense and args.split != "test":
+            parser.error("--documented-dense holds test-split means only")
+        dense_scores = args.dense_scores or Path(f"build/adapt-demo/dense_{args.split}_scores.json")
+        measure(args.adapted, args.queries, args.out, dense_scores, args.documented_dense, args.split)
 
 
 if __name__ == "__main__":
