@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+
+import minirerank_integrations.engine.reranker as reranker_module
 from minirerank_integrations import Candidate, MiniReranker, Query
+from minirerank_integrations.store import MemoryPrefixStore
 
 
 def test_text_query_runs_each_prefix_once_suffix_once_and_n_pair_passes(tiny4_path, images):
@@ -59,3 +65,41 @@ def test_small_batches_fetch_each_prefix_once_and_score_the_same(tiny4_path, ima
     assert (c.prefix_computations, c.prefix_hits, c.pair_passes) == (len(distinct), 0, len(candidates))
     expected = {r.index: r.score for r in big}
     assert len(got) == len(candidates) and all(abs(r.score - expected[r.index]) <= 1e-6 for r in got)
+
+
+class _RecordingStore(MemoryPrefixStore):
+    """A real memory store that records which thread asked for which keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: list[tuple[str, list[str]]] = []
+
+    def get_many(self, keys):
+        self.fetches.append((threading.current_thread().name, list(keys)))
+        return super().get_many(keys)
+
+
+def test_windows_after_the_first_are_read_ahead_on_a_reader_thread(tiny4_path):
+    """A query over several fetch windows: each prefix is read once, every window after the first on the
+    reader thread, and the scores equal those computed without any store."""
+    store = _RecordingStore()
+    cold = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    cold.store = store
+    texts = [f"document {i}" for i in range(45)]
+    candidates = [*texts, texts[3], texts[40], *texts[:30]]  # repeats inside and across windows: 120 pairs
+    window = max(cold.config.batch_size, reranker_module._FETCH_WINDOW)
+    assert len(candidates) > 2 * window  # at least three windows
+    first = cold.score([("which document", c) for c in candidates])
+    assert cold.counters.prefix_computations == len(texts)
+
+    store.fetches.clear()
+    warm = MiniReranker(cold.backbone, cold.config, store=store)
+    again = warm.score([("which document", c) for c in candidates])
+    assert again == first
+    assert (warm.counters.prefix_computations, warm.counters.prefix_hits) == (0, len(texts))
+    fetched = [k for _, keys in store.fetches for k in keys]
+    assert len(fetched) == len(set(fetched)) == len(texts)  # each prefix read once, repeats held in hand
+    threads = [name for name, keys in store.fetches if keys]
+    assert len(threads) >= 2 and all(name.startswith("minirerank-prefetch") for name in threads)
+    alone = MiniReranker(cold.backbone, cold.config)  # no store: every prefix computed in the call
+    assert alone.score([("which document", c) for c in candidates]) == pytest.approx(first, abs=1e-6)

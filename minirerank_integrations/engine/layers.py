@@ -352,11 +352,13 @@ def gather_prefix_kv(
     layers, kv_heads, _, head_dim = first.shape
     p = max(e.length for e in entries)
     host = first.device
-    past_k = torch.zeros(layers, len(entries), kv_heads, p, head_dim, dtype=dtype, device=host)
-    past_v = torch.zeros_like(past_k)
-    for b, e in enumerate(entries):
+    past_k = torch.empty(layers, len(entries), kv_heads, p, head_dim, dtype=dtype, device=host)
+    past_v = torch.empty_like(past_k)
+    for b, e in enumerate(entries):  # each entry copied once; only the padding is zeroed (masked, but never NaN)
         past_k[:, b, :, : e.length] = e.keys
         past_v[:, b, :, : e.length] = e.values
+        past_k[:, b, :, e.length :] = 0
+        past_v[:, b, :, e.length :] = 0
     target = torch.device(device)
     if host != target:
         pin = host.type == "cpu" and target.type == "cuda"

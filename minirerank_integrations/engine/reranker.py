@@ -9,7 +9,8 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, get_args
@@ -46,8 +47,10 @@ from .pruning import embedder_importances, keep_mask, random_importance
 
 logger = logging.getLogger(__name__)
 
-#: Pairs whose prefixes one store lookup fetches: a top-100 call is one round trip to a networked store.
-_FETCH_WINDOW = 128
+#: Pairs whose prefixes one store lookup fetches. The next window is fetched (read, checked, decoded) on a
+#: reader thread while this one is scored, so only the first window's read is not hidden behind compute; two
+#: windows of entries are held at most.
+_FETCH_WINDOW = 32
 
 #: Bumped whenever what a prefix entry holds, or how it is computed, changes: old entries then miss.
 ENGINE_FORMAT_VERSION = 2  # 2: SDPA attention, paper band [E // 2, E), guide layers in the key
@@ -577,8 +580,8 @@ class MiniReranker:
             return scores
 
         # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once. Entries are
-        # fetched a window of pairs at a time (one round trip to a networked store per window: a top-100 call is
-        # one) and dropped after their last pair, so a query over many documents holds one window's entries.
+        # fetched a window of pairs at a time, the next window on a reader thread while this one is scored, and
+        # dropped after their last pair, so a query over many documents holds at most two windows' entries.
         plans = []
         suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
         prefixes: dict[str, Segment] = {}
@@ -593,29 +596,75 @@ class MiniReranker:
                 suffixes[suffix_key] = (states, compute_suffix_preband(self.backbone, states, cfg.band[0]))
             plans.append((key, suffix_key))
         last_use = {key: i for i, (key, _) in enumerate(plans)}
-        entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
         window = max(cfg.batch_size, _FETCH_WINDOW)
-        for window_start in range(0, len(plans), window):
-            window_end = window_start + window
-            wanted = [k for k in dict.fromkeys(k for k, _ in plans[window_start:window_end]) if k not in entries]
-            for key, entry in zip(wanted, self.store.get_many(wanted)):
-                if entry is None:
-                    entry = self._compute_prefix(prefixes[key], cache, cfg)
-                    self.store.put(key, entry)
-                else:
-                    self.counters.prefix_hits += 1
-                entries[key] = entry
-            for start in range(window_start, min(window_end, len(plans)), cfg.batch_size):
-                chunk = plans[start : min(start + cfg.batch_size, window_end)]
-                batch_entries = [entries[k] for k, _ in chunk]
-                batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
-                prebands = [suffixes[s][1] for _, s in chunk]
-                self.counters.pair_passes += len(chunk)
-                logits = pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
-                scores.extend(torch.sigmoid(logits).tolist())
-            for key in [k for k in entries if last_use[k] < window_end]:
-                del entries[key]
-        return scores
+        starts = range(0, len(plans), window)
+        seen: set[str] = set()
+        fetches = []  # per window, the keys it needs that no earlier window brought (those are still held)
+        for start in starts:
+            fetches.append([k for k in dict.fromkeys(k for k, _ in plans[start : start + window]) if k not in seen])
+            seen.update(fetches[-1])
+        entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
+        logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
+        with _Prefetcher(self.store.get_many, fetches) as prefetched:
+            for w, window_start in enumerate(starts):
+                window_end = window_start + window
+                for key, entry in zip(fetches[w], prefetched.result(w)):
+                    if entry is None:
+                        entry = self._compute_prefix(prefixes[key], cache, cfg)
+                        self.store.put(key, entry)
+                    else:
+                        self.counters.prefix_hits += 1
+                    entries[key] = entry
+                for start in range(window_start, min(window_end, len(plans)), cfg.batch_size):
+                    chunk = plans[start : min(start + cfg.batch_size, window_end)]
+                    batch_entries = [entries[k] for k, _ in chunk]
+                    batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
+                    prebands = [suffixes[s][1] for _, s in chunk]
+                    self.counters.pair_passes += len(chunk)
+                    logits.append(
+                        pair_logits(self.backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
+                    )
+                for key in [k for k in entries if last_use[k] < window_end]:
+                    del entries[key]
+        return torch.sigmoid(torch.cat(logits)).tolist()
+
+
+class _Prefetcher:
+    """Runs ``fetch`` on each list of keys in turn, one list ahead of the caller, on a reader thread: while
+    window ``w`` is scored, window ``w + 1`` is read. A single window is fetched on the caller's thread."""
+
+    def __init__(self, fetch: Callable[[list[str]], list], batches: list[list[str]]) -> None:
+        self._fetch, self._batches = fetch, batches
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[int, Future] = {}
+
+    def __enter__(self) -> _Prefetcher:
+        if len(self._batches) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minirerank-prefetch")
+            self._submit(0)
+        return self
+
+    def _submit(self, index: int) -> None:
+        if self._pool is not None and index < len(self._batches):
+            self._pending[index] = self._pool.submit(self._fetch, self._batches[index])
+
+    def result(self, index: int) -> list:
+        """The entries of batch ``index`` (None for a miss), in its key order; starts reading the next."""
+        if not self._batches[index]:
+            self._pending.pop(index, None)
+            self._submit(index + 1)
+            return []
+        if self._pool is None:
+            return self._fetch(self._batches[index])
+        future = self._pending.pop(index)
+        self._submit(index + 1)
+        return future.result()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)  # a read under way finishes; nothing outlives the call
 
 
 def _check_encodable(text: str, what: str) -> None:
