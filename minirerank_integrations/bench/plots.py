@@ -24,6 +24,13 @@ def plot_all(result: dict, out: Path) -> list[Path]:
     shape = result["shape"]["name"]
     written = []
 
+    def label_of(method: str, state: str) -> str:
+        return method if state == "n/a" else f"{method} ({state})"
+
+    # one colour per line label in every panel and figure, so a method reads the same everywhere
+    labels = sorted({label_of(r["method"], r["state"]) for r in rows if r["state"] != "ingest"})
+    colors = {label: plt.get_cmap("tab20")(i % 20) for i, label in enumerate(labels)}
+
     sizes = sorted({r["image_size"] for r in rows})
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
@@ -35,13 +42,17 @@ def plot_all(result: dict, out: Path) -> list[Path]:
             )
             if not points or state == "ingest":
                 continue
-            label = method if state == "n/a" else f"{method} ({state})"
+            if state == "n/a":  # a dense baseline costs its time per pair at every N: drawn as a line
+                per_pair = next(r["seconds_per_pair"] for r in rows if (r["image_size"], r["method"]) == (size, method))
+                ns = sorted({r["n"] for r in rows if r["image_size"] == size and r["state"] == "warm"} | {points[0][0]})
+                points = [(n, per_pair * n) for n in ns]
+            label = label_of(method, state)
             style = "-" if state in ("warm", "n/a") else "--"
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label, color=colors[label])
         ax.set(xscale="log", yscale="log", xlabel="documents per query (N)", ylabel="seconds per query")
         ax.set_title(f"{shape}, text query over {size}x{size} pages")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = out / "time_vs_n.png"
     fig.savefig(path, dpi=110)
@@ -60,8 +71,8 @@ def plot_all(result: dict, out: Path) -> list[Path]:
         )
         points = sorted(dict(points).items())
         if points:
-            label = method if state == "n/a" else f"{method} ({state})"
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+            label = label_of(method, state)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label, color=colors.get(label))
     ax.set(xscale="log", yscale="log", xlabel="visual tokens per page", ylabel="seconds per pair (ingest: per doc)")
     ax.set_title(f"{shape}: cost against image size (warm/cold at N={largest})")
     ax.grid(True, which="both", alpha=0.3)
