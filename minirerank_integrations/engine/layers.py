@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb, repeat_kv
+from transformers.models.qwen3_vl.modeling_qwen3_vl import repeat_kv, rotate_half
 
 from ..store import PrefixEntry
 from .modeling import Backbone, SegmentStates
@@ -64,6 +64,11 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torc
     return out.reshape(batch, heads, queries, dim)
 
 
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The stock ``apply_rotary_pos_emb`` on one tensor (query and key may cover different tokens)."""
+    return (x * cos.unsqueeze(1)) + (rotate_half(x) * sin.unsqueeze(1))
+
+
 def layer_forward(
     layer: torch.nn.Module,
     x: torch.Tensor,  # [batch, tokens, hidden]
@@ -89,14 +94,16 @@ def layer_forward(
     h = layer.input_layernorm(x)
     k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)  # [batch, kv_heads, tokens, head_dim]
     v = attn.v_proj(h).view(shape).transpose(1, 2)  # [batch, kv_heads, tokens, head_dim]
-    q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)  # [batch, heads, tokens, head_dim]
-    q, k = apply_rotary_pos_emb(q, k, cos, sin)
     if kv_only:
-        return None, k, v, None
-    keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        return None, _rope(k, cos, sin), v, None
     residual = x
-    if last_only:
-        q, bias, residual = q[:, :, -1:], bias[:, :, -1:], x[:, -1:]
+    if last_only:  # only the last token's query is read: project it alone
+        h, cos_q, sin_q, bias, residual = h[:, -1:], cos[:, -1:], sin[:, -1:], bias[:, :, -1:], x[:, -1:]
+    else:
+        cos_q, sin_q = cos, sin
+    q = attn.q_norm(attn.q_proj(h).view(batch, h.shape[1], -1, attn.head_dim)).transpose(1, 2)
+    q, k = _rope(q, cos_q, sin_q), _rope(k, cos, sin)  # [batch, heads, queries, head_dim], keys as above
+    keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
     probs = None
     if want_probs:
         out, probs = eager_attention(q, keys, values, bias, attn.scaling)
@@ -445,8 +452,8 @@ def _last_row_probs(
     h = layer.input_layernorm(x)
     k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)  # [batch, kv_heads, t, head_dim]
     q = attn.q_norm(attn.q_proj(h[:, -1:]).view(batch, 1, -1, attn.head_dim)).transpose(1, 2)  # [batch, heads, 1, d]
-    q = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])[0]  # the last position's rotation
-    k = apply_rotary_pos_emb(k, k, cos, sin)[0]
+    q = _rope(q, cos[:, -1:], sin[:, -1:])  # the last position's rotation
+    k = _rope(k, cos, sin)
     group = q.shape[1] // k.shape[1]
     scores = torch.einsum("bkgd,bktd->bkgt", q[:, :, 0].view(batch, k.shape[1], group, -1), k) * attn.scaling
     scores = scores.reshape(batch, -1, tokens)  # [batch, heads, t]
