@@ -433,11 +433,11 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         lines += [
             "### minirerank calibrate",
             "",
-            "Each run evaluates a grid on 20 validation-split queries per family (labelled, 20 candidates) against "
-            "the dense demo model, times every configuration on this machine (cold, then warm) and writes the "
-            "cheapest keeping 0.97 of Hit@1 and NDCG@5 in every family. Costs are of a shared CPU: they rank the "
-            "configurations, their absolute values move between runs. With 20 queries one query moves Hit@1 "
-            "by 0.05, so the target means no query lost in any family.",
+            "Each run evaluates a grid on validation-split queries (labelled, 20 candidates; how many is said per "
+            "run) against the dense demo model, times every configuration on this machine (cold, then warm) and "
+            "writes the cheapest keeping 0.97 of Hit@1 and NDCG@5 in every family; a candidate costs its pair "
+            "plus the share of a new document that the run's document reuse leaves. Costs are of a shared CPU: "
+            "they rank the configurations, their absolute values move between runs.",
             "",
         ]
         for cal_path in calibrations:
@@ -446,7 +446,8 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
             chosen = [c for c in cal["candidates"] if c["config"] == {k: cal["chosen"][k] for k in c["config"]}]
             cost = chosen[0]["cost_s"] if chosen else float("nan")
             lines += [
-                f"- `{cal_path.parent.name}` ({cal['model']}): answer **{cal['answer']}**"
+                f"- `{cal_path.parent.name}` ({cal['model']}; {cal['groups']} validation groups, document reuse "
+                f"{cal.get('document_reuse', 0.0)}): answer **{cal['answer']}**"
                 + (
                     f", lowest retention {chosen[0]['min_retention']:.3f}, cost {1000 * cost:.2f} ms per candidate "
                     f"({cost / dense_cost:.2f} of dense)"
