@@ -43,11 +43,7 @@ def export(out: Path, train_queries: int, validation_queries: int) -> None:
         if t.family == "image_to_text"
     ]
     save_tasks(train + captions, out / "train", overwrite=True, labels=False)
-    validation = [
-        t
-        for f in FAMILIES
-        for t in generate(f, "validation", validation_queries, seed=1, candidates_per_query=20, hard_negative_share=0.6)
-    ]
+    validation = split_tasks(validation_queries, "validation")
     save_tasks(validation, out / "validation", overwrite=True)
     print(f"wrote {len(train) + len(captions)} unlabelled training groups and {len(validation)} validation tasks")
 

@@ -9,8 +9,9 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, get_args
@@ -605,10 +606,10 @@ class MiniReranker:
             seen.update(fetches[-1])
         entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
         logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
-        with _Prefetcher(self.store.get_many, fetches) as prefetched:
-            for w, window_start in enumerate(starts):
+        with closing(_read_ahead(self.store.get_many, fetches)) as reads:  # closed at once, even on an error
+            for w, (window_start, fetched) in enumerate(zip(starts, reads)):
                 window_end = window_start + window
-                for key, entry in zip(fetches[w], prefetched.result(w)):
+                for key, entry in zip(fetches[w], fetched):
                     if entry is None:
                         entry = self._compute_prefix(prefixes[key], cache, cfg)
                         self.store.put(key, entry)
@@ -629,42 +630,23 @@ class MiniReranker:
         return torch.sigmoid(torch.cat(logits)).tolist()
 
 
-class _Prefetcher:
-    """Runs ``fetch`` on each list of keys in turn, one list ahead of the caller, on a reader thread: while
-    window ``w`` is scored, window ``w + 1`` is read. A single window is fetched on the caller's thread."""
+def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) -> Iterator[list]:
+    """Yields ``fetch(batch)`` for each batch in turn (``[]`` for an empty one). With more than one batch the
+    reads run on a reader thread one batch ahead: while the caller scores batch ``w``, ``w + 1`` is read."""
 
-    def __init__(self, fetch: Callable[[list[str]], list], batches: list[list[str]]) -> None:
-        self._fetch, self._batches = fetch, batches
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: dict[int, Future] = {}
+    def read(batch: list[str]) -> list:
+        return fetch(batch) if batch else []
 
-    def __enter__(self) -> _Prefetcher:
-        if len(self._batches) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minirerank-prefetch")
-            self._submit(0)
-        return self
-
-    def _submit(self, index: int) -> None:
-        if self._pool is not None and index < len(self._batches):
-            self._pending[index] = self._pool.submit(self._fetch, self._batches[index])
-
-    def result(self, index: int) -> list:
-        """The entries of batch ``index`` (None for a miss), in its key order; starts reading the next."""
-        if not self._batches[index]:
-            self._pending.pop(index, None)
-            self._submit(index + 1)
-            return []
-        if self._pool is None:
-            return self._fetch(self._batches[index])
-        future = self._pending.pop(index)
-        self._submit(index + 1)
-        return future.result()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            for future in self._pending.values():
-                future.cancel()
-            self._pool.shutdown(wait=True)  # a read under way finishes; nothing outlives the call
+    if len(batches) <= 1:
+        yield from map(read, batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minirerank-prefetch") as pool:
+        pending = pool.submit(read, batches[0])
+        for batch in batches[1:]:
+            current = pending.result()
+            pending = pool.submit(read, batch)
+            yield current
+        yield pending.result()
 
 
 def _check_encodable(text: str, what: str) -> None:
