@@ -74,6 +74,7 @@ def test_one_step_lowers_the_distillation_loss_on_a_fixed_batch(tiny4_path, unla
 def test_resume_equals_an_uninterrupted_run(tiny4_path, unlabelled, tmp_path):
     target = _target(4)
     whole = adapt(tiny4_path, unlabelled, target, tmp_path / "whole", _settings(), progress=False)
+    torch.manual_seed(1234)  # the global RNG state does not matter: a run draws from its own seed
     first = adapt(tiny4_path, unlabelled, target, tmp_path / "split", _settings(), stop_after=2, progress=False)
     assert not first.finished and not (tmp_path / "split" / "model.safetensors").exists()
     assert json.loads((tmp_path / "split" / "state" / "state.json").read_text())["step"] == 2
@@ -89,6 +90,35 @@ def test_resume_equals_an_uninterrupted_run(tiny4_path, unlabelled, tmp_path):
         adapt(tiny4_path, unlabelled, target, tmp_path / "split", _settings(lr=1e-3), progress=False)
     start = load_file(str(tiny4_path / "model.safetensors"))
     assert any(not torch.equal(start[n], a[n]) for n in a if n in start)  # training did change weights
+
+
+def test_ema_serves_the_moving_average_of_the_steps_and_resumes_it(tiny4_path, unlabelled, tmp_path):
+    decay, target = 0.6, _target(4)
+    settings = _settings(steps=3, method="full", lr=1e-3, ema=decay)
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
+    model = reranker.backbone.model
+    average = {n: p.detach().clone() for n, p in model.named_parameters()}  # the average starts at the base
+
+    def follow(step: int, loss: float) -> None:  # after each optimizer step: fold the new weights in
+        for n, p in model.named_parameters():
+            average[n].mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    adapt(reranker, unlabelled, target, tmp_path / "whole", settings, progress=False, on_step=follow)
+    last = load_file(str(tmp_path / "whole" / "state" / "weights.safetensors"))  # the state keeps the last step
+    served = dict(model.named_parameters())
+    assert any(not torch.equal(last[n], served[n].detach()) for n in last)
+    for n, p in served.items():
+        torch.testing.assert_close(p.detach(), average[n], rtol=1e-5, atol=1e-6)
+    # Interrupted after one step and resumed: the average is read back, the served weights are the same.
+    adapt(tiny4_path, unlabelled, target, tmp_path / "split", settings, stop_after=1, progress=False)
+    adapt(tiny4_path, unlabelled, target, tmp_path / "split", settings, progress=False)
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="ema"):
+            AdaptSettings(ema=bad).check()
 
 
 @pytest.fixture(scope="module")

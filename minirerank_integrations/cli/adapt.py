@@ -52,6 +52,13 @@ def add_commands(commands: Subparsers) -> None:
     adapt.add_argument(
         "--label-weight", type=float, default=0.0, help="add the labels' loss (tasks must carry relevance)"
     )
+    adapt.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="serve a moving average of the trained weights with this decay per step (e.g. 0.998; 0: off)",
+    )
     adapt.add_argument("--save-every", type=int, default=100, metavar="N", help="write resumable state every N steps")
     adapt.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (resumable) after N steps")
     adapt.add_argument("--no-resume", action="store_true", help="ignore a saved state in --out")
@@ -198,6 +205,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
         lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha,
         train_vision=args.train_vision,
+        ema=args.ema,
         lr=args.lr,
         distill_weight=args.distill_weight,
         score_weight=args.score_weight,

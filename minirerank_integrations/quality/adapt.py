@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 LORA_DIR = "lora"
 STATE_DIR = "state"
 TEACHER_FILE = "teacher_scores.safetensors"
+EMA_FILE = "ema.safetensors"  # in STATE_DIR: the moving average of the trained weights, when settings.ema > 0
 _LORA_WEIGHTS = "adapter.safetensors"
 _LORA_CONFIG = "adapter.json"
 
@@ -100,6 +101,7 @@ class AdaptSettings:
     temperature: float = 1.0
     label_weight: float = 0.0  # the labels' listwise + 0.2 x BCE, for labelled tasks
     save_every: int = 100
+    ema: float = 0.0  # decay of an exponential moving average of the trained weights, served at the end; 0: off
     seed: int = 0
     teacher_batch: int = 32  # pairs per teacher forward pass
 
@@ -115,6 +117,8 @@ class AdaptSettings:
             raise ConfigError(f"teacher_top must be in 1..group_size ({self.group_size}), got {self.teacher_top}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         if self.method not in ("lora", "full"):
             raise ConfigError(f"method must be 'lora' or 'full', got {self.method!r}")
 
@@ -341,9 +345,15 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 
 def _save_state(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, settings: AdaptSettings
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    settings: AdaptSettings,
+    averaged: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Trainable weights, optimizer moments, step and RNG state, written to a fresh folder then swapped in."""
+    """Trainable weights, optimizer moments, step, RNG state (and the weights' moving average), written to a
+    fresh folder then swapped in."""
     from safetensors.torch import save_file
 
     tmp = directory.with_name(directory.name + ".partial")
@@ -365,6 +375,8 @@ def _save_state(
     if torch.cuda.is_available():
         moments["__cuda_rng__"] = torch.cuda.get_rng_state()
     save_file(moments, str(tmp / "optimizer.safetensors"))
+    if averaged is not None:
+        save_file({k: v.contiguous().cpu() for k, v in averaged.items()}, str(tmp / EMA_FILE))
     (tmp / "state.json").write_text(
         json.dumps({"step": step, "adam_steps": counts, "settings": asdict(settings)}, indent=1), encoding="utf-8"
     )
@@ -384,13 +396,18 @@ _RESUMABLE_CHANGES = {"steps", "save_every"}
 
 
 def _load_state(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: AdaptSettings
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    settings: AdaptSettings,
+    averaged: dict[str, torch.Tensor] | None = None,
 ) -> int:
     from safetensors.torch import load_file
 
     meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
     saved, current = meta.get("settings", {}), asdict(settings)
-    differs = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+    defaults = asdict(AdaptSettings())  # a setting added since the state was written had its default then
+    differs = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
     if differs:
         raise CacheError(
             f"{directory}: saved state was trained with other settings ({', '.join(differs)}); start afresh"
@@ -421,6 +438,12 @@ def _load_state(
                 }
                 state["step"] = torch.tensor(meta["adam_steps"][name])
                 optimizer.state[p] = state
+    if averaged is not None:
+        saved_average = load_file(str(directory / EMA_FILE))
+        if set(saved_average) != set(averaged):
+            raise CacheError(f"{directory}: saved moving average holds other weights than this run; start afresh")
+        for name, value in averaged.items():
+            value.copy_(saved_average[name].to(value.device, value.dtype))
     torch.set_rng_state(moments["__torch_rng__"])
     if "__cuda_rng__" in moments and torch.cuda.is_available():
         torch.cuda.set_rng_state(moments["__cuda_rng__"])
@@ -501,12 +524,16 @@ def adapt(
     result.teacher_cache, result.teacher_cache_bytes = cache_path, cache_path.stat().st_size
 
     model = backbone.model
+    torch.manual_seed(settings.seed)  # LoRA's initial weights are drawn: a run is a function of its seed
     if settings.method == "lora":
         _add_lora(model, settings)
     else:
         for name, p in model.named_parameters():
             p.requires_grad_(settings.train_vision or ".visual." not in f".{name}")
-    params = list(_trainable(model).values())
+    trainable = _trainable(model)
+    params = list(trainable.values())
+    # The moving average starts at the weights we start from; a resumed run reads it back from the state.
+    averaged = {k: p.detach().clone() for k, p in trainable.items()} if settings.ema > 0 else None
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate(), weight_decay=settings.weight_decay)
 
     def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
@@ -518,10 +545,8 @@ def adapt(
     state_dir = out / STATE_DIR
     start = 0
     if resume and (state_dir / "state.json").is_file():
-        start = _load_state(state_dir, model, optimizer, settings)
+        start = _load_state(state_dir, model, optimizer, settings, averaged)
         logger.info("resuming from step %d (%s)", start, state_dir)
-    else:
-        torch.manual_seed(settings.seed)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s + start))
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -548,13 +573,17 @@ def adapt(
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
             lr_schedule.step()
+            if averaged is not None:
+                with torch.no_grad():
+                    for name, p in trainable.items():
+                        averaged[name].lerp_(p.detach(), 1.0 - settings.ema)
             result.losses.append(total)
             window = result.losses[-20:]
             bar.set_postfix(loss=f"{sum(window) / len(window):.4f}")
             if on_step is not None:
                 on_step(step, total)
             if (step + 1) % settings.save_every == 0 and step + 1 < end:
-                _save_state(state_dir, model, optimizer, step + 1, settings)
+                _save_state(state_dir, model, optimizer, step + 1, settings, averaged)
         step = end
     finally:
         model.eval()
@@ -563,9 +592,14 @@ def adapt(
     result.steps_done = end
     if end < settings.steps:  # interrupted on purpose: keep the state, write no checkpoint
         if end > start:
-            _save_state(state_dir, model, optimizer, end, settings)
+            _save_state(state_dir, model, optimizer, end, settings, averaged)
         return result
-    _save_state(state_dir, model, optimizer, end, settings)
+    _save_state(state_dir, model, optimizer, end, settings, averaged)
+    if averaged is not None:  # the average is what is served; the state keeps the last weights to resume from
+        with torch.no_grad():
+            for name, p in trainable.items():
+                p.copy_(averaged[name])
+        backbone.invalidate_fingerprint()
     if settings.method == "lora":
         result.lora = _save_lora_folder(model, out / LORA_DIR, settings, target, base_name)
         _merge_lora(model)
