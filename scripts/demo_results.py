@@ -388,13 +388,24 @@ def label_free_section(results_dir: Path, large_sample: dict | None) -> list[str
         LABEL_FREE_HEADING,
         "",
         f"`minirerank adapt` from the demo's dense variant, without labels, to the adapted variant's configuration "
-        f"({doc['config']}), on the training groups of recipe I (docs/demo-training.md) with their relevance "
-        f"removed (`scripts/adapt_demo.py export`), mixed as {mix_of(run)}; full fine-tuning with the "
-        f"vision tower trained, lr {settings.get('lr') or 3e-4}, {settings.get('steps')} steps of "
-        f"{settings.get('queries_per_step')} queries x {settings.get('group_size')} candidates (each group the "
-        f"teacher's top {settings.get('teacher_top')} plus candidates drawn from the list). Training "
-        f"{run.get('train_seconds', 0) / 60:.0f} min and the teacher pass {run.get('teacher_seconds', 0) / 60:.0f} min "
-        "on this 2-core machine; teacher-score cache "
+        f"({doc['config']}), on training-split groups without their relevance (`scripts/adapt_demo.py export`), "
+        f"mixed as {mix_of(run)}; full fine-tuning with the vision tower trained, lr "
+        f"{settings.get('lr') or 3e-4}, {settings.get('steps')} steps of {settings.get('queries_per_step')} "
+        f"queries x {settings.get('group_size')} candidates (each group the teacher's top "
+        f"{settings.get('teacher_top')} plus candidates drawn from the list)"
+        + (
+            f", serving the moving average of the weights (decay {settings['ema']} per step)"
+            if settings.get("ema")
+            else ""
+        )
+        + f". Training {run.get('train_seconds', 0) / 60:.0f} min "
+        + (
+            # Records written before teacher_cache_hit existed: a pass of under a minute was a cache read.
+            f"with the teacher's scores read from an earlier run's cache ({run.get('teacher_seconds', 0):.1f} s)"
+            if run.get("teacher_cache_hit", run.get("teacher_seconds", 0) < 60)
+            else f"and the teacher pass {run.get('teacher_seconds', 0) / 60:.0f} min"
+        )
+        + " on this 2-core machine; teacher-score cache "
         f"{run.get('teacher_cache_bytes', 0) / 1e3:.0f} KB ({run.get('tasks', 0)} groups in the mix). Retention on "
         f"{n} test queries per family (the 500-query sample above)"
         + (

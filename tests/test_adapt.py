@@ -80,6 +80,8 @@ def test_resume_equals_an_uninterrupted_run(tiny4_path, unlabelled, tmp_path):
     assert json.loads((tmp_path / "split" / "state" / "state.json").read_text())["step"] == 2
     second = adapt(tiny4_path, unlabelled, target, tmp_path / "split", _settings(), progress=False)
     assert second.teacher_cache_hit and second.finished and len(second.losses) == 2  # steps 2 and 3 only
+    assert json.loads((tmp_path / "split" / ADAPT_FILE).read_text())["teacher_cache_hit"]
+    assert not json.loads((tmp_path / "whole" / ADAPT_FILE).read_text())["teacher_cache_hit"]
     assert second.losses == pytest.approx(whole.losses[2:], rel=1e-5)
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "model.safetensors"))

@@ -615,6 +615,7 @@ def adapt(
         "family_mix": dict(Counter(task.family for task in tasks)),  # groups per family, repeats included
         "labelled_loss": settings.label_weight > 0,
         "teacher_seconds": round(result.teacher_seconds, 1),
+        "teacher_cache_hit": result.teacher_cache_hit,  # read from an earlier run's cache: seconds are a read's
         "train_seconds": round(result.train_seconds, 1),
         "teacher_cache_bytes": result.teacher_cache_bytes,
         "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:])) if result.losses else None,
