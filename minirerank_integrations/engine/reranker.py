@@ -571,14 +571,14 @@ class MiniReranker:
         if not pairs:
             return []
         cache: dict = {}  # vision features of this call, by (backbone, digest)
-        scores: list[float] = []
+        logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
         if cfg.format == "query_first":
             for start in range(0, len(pairs), cfg.batch_size):
                 chunk = pairs[start : start + cfg.batch_size]
                 states = [self._states(self._query_first(q, d, cfg), cache, cfg) for q, d in chunk]
                 self.counters.single_passes += len(chunk)
-                scores.extend(torch.sigmoid(single_segment_logits(self.backbone, states, cfg.exit_layer)).tolist())
-            return scores
+                logits.append(single_segment_logits(self.backbone, states, cfg.exit_layer))
+            return torch.sigmoid(torch.cat(logits)).tolist()
 
         # Plan: each distinct prefix once (store, then compute), each distinct suffix's pre-band once. Entries are
         # fetched a window of pairs at a time, the next window on a reader thread while this one is scored, and
@@ -605,7 +605,6 @@ class MiniReranker:
             fetches.append([k for k in dict.fromkeys(k for k, _ in plans[start : start + window]) if k not in seen])
             seen.update(fetches[-1])
         entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
-        logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
         with closing(_read_ahead(self.store.get_many, fetches)) as reads:  # closed at once, even on an error
             for w, (window_start, fetched) in enumerate(zip(starts, reads)):
                 window_end = window_start + window
