@@ -13,6 +13,7 @@ import io
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Callable
 from urllib.parse import unquote, urlparse
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MIN_PIXELS",
     "MAX_ASPECT_RATIO",
+    "MAX_FILE_BYTES",
     "MAX_SOURCE_PIXELS",
     "ImageFetcher",
     "describe_source",
@@ -50,6 +52,11 @@ DEFAULT_MAX_PIXELS = 1800 * 32 * 32
 #: (e.g. 8000 x 8000) is refused before any pixel is decoded. Decoded as RGB that is already ~256 MB,
 #: far above anything the model uses (at most DEFAULT_MAX_PIXELS, ~1.8 M pixels, after resizing).
 MAX_SOURCE_PIXELS = 64_000_000
+
+#: Largest image file read from disk (bytes). Four bytes per pixel of MAX_SOURCE_PIXELS covers an
+#: uncompressed RGBA bitmap at the pixel limit; anything larger would be refused after decoding anyway, and
+#: the cap keeps a sparse file, or one that grows while it is read, from filling memory.
+MAX_FILE_BYTES = 4 * MAX_SOURCE_PIXELS
 
 #: qwen-vl-utils refuses images more elongated than this; the resize rule degenerates beyond it.
 MAX_ASPECT_RATIO = 200
@@ -124,6 +131,7 @@ def load_image(
     *,
     fetcher: ImageFetcher | None = None,
     max_source_pixels: int = MAX_SOURCE_PIXELS,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> Image.Image:
     """Decode any accepted source into an RGB PIL image.
 
@@ -134,11 +142,16 @@ def load_image(
     ``max_source_pixels`` before decoding, use their first frame, and have EXIF orientation applied.
     Transparent images are composited on white.
 
+    Only regular files are read (a FIFO, socket, directory or device such as ``/dev/zero`` is refused
+    without blocking or reading it), and at most ``max_file_bytes`` of them; fetched bytes obey the same cap.
+
     Raises:
         ImageLoadError: the source cannot be read or decoded; the message names the source.
     """
     if max_source_pixels <= 0:
         raise ValueError(f"max_source_pixels must be positive, got {max_source_pixels}")
+    if max_file_bytes <= 0:
+        raise ValueError(f"max_file_bytes must be positive, got {max_file_bytes}")
     desc = describe_source(source)
     if isinstance(source, Image.Image):
         try:
@@ -155,9 +168,9 @@ def load_image(
             path = os.fsdecode(os.fspath(source))
         except (TypeError, ValueError) as exc:
             raise ImageLoadError(f"{desc}: not a usable file path: {exc}") from exc
-        return _decode(_read_file(path, desc), desc, max_source_pixels)
+        return _decode(_read_file(path, desc, max_file_bytes), desc, max_source_pixels)
     if isinstance(source, str):
-        return _load_str(source, desc, fetcher, max_source_pixels)
+        return _load_str(source, desc, fetcher, max_source_pixels, max_file_bytes)
     raise ImageLoadError(
         f"{desc}: unsupported image source type {type(source).__name__}; pass a file path, URL, "
         "bytes, base64 text or a PIL image"
@@ -254,17 +267,19 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(_IMAGE_EXTENSIONS)
 
 
-def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_pixels: int) -> Image.Image:
+def _load_str(
+    source: str, desc: str, fetcher: ImageFetcher | None, max_source_pixels: int, max_file_bytes: int
+) -> Image.Image:
     text = source.strip()
     if not text:
         raise ImageLoadError(f"{desc}: empty string is not an image source")
     lowered = text[:8].lower()
     if lowered.startswith(("http://", "https://")):
-        return _decode(fetch_image(text, desc, fetcher), desc, max_source_pixels)
+        return _decode(fetch_image(text, desc, fetcher, max_bytes=max_file_bytes), desc, max_source_pixels)
     if lowered.startswith("data:"):
         return _decode(_data_uri_bytes(text, desc), desc, max_source_pixels)
     if lowered.startswith("file://"):
-        return _decode(_read_file(_file_uri_path(text, desc), desc), desc, max_source_pixels)
+        return _decode(_read_file(_file_uri_path(text, desc), desc, max_file_bytes), desc, max_source_pixels)
     if _URL_SCHEME.match(text):
         scheme = text.split(":", 1)[0]
         raise ImageLoadError(
@@ -275,7 +290,7 @@ def _load_str(source: str, desc: str, fetcher: ImageFetcher | None, max_source_p
     if page is not None:
         return render_page(page, max_source_pixels=max_source_pixels)
     if len(source) <= _MAX_PATH_CHARS and os.path.exists(source):
-        return _decode(_read_file(source, desc), desc, max_source_pixels)
+        return _decode(_read_file(source, desc, max_file_bytes), desc, max_source_pixels)
     payload = _b64decode(text)
     if payload:
         try:
@@ -379,10 +394,11 @@ def _reason(error: BaseException) -> str:
     return "unrecognized image format" if isinstance(error, UnidentifiedImageError) else str(error)
 
 
-def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
+def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The encoded bytes of an http(s) image through ``fetcher``; ``desc`` names the source in errors.
 
-    Raises :class:`ImageLoadError` when there is no fetcher, it fails, or it returns something else than bytes.
+    Raises :class:`ImageLoadError` when there is no fetcher, it fails, it returns something else than
+    bytes, or more than ``max_bytes`` of them (the cap on image files).
     """
     if fetcher is None:
         raise ImageLoadError(
@@ -395,6 +411,8 @@ def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None) -> bytes:
         raise ImageLoadError(f"{desc}: the image fetcher failed on {url}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__} for {url}, expected bytes")
+    if len(data) > max_bytes:
+        raise ImageLoadError(f"{desc}: the image fetcher returned {len(data)} bytes for {url}, more than {max_bytes}")
     return bytes(data)
 
 
@@ -419,14 +437,75 @@ def _file_uri_path(uri: str, desc: str) -> str:
     return url2pathname(parsed.path)
 
 
-def _read_file(path: str, desc: str) -> bytes:
-    if not os.path.exists(path):
-        raise ImageLoadError(f"{desc}: no such file")
+# Bytes read per system call; a file is read in chunks so that the cap also holds for one that grows.
+_READ_CHUNK = 1 << 20
+# Never block: a FIFO opened for reading waits for a writer without it. No controlling terminal either,
+# should a terminal device be swapped in between the check and the open.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for messages."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_file(path: str, desc: str, max_file_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_file_bytes`` of them.
+
+    Only regular files are read: a FIFO would block the call and a device (``/dev/zero``,
+    ``/dev/urandom``) never ends, so their type is checked before opening (opening some devices acts on
+    them) and again on the open descriptor (the path may have changed in between). The size is checked
+    from the metadata and again while reading, in chunks, for files that grow or report no size.
+    """
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"{desc}: no such file") from exc
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL character
+        raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
+    _check_regular(info, desc, max_file_bytes)
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise ImageLoadError(f"{desc}: cannot open the file: {exc}") from exc
+    try:
+        _check_regular(os.fstat(descriptor), desc, max_file_bytes)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(descriptor, min(_READ_CHUNK, max_file_bytes + 1 - total))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_file_bytes:
+                raise ImageLoadError(
+                    f"{desc}: more than {max_file_bytes} bytes read from the file (it grew, or reports no "
+                    "size); an image file may hold at most that many (max_file_bytes)"
+                )
     except OSError as exc:
         raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
+    finally:
+        os.close(descriptor)
+
+
+def _check_regular(info: os.stat_result, desc: str, max_file_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageLoadError(f"{desc}: {_file_kind(info.st_mode)}, not a regular file; only image files are read")
+    if info.st_size > max_file_bytes:
+        raise ImageLoadError(
+            f"{desc}: the file holds {info.st_size} bytes, more than the {max_file_bytes} an image file may "
+            "hold (max_file_bytes); refusing to read it"
+        )
 
 
 def _decode(data: bytes, desc: str, max_source_pixels: int) -> Image.Image:
