@@ -34,5 +34,9 @@ class CandidateError(InputError):
         super().__init__(f"{named}: {cause}")
 
 
+class ScoreError(MiniRerankError):
+    """A computed score is not finite (NaN or inf): the call fails instead of ranking it; names the pair."""
+
+
 class CacheError(MiniRerankError):
     """A prefix-store entry is unreadable (bad header, checksum or shapes); it is never served."""
