@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Union
 
 from PIL import Image
 
 from ..errors import InputError
+
+#: Bounds of ``PdfPage.scale`` (pixels per PDF point): 0.01 is under 1 dpi, 100 is 7200 dpi. The pixel
+#: limit of a render (``max_source_pixels``) is checked when the page is rendered, against its real size.
+MIN_PDF_SCALE = 0.01
+MAX_PDF_SCALE = 100.0
 
 
 @dataclass(frozen=True)
@@ -28,20 +35,39 @@ class PdfPage:
     scale: float = 2.0  # pixels per PDF point: 2.0 renders at 144 dpi (an A4 page is 1190x1684 pixels)
 
     def __post_init__(self) -> None:
+        # Everything is checked here, so that a malformed page is one candidate's InputError (skipped
+        # under on_error="skip") and never a TypeError or OverflowError from deep inside a call.
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise InputError(f"PdfPage: path must be a str or os.PathLike, got {type(self.path).__name__}")
+        try:
+            shown = repr(os.fsdecode(os.fspath(self.path)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"PdfPage: path {self.path!r} is not a usable file path: {exc}") from exc
+        if not os.fspath(self.path):
+            raise InputError("PdfPage: path is empty")
         if (self.index is None) == (self.label is None):
-            raise InputError(
-                f"PdfPage({os.fspath(self.path)!r}): name the page by index or by label, not both or neither"
-            )
+            raise InputError(f"PdfPage({shown}): name the page by index or by label, not both or neither")
         if self.index is not None and (
             isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0
         ):
-            raise InputError(f"PdfPage({os.fspath(self.path)!r}): index must be an int >= 0, got {self.index!r}")
-        if not self.scale > 0:
-            raise InputError(f"PdfPage({os.fspath(self.path)!r}): scale must be > 0, got {self.scale!r}")
+            raise InputError(f"PdfPage({shown}): index must be an int >= 0, got {self.index!r}")
+        if self.label is not None and (not isinstance(self.label, str) or not self.label.strip()):
+            raise InputError(f"PdfPage({shown}): label must be a non-empty str, got {self.label!r}")
+        scale = self.scale
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise InputError(
+                f"PdfPage({shown}): scale must be a number (pixels per PDF point), got {type(scale).__name__} {scale!r}"
+            )
+        if not (math.isfinite(scale) and MIN_PDF_SCALE <= scale <= MAX_PDF_SCALE):
+            raise InputError(
+                f"PdfPage({shown}): scale must be a finite number in [{MIN_PDF_SCALE}, {MAX_PDF_SCALE}] pixels "
+                f"per PDF point (2.0 is 144 dpi), got {scale!r}"
+            )
+        object.__setattr__(self, "scale", float(scale))
 
     def __str__(self) -> str:
         where = f"page={self.index + 1}" if self.index is not None else f"label={self.label}"
-        return f"{os.fspath(self.path)}#{where}"
+        return f"{os.fsdecode(os.fspath(self.path))}#{where}"
 
 
 #: An image given as a file path, raw encoded bytes, a decoded PIL image, base64 text
@@ -59,7 +85,7 @@ class Query:
 
     def __post_init__(self) -> None:
         _check_text(self.text, "the query")
-        object.__setattr__(self, "images", _as_image_tuple(self.images))
+        object.__setattr__(self, "images", _as_image_tuple(self.images, "the query"))
 
     @property
     def is_empty(self) -> bool:
@@ -76,7 +102,7 @@ class Candidate:
 
     def __post_init__(self) -> None:
         _check_text(self.text, "a candidate")
-        object.__setattr__(self, "images", _as_image_tuple(self.images))
+        object.__setattr__(self, "images", _as_image_tuple(self.images, "a candidate"))
 
     @property
     def is_empty(self) -> bool:
@@ -132,10 +158,26 @@ def _check_text(text: object, what: str) -> None:
         raise InputError(f"{what}'s text must be a str or None, got {type(text).__name__}")
 
 
-def _as_image_tuple(images: Sequence[ImageSource] | ImageSource | None) -> tuple[ImageSource, ...]:
+def _as_image_tuple(images: object, what: str) -> tuple[ImageSource, ...]:
     if images is None:
         return ()
-    # A single image is accepted where a list is expected; strings and bytes are sequences too.
-    if isinstance(images, (str, bytes, os.PathLike, Image.Image, PdfPage)):
+    if isinstance(images, str):
+        # Iterating would make each character an image; one string is ambiguous, so it is refused.
+        raise InputError(
+            f"{what}'s images must be a list of image sources, got a str ({_shown(images)}); "
+            "wrap one image in a list: images=[...]"
+        )
+    # One image is accepted where a list is expected; bytes are sequences too, of ints.
+    if isinstance(images, (bytes, bytearray, memoryview, os.PathLike, Image.Image, PdfPage)):
         return (images,)
-    return tuple(images)
+    if isinstance(images, (Mapping, Set)):
+        # A dict iterates over its keys, a set in no stable order: neither is a list of images.
+        raise InputError(f"{what}'s images must be a list of image sources, got {type(images).__name__}")
+    try:
+        return tuple(images)  # type: ignore[arg-type]  # any iterable; a non-iterable is refused below
+    except TypeError as exc:
+        raise InputError(f"{what}'s images must be a list of image sources, got {type(images).__name__}") from exc
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."

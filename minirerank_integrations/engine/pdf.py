@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from pathlib import Path
 
@@ -76,12 +77,17 @@ def render_page(page: PdfPage, *, max_source_pixels: int) -> Image.Image:
             try:
                 width_pt, height_pt = pdf_page.get_size()
                 width, height = round(width_pt * page.scale), round(height_pt * page.scale)
+                if width < 1 or height < 1:
+                    raise ImageLoadError(
+                        f"{desc}: rendering at scale {page.scale} gives {width}x{height} pixels; pass a larger "
+                        "PdfPage(scale=...)"
+                    )
                 if width * height > max_source_pixels:
                     raise ImageLoadError(
                         f"{desc}: rendering at scale {page.scale} gives {width}x{height} = {width * height} pixels, "
                         f"more than the {max_source_pixels} allowed; pass a smaller PdfPage(scale=...)"
                     )
-                image = pdf_page.render(scale=page.scale).to_pil()
+                image = _render(pdf_page, page.scale, desc)
             finally:
                 pdf_page.close()
         finally:
@@ -98,12 +104,29 @@ def _open(path: str | os.PathLike, desc: str):
     except ImportError as exc:
         raise ImageLoadError(f"{desc}: {_INSTALL_HINT}") from exc
     file = Path(os.fspath(path))
-    if not file.is_file():
-        raise ImageLoadError(f"{desc}: no such file")
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"{desc}: no such file") from exc
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        # PDFium would block on a FIFO and read a device without end.
+        raise ImageLoadError(f"{desc}: not a regular file; only PDF files are read")
     try:
         return pypdfium2.PdfDocument(file)
-    except (pypdfium2.PdfiumError, OSError) as exc:
+    except (pypdfium2.PdfiumError, OSError, ValueError) as exc:
+        # An encrypted PDF says so here ("Incorrect password error"): it is one bad document, not a crash.
         raise ImageLoadError(f"{desc}: not a readable PDF: {exc}") from exc
+
+
+def _render(pdf_page, scale: float, desc: str) -> Image.Image:
+    import pypdfium2
+
+    try:
+        return pdf_page.render(scale=scale).to_pil()
+    except (pypdfium2.PdfiumError, OSError, ValueError, MemoryError) as exc:
+        raise ImageLoadError(f"{desc}: the page could not be rendered: {exc}") from exc
 
 
 def _page_index(document, page: PdfPage, desc: str) -> int:
