@@ -135,8 +135,10 @@ def _causal(valid: torch.Tensor) -> torch.Tensor:
 
 def _final_logit(backbone: Backbone, last: torch.Tensor) -> torch.Tensor:
     """logit(yes) - logit(no) from the last token's state [batch, hidden], in float32."""
-    normed = backbone.norm(last).float()  # [batch, hidden]
-    return normed @ backbone.score_vector().to(normed.device)  # [batch]
+    # Autocast would run this matmul in bfloat16, where close yes/no logits tie: the head stays float32.
+    with torch.autocast(last.device.type, enabled=False):
+        normed = backbone.norm(last).float()  # [batch, hidden]
+        return normed @ backbone.score_vector().to(normed.device)  # [batch]
 
 
 def _left_pad(states: list[SegmentStates], hidden: list[torch.Tensor] | None = None):
