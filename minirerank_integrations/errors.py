@@ -38,5 +38,10 @@ class ScoreError(MiniRerankError):
     """A computed score is not finite (NaN or inf): the call fails instead of ranking it; names the pair."""
 
 
+class TrainingError(MiniRerankError):
+    """A training or adaptation step met a non-finite loss or gradient; names the step. Nothing of that step
+    is applied or saved: the last saved state stays as it was."""
+
+
 class CacheError(MiniRerankError):
     """A prefix-store entry is unreadable (bad header, checksum or shapes); it is never served."""
