@@ -11,7 +11,7 @@ from safetensors.torch import save as safetensors_save
 
 from minirerank_integrations.errors import CacheError, ConfigError
 from minirerank_integrations.store import PrefixEntry
-from minirerank_integrations.store.codec import CODEC_VERSION, _pack, decode_entry, encode_entry
+from minirerank_integrations.store.codec import CODEC_VERSION, UnstorableEntry, _pack, decode_entry, encode_entry
 
 PREFIX = struct.Struct(">4sHI")
 
@@ -62,11 +62,20 @@ def test_lossless_modes_round_trip_bit_exact(dtype: torch.dtype, storage: str) -
     assert (decoded.length, decoded.next_position) == (entry.length, entry.next_position)
 
 
-def test_float32_mode_keeps_nan_and_inf_bits() -> None:
-    entry = make_entry()
-    entry.keys[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
-    decoded = decode_entry(encode_entry(entry, key="k"), key="k")
-    assert torch.equal(decoded.keys.view(torch.int32), entry.keys.view(torch.int32))
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "float16", "int8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_no_storage_takes_nan_or_inf(storage: str, dtype: torch.dtype) -> None:
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for side in ("keys", "values"):
+            entry = make_entry(dtype)
+            getattr(entry, side)[1, 2, 3, 4] = bad
+            with pytest.raises(UnstorableEntry, match="NaN or inf"):
+                encode_entry(entry, key="k", storage=storage)  # type: ignore[arg-type]
+    huge = make_entry(torch.float32)
+    huge.keys[0, 0, 0, 0] = 3e38  # finite, but a float32 sum of it overflows: the exact check must not refuse it
+    huge.keys[0, 0, 0, 1] = 3e38
+    decoded = decode_entry(encode_entry(huge, key="k", storage="float32"), key="k")
+    assert torch.equal(decoded.keys, huge.keys)
 
 
 def test_non_contiguous_input_round_trips() -> None:
@@ -337,4 +346,101 @@ def test_payload_tensors_must_match_header_even_with_a_valid_checksum() -> None:
     for name, blob in forgeries.items():
         with pytest.raises(CacheError):
             decode_entry(blob, key="k")
+        assert name
+
+
+# -- reading without copying -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "storage"), [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
+def test_decoded_tensors_view_the_read_buffer(dtype: torch.dtype, storage: str) -> None:
+    entry = make_entry(dtype, shape=(2, 3, 40, 16))
+    buffer = bytearray(encode_entry(entry, key="k", storage=storage))  # type: ignore[arg-type]
+    decoded = decode_entry(buffer, key="k", storage=storage)  # type: ignore[arg-type]
+    assert torch.equal(decoded.keys, entry.keys) and torch.equal(decoded.values, entry.values)
+    start = torch.frombuffer(buffer, dtype=torch.uint8).data_ptr()
+    for tensor in (decoded.keys, decoded.values):
+        assert start <= tensor.data_ptr() < start + len(buffer)  # a view of the buffer, not a copy
+        assert tensor.is_contiguous() and (tensor.data_ptr() - start) % 8 == 0  # aligned within the blob
+    assert decode_entry(memoryview(buffer), key="k").keys.data_ptr() == decoded.keys.data_ptr()
+
+
+def test_header_pads_the_payload_to_64_bytes() -> None:
+    for seed in range(5):
+        blob = encode_entry(make_entry(seed=seed, next_position=10**seed), key="k" * (seed + 1), storage="int8")
+        payload = split(blob)[2]
+        assert (len(blob) - len(payload)) % 64 == 0
+
+
+def test_a_version_2_blob_is_refused() -> None:
+    blob = encode_entry(make_entry(), key="k")
+    _, header, payload = split(blob)
+    old = join(dict(header, format=2), payload, version=2)
+    with pytest.raises(CacheError, match="version 2"):
+        decode_entry(old, key="k")
+
+
+def _safetensors_with(meta: dict, data: bytes) -> bytes:
+    raw = json.dumps(meta).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_hostile_safetensors_headers_are_refused_even_with_a_valid_checksum() -> None:
+    f32 = {"dtype": "F32", "shape": [2, 3, 7, 16]}
+    size = 2 * 3 * 7 * 16 * 4
+    data = bytes(2 * size)
+    header = {
+        "format": CODEC_VERSION,
+        "key": "k",
+        "storage": "float32",
+        "dtype": "float32",
+        "shape": [2, 3, 7, 16],
+        "length": 7,
+        "next_position": 0,
+    }
+    faithful = _safetensors_with(
+        {"keys": {**f32, "data_offsets": [0, size]}, "values": {**f32, "data_offsets": [size, 2 * size]}}, data
+    )
+    assert decode_entry(_pack(dict(header, payload_bytes=len(faithful)), faithful), key="k").length == 7
+    payloads = {
+        "overlap": {"keys": {**f32, "data_offsets": [0, size]}, "values": {**f32, "data_offsets": [0, size]}},
+        "gap": {
+            "keys": {**f32, "data_offsets": [0, size]},
+            "values": {**f32, "data_offsets": [size + 4, 2 * size + 4]},
+        },
+        "past the end": {
+            "keys": {**f32, "data_offsets": [0, size]},
+            "values": {**f32, "data_offsets": [size, 3 * size]},
+        },
+        "span not its shape": {
+            "keys": {**f32, "data_offsets": [0, size - 4]},
+            "values": {**f32, "data_offsets": [size - 4, 2 * size]},
+        },
+        "negative offset": {"keys": {**f32, "data_offsets": [-size, 0]}, "values": {**f32, "data_offsets": [0, size]}},
+        "unknown dtype": {
+            "keys": {**f32, "dtype": "F64", "data_offsets": [0, size]},
+            "values": {**f32, "data_offsets": [size, 2 * size]},
+        },
+        "object dtype": {
+            "keys": {**f32, "dtype": {"a": 1}, "data_offsets": [0, size]},
+            "values": {**f32, "data_offsets": [size, 2 * size]},
+        },
+        "bad shape": {
+            "keys": {**f32, "shape": [2, -3, 7, 16], "data_offsets": [0, size]},
+            "values": {**f32, "data_offsets": [size, 2 * size]},
+        },
+        "extra field": {
+            "keys": {**f32, "data_offsets": [0, size], "x": 1},
+            "values": {**f32, "data_offsets": [size, 2 * size]},
+        },
+        "not a list": [1, 2],
+    }
+    blobs = {name: _safetensors_with(meta, data) for name, meta in payloads.items()}  # type: ignore[arg-type]
+    blobs["header length huge"] = struct.pack("<Q", 2**60) + faithful[8:]
+    blobs["header length past the end"] = struct.pack("<Q", len(faithful)) + faithful[8:]
+    blobs["header not json"] = struct.pack("<Q", 4) + b"\xff{[\x00" + data
+    blobs["too short"] = b"\x01\x00"
+    for name, payload in blobs.items():
+        with pytest.raises(CacheError, match="safetensors|tensors"):
+            decode_entry(_pack(dict(header, payload_bytes=len(payload)), payload), key="k")
         assert name

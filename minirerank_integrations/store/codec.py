@@ -8,19 +8,31 @@ This is the ``Disk`` half of the prefix store (the store itself only moves bytes
     header                       header_length bytes of UTF-8 JSON (canonical: sorted keys, no spaces)
     payload                      safetensors bytes, exactly header["payload_bytes"] long
 
+The header is padded with spaces so that the payload starts at a multiple of 64 bytes of the blob: the
+tensors a reader builds on its read buffer are then aligned for every dtype.
+
 Header fields: ``format`` (== CODEC_VERSION), ``key`` (the store key the entry was written under: a blob
 read under another key, e.g. swapped or copied rows, is refused), ``storage`` (how tensors are stored; a
 reader may demand one, so an int8 or float16 entry is never served where float32 is asked for), ``dtype`` (the dtype
 the entry had when encoded, restored on decode), ``shape`` ([band_layers, kv_heads, length, head_dim],
-keys and values alike), ``length``, ``next_position``, ``payload_bytes`` and ``checksum``: the blake2b-256
-digest of the canonical header without ``checksum`` followed by the payload, so that a changed header field
-is caught as surely as a changed payload byte. Tensors are read with ``safetensors`` only: nothing here
-unpickles, and nothing calls ``torch.load``.
+keys and values alike), ``length``, ``next_position``, ``payload_bytes`` and ``checksum``: the xxh3-128
+digest (``xxhash``) of the canonical header without ``checksum`` followed by the payload, so that a changed
+header field is caught as surely as a changed payload byte. xxh3 detects damage (a flipped bit, a truncated
+or swapped file) at memory speed; like the blake2b it replaced, it is not a signature: whoever can write
+the store can forge entries. Tensors are written with ``safetensors`` and read back by parsing its
+header here (strictly: names, dtypes, shapes, offsets that tile the data exactly) and viewing the read
+buffer with ``torch.frombuffer``: the payload is not copied, and nothing unpickles or calls ``torch.load``.
+
+Versions: 2 bound the key in the header; 3 (xxh3-128 instead of blake2b-256, payload aligned, non-finite
+entries refused) reads no older blob: an entry of version 2 is a miss, dropped and recomputed by the store.
 
 Storage modes and their error bounds (``x`` an original element, ``y`` the decoded one), checked by
 ``tests/test_prefix_codec.py``:
 
-* ``"float32"``: lossless for float32, bfloat16 and float16 entries (bit-exact, NaN and inf included).
+No mode stores NaN or inf: an entry holding one raises :class:`UnstorableEntry` (a backend then serves it
+without storing it), because a non-finite prefix would give non-finite scores to every later query.
+
+* ``"float32"``: lossless for float32, bfloat16 and float16 entries (bit-exact).
 * ``"bfloat16"``: lossless for bfloat16 entries; otherwise round-to-nearest-even to 8 significant bits,
   ``|x - y| <= |x| * 2**-8``.
 * ``"float16"``: lossless for float16 entries; otherwise ``|x - y| <= max(|x| * 2**-11, 2**-25)`` (the
@@ -32,48 +44,68 @@ Storage modes and their error bounds (``x`` an original element, ``y`` the decod
   Liu et al. 2024, arXiv:2402.02750, section 3). ``scale = max|x| / 127`` over its group and, computed
   in float32, ``|x - y| <= scale / 2``; when the entry is bfloat16 or float16 the final cast back to it
   adds at most half a unit in its last place (``|y| * 2**-8`` for bfloat16, ``|y| * 2**-11`` for float16).
-  Needs finite inputs, else encoding raises :class:`CacheError`. A blob is about a quarter of float32
+  A blob is about a quarter of float32
   (half of bfloat16) plus the scales.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import struct
+import warnings
 from typing import Any, Literal, get_args
 
 import torch
-from safetensors.torch import load as _safetensors_load
+import xxhash
 from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
-from .entry import PrefixEntry
+from .entry import PrefixEntry, all_finite
 
-__all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry"]
+__all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry", "row_key"]
 
-CODEC_VERSION = 2  # 2: the header binds the key; bump on any change to the layout or the header; older blobs then decode as CacheError
+# 2: the header binds the key. 3: xxh3-128 checksum, payload aligned, non-finite entries refused.
+# Bump on any change to the layout or the header; older blobs then decode as CacheError (a miss, recomputed).
+CODEC_VERSION = 3
 Storage = Literal["float32", "float16", "bfloat16", "int8"]
+
+# Decoded tensors view the caller's buffer. For bytes (a Redis reply, a SQLite row) torch.frombuffer warns, once
+# per process, that the view could write to an immutable object; entries are never written in place, so the
+# view is intended, and the one warning is spent here at import instead of inside some later caller's call.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
+    torch.frombuffer(b"\0", dtype=torch.uint8)
 
 
 class UnstorableEntry(CacheError):
-    """A well-formed entry whose values the storage precision cannot hold (float16 or bfloat16 overflow, NaN or
-    inf for int8). A backend does not store it, and the rerank that computed it goes on."""
+    """A well-formed entry whose values must not or cannot be stored: NaN or inf in any storage, float16 or
+    bfloat16 overflow. A backend does not store it, and the rerank that computed it goes on."""
 
 
 MAGIC = b"MRPX"
 _PREFIX = struct.Struct(">4sHI")  # magic, version, header_length: 10 bytes
 MAX_HEADER_BYTES = 2**16  # a real header is ~300 bytes; a larger length is damage, not a header
+_PAYLOAD_ALIGN = 64  # bytes; the payload starts at a multiple of this within the blob (header padded with spaces)
+_CHECKSUM_PREFIX = "xxh3-128:"
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+# The safetensors dtype names this codec writes, and so the only ones it reads.
+_SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "I8": torch.int8,
+}
+_SAFETENSORS_LENGTH = struct.Struct("<Q")  # little-endian u64: bytes of the safetensors JSON header
 _STORAGES: tuple[str, ...] = get_args(Storage)
 _FLOAT16_MAX = 65504.0  # largest finite float16
 _INT8_LEVELS = 127  # symmetric codes in [-127, 127]; -128 is never produced
-_MAX_KEY_CHARS = 1024  # store keys are hex digests (64 chars); a longer one is damage
+_MAX_KEY_CHARS = 1024  # store keys are hex digests (64 chars, plus the storage in a row key); a longer one is damage
 _HEADER_FIELDS = {
     "format",
     "key",
@@ -87,21 +119,33 @@ _HEADER_FIELDS = {
 }
 
 
+def row_key(key: str, storage: Storage) -> str:
+    """The name under which a backend keeps the blob of ``key`` stored as ``storage``.
+
+    The precision is part of the row, so engines of different precisions sharing one directory or one Redis
+    namespace keep their entries side by side instead of refusing (and deleting) each other's, and "is it
+    stored?" is answered for the precision that asks.
+    """
+    return f"{storage}:{key}"
+
+
 def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") -> bytes:
     """The bytes of ``entry`` stored under ``key``, as ``storage`` (see the module docstring for each mode's
     error bound). ``key`` goes into the checksummed header: :func:`decode_entry` refuses the blob under
     any other key.
 
-    Raises :class:`ConfigError` for an unknown ``storage`` or a key that is not a non-empty str, and
-    :class:`CacheError` for an entry that
-    cannot be stored (not 4-D, keys and values differing, ``length`` not the token axis, a dtype other
-    than float32/bfloat16/float16, or values a lossy mode cannot represent).
+    Raises :class:`ConfigError` for an unknown ``storage`` or a key that is not a non-empty str,
+    :class:`UnstorableEntry` for NaN or inf (in any storage) or values a lossy mode cannot represent, and
+    :class:`CacheError` for an entry that cannot be stored (not 4-D, keys and values differing, ``length``
+    not the token axis, a dtype other than float32/bfloat16/float16).
     """
     if storage not in _STORAGES:
         raise ConfigError(f"prefix storage {storage!r} is unknown; use one of {', '.join(_STORAGES)}")
     if not isinstance(key, str) or not key or len(key) > _MAX_KEY_CHARS:
         raise ConfigError(f"prefix key must be a non-empty str of at most {_MAX_KEY_CHARS} chars, got {key!r:.80}")
     keys, values = _checked_tensors(entry)
+    if not all_finite(keys, values):
+        raise UnstorableEntry("prefix keys or values hold NaN or inf; a non-finite entry is never stored")
     dtype_name = _dtype_name(keys.dtype)
     if storage == "int8":
         key_codes, key_scales = _quantize_int8(keys, dim=2)  # scales [band_layers, kv_heads, 1, head_dim]
@@ -119,8 +163,8 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
             _require_float16_range(values, "values")
         tensors = {"keys": keys.to(stored), "values": values.to(stored)}
         if storage == "bfloat16" and keys.dtype == torch.float32:
-            _require_no_overflow(keys, tensors["keys"], "keys", storage)
-            _require_no_overflow(values, tensors["values"], "values", storage)
+            _require_no_overflow(tensors["keys"], "keys", storage)
+            _require_no_overflow(tensors["values"], "values", storage)
     payload = _safetensors_save(tensors)
     header: dict[str, Any] = {
         "format": CODEC_VERSION,
@@ -135,22 +179,29 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
     return _pack(header, payload)
 
 
-def decode_entry(data: bytes, *, key: str, storage: Storage | None = None) -> PrefixEntry:
+def decode_entry(data: bytes | bytearray | memoryview, *, key: str, storage: Storage | None = None) -> PrefixEntry:
     """The entry that :func:`encode_entry` turned into ``data`` under ``key``; any damage raises
     :class:`CacheError`, and so does a blob written under another key or, when ``storage`` is given, stored
     in another precision (a float32 reader is never served an int8 or float16 entry).
 
     Checked before anything is served: magic, version, header size and JSON, every header field's type
-    and range, payload size, checksum, the key and storage, then the tensors' names, dtypes and shapes
-    against the header.
-    Tensors come back on the CPU, contiguous, in the dtype the entry had when it was encoded.
+    and range, payload size, checksum, the key and storage, then the safetensors header (names, dtypes,
+    shapes, offsets tiling the data) and the tensors against the header.
+
+    Tensors come back on the CPU, contiguous, in the dtype the entry had when it was encoded. Where that is
+    the stored precision (a bfloat16 entry stored as bfloat16, say) they are views of ``data``, not copies:
+    ``data`` must stay unchanged while the entry lives (bytes always do; do not reuse a bytearray).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CacheError(f"prefix blob must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if len(data) < _PREFIX.size:
-        raise CacheError(f"prefix blob truncated: {len(data)} bytes, shorter than the {_PREFIX.size}-byte prefix")
-    magic, version, header_length = _PREFIX.unpack_from(data)
+    try:
+        view = memoryview(data).cast("B")  # one byte per item, whatever the caller's format
+    except TypeError as error:
+        raise CacheError(f"prefix blob is not a contiguous byte buffer: {error}") from error
+    size = view.nbytes
+    if size < _PREFIX.size:
+        raise CacheError(f"prefix blob truncated: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
+    magic, version, header_length = _PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise CacheError(f"prefix blob has magic {magic!r}, expected {MAGIC!r}: not a prefix entry")
     if version != CODEC_VERSION:
@@ -158,44 +209,41 @@ def decode_entry(data: bytes, *, key: str, storage: Storage | None = None) -> Pr
     if header_length > MAX_HEADER_BYTES:
         raise CacheError(f"prefix header length {header_length} exceeds {MAX_HEADER_BYTES} bytes")
     payload_start = _PREFIX.size + header_length
-    if len(data) < payload_start:
-        raise CacheError(f"prefix blob truncated: {len(data)} bytes, header alone needs {payload_start}")
-    header = _parse_header(data[_PREFIX.size : payload_start])
-    payload = data[payload_start:]
-    if len(payload) != header["payload_bytes"]:
-        raise CacheError(f"prefix payload is {len(payload)} bytes, header says {header['payload_bytes']}")
+    if size < payload_start:
+        raise CacheError(f"prefix blob truncated: {size} bytes, header alone needs {payload_start}")
+    header = _parse_header(bytes(view[_PREFIX.size : payload_start]))  # the header alone is copied (~300 bytes)
+    payload = view[payload_start:]
+    if payload.nbytes != header["payload_bytes"]:
+        raise CacheError(f"prefix payload is {payload.nbytes} bytes, header says {header['payload_bytes']}")
     if _checksum(header, payload) != header["checksum"]:
         raise CacheError("prefix blob checksum mismatch: header or payload changed after it was written")
     if header["key"] != key:
         raise CacheError(f"prefix blob was written under key {header['key']!r:.80}, not {key!r:.80}")
     if storage is not None and header["storage"] != storage:
         raise CacheError(f"prefix blob is stored as {header['storage']}, this reader asks for {storage}")
-    try:
-        tensors = _safetensors_load(payload)
-    except Exception as error:  # safetensors raises its own SafetensorError and others on bad bytes
-        raise CacheError(f"prefix payload is not readable safetensors: {error}") from error
-    keys, values = _restore_tensors(header, tensors)
+    keys, values = _restore_tensors(header, _view_safetensors(payload))
     return PrefixEntry(keys=keys, values=values, length=header["length"], next_position=header["next_position"])
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
-    """Prefix, canonical header (with its checksum added) and payload, joined."""
+    """Prefix, canonical header (with its checksum added, padded to align the payload) and payload, joined."""
     header = {key: value for key, value in header.items() if key != "checksum"}
     header["checksum"] = _checksum(header, payload)
     header_bytes = _canonical_json(header)
-    return _PREFIX.pack(MAGIC, CODEC_VERSION, len(header_bytes)) + header_bytes + payload
+    header_bytes += b" " * (-(_PREFIX.size + len(header_bytes)) % _PAYLOAD_ALIGN)  # JSON ignores trailing spaces
+    return b"".join((_PREFIX.pack(MAGIC, CODEC_VERSION, len(header_bytes)), header_bytes, payload))
 
 
 def _canonical_json(header: dict[str, Any]) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _checksum(header: dict[str, Any], payload: bytes) -> str:
-    """blake2b-256 over the canonical header without ``checksum``, then the payload."""
-    digest = hashlib.blake2b(digest_size=32)
+def _checksum(header: dict[str, Any], payload: bytes | memoryview) -> str:
+    """xxh3-128 over the canonical header without ``checksum``, then the payload."""
+    digest = xxhash.xxh3_128()
     digest.update(_canonical_json({key: value for key, value in header.items() if key != "checksum"}))
     digest.update(payload)
-    return "blake2b:" + digest.hexdigest()
+    return _CHECKSUM_PREFIX + digest.hexdigest()
 
 
 def _checked_tensors(entry: PrefixEntry) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,22 +279,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _require_float16_range(tensor: torch.Tensor, name: str) -> None:
-    if tensor.numel() and not bool(tensor.abs().le(_FLOAT16_MAX).all()):  # NaN fails the comparison too
+    if tensor.numel() and not bool(tensor.abs().le(_FLOAT16_MAX).all()):
         raise UnstorableEntry(
             f"prefix {name} hold values outside float16's finite range (|x| <= {_FLOAT16_MAX:g}); "
             "store them as 'bfloat16' or 'float32'"
         )
 
 
-def _require_no_overflow(original: torch.Tensor, stored: torch.Tensor, name: str, storage: str) -> None:
-    if stored.numel() and not bool((torch.isfinite(stored) | ~torch.isfinite(original)).all()):
+def _require_no_overflow(stored: torch.Tensor, name: str, storage: str) -> None:
+    # The original is finite (checked first), so any non-finite stored value is an overflow of the cast.
+    if not all_finite(stored):
         raise UnstorableEntry(f"prefix {name} hold finite values that overflow {storage}; store them as 'float32'")
 
 
 def _quantize_int8(tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 codes and float32 scales, one scale per slice along ``dim``."""
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        raise UnstorableEntry("prefix tensors hold NaN or inf; int8 storage needs finite values")
+    """Symmetric int8 codes and float32 scales, one scale per slice along ``dim`` (finite input)."""
     wide = tensor.to(torch.float32)  # [band_layers, kv_heads, length, head_dim]
     scale_shape = list(wide.shape)
     scale_shape[dim] = 1
@@ -291,6 +338,62 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
+def _view_safetensors(payload: memoryview) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors payload as views of ``payload`` (no copy), after checking its header:
+    known dtypes, shapes of ints >= 0, byte spans matching their shapes and tiling the data exactly."""
+
+    def refuse(why: str) -> CacheError:
+        return CacheError(f"prefix payload is not readable safetensors: {why}")
+
+    total = payload.nbytes
+    if total < _SAFETENSORS_LENGTH.size:
+        raise refuse(f"{total} bytes, shorter than its {_SAFETENSORS_LENGTH.size}-byte header length")
+    (header_length,) = _SAFETENSORS_LENGTH.unpack_from(payload)
+    data_start = _SAFETENSORS_LENGTH.size + header_length
+    if header_length > MAX_HEADER_BYTES or data_start > total:
+        raise refuse(f"header length {header_length} does not fit the {total}-byte payload")
+    try:
+        meta = json.loads(bytes(payload[_SAFETENSORS_LENGTH.size : data_start]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise refuse(f"header is not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise refuse(f"header is a JSON {type(meta).__name__}, not an object")
+    data_bytes = total - data_start
+    tensors: dict[str, torch.Tensor] = {}
+    spans: list[tuple[int, int]] = []
+    for name, info in meta.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise refuse(f"entry {name!r:.40} is not a tensor description")
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+        shape, offsets = info["shape"], info["data_offsets"]
+        if dtype is None:
+            raise refuse(
+                f"tensor {name!r:.40} has dtype {info['dtype']!r:.20}, not one of {sorted(_SAFETENSORS_DTYPES)}"
+            )
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(n) and n >= 0 for n in shape):
+            raise refuse(f"tensor {name!r:.40} has shape {shape!r:.80}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(n) for n in offsets):
+            raise refuse(f"tensor {name!r:.40} has data_offsets {offsets!r:.80}")
+        begin, end = offsets
+        numel = math.prod(shape)
+        if not 0 <= begin <= end <= data_bytes or end - begin != numel * dtype.itemsize:
+            raise refuse(f"tensor {name!r:.40} spans bytes [{begin}, {end}) of {data_bytes}, for {numel} elements")
+        spans.append((begin, end))
+        if numel == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            flat = torch.frombuffer(payload, dtype=dtype, count=numel, offset=data_start + begin)
+            tensors[name] = flat.view(shape)
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise refuse(f"tensor bytes overlap or leave a gap at byte {position}")
+        position = end
+    if position != data_bytes:
+        raise refuse(f"tensors cover {position} of {data_bytes} data bytes")
+    return tensors
+
+
 def _restore_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Check the payload's tensors against the header, then dequantize or cast back to ``header['dtype']``."""
     band_layers, kv_heads, length, head_dim = header["shape"]
@@ -316,14 +419,16 @@ def _restore_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -
                 f"header implies {dtype} {tuple(tensor_shape)}"
             )
     if storage != "int8":
-        return tensors["keys"].to(original).contiguous(), tensors["values"].to(original).contiguous()
+        # The stored precision is the entry's own: the views are served as they are (no copy, no cast).
+        return tensors["keys"].to(original), tensors["values"].to(original)
     restored = []
     for name in ("keys", "values"):
         scales = tensors[f"{name}_scale"]
         if scales.numel() and not bool(((scales >= 0) & torch.isfinite(scales)).all()):
             raise CacheError(f"prefix {name}_scale holds negative or non-finite scales")
-        wide = tensors[name].to(torch.float32) * scales  # [band_layers, kv_heads, length, head_dim]
-        restored.append(wide.to(original).contiguous())
+        out = torch.empty(shape, dtype=original)  # [band_layers, kv_heads, length, head_dim]
+        torch.mul(tensors[name], scales, out=out)  # computed in float32, rounded once into the entry's dtype
+        restored.append(out)
     return restored[0], restored[1]
 
 

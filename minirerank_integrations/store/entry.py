@@ -25,6 +25,24 @@ class PrefixEntry:
     def nbytes(self) -> int:
         return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
 
+    def is_finite(self) -> bool:
+        """Whether keys and values hold no NaN or inf: a store never keeps an entry that is not."""
+        return all_finite(self.keys, self.values)
+
+
+def all_finite(*tensors: torch.Tensor) -> bool:
+    """Whether every element of ``tensors`` is finite, at the cost of one pass over each.
+
+    A float32 sum is finite only if every addend is (a NaN or an inf makes it NaN or inf), so it answers
+    without a mask the size of the tensor; only when a sum overflows is each element checked.
+    """
+    for tensor in tensors:
+        if not tensor.numel() or not tensor.is_floating_point():
+            continue
+        if not bool(torch.isfinite(tensor.sum(dtype=torch.float32))) and not bool(torch.isfinite(tensor).all()):
+            return False
+    return True
+
 
 @dataclass
 class StoreStats:
