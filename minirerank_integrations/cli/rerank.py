@@ -8,6 +8,8 @@ import argparse
 from ..demo_model import DEMO_MODEL
 from ._common import EXIT_OK, Subparsers, add_engine_options, fail, load_engine
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
 
 def add_commands(commands: Subparsers) -> None:
     rerank = commands.add_parser(
@@ -72,6 +74,8 @@ def _rerank(args: argparse.Namespace) -> int:
         results = reranker.rerank(query, candidates, top_n=args.top_n, on_error=on_error)
     except MiniRerankError as exc:
         return fail(exc)
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_INTERRUPTED)
     rows = [{"rank": rank, "index": r.index, "id": r.id, "score": r.score} for rank, r in enumerate(results, 1)]
     if not args.json:
         for row in rows:

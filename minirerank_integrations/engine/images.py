@@ -412,7 +412,9 @@ def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None, *, max_bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__} for {url}, expected bytes")
     if len(data) > max_bytes:
-        raise ImageLoadError(f"{desc}: the image fetcher returned {len(data)} bytes for {url}, more than {max_bytes}")
+        raise ImageLoadError(
+            f"{desc}: the image fetcher returned {len(data)} bytes for {url}, more than {max_bytes} bytes allowed"
+        )
     return bytes(data)
 
 
