@@ -1,7 +1,7 @@
 """The ``minirerank`` command line: one module per command family.
 
 Each module (:mod:`.demo`, :mod:`.rerank`, :mod:`.evaluate`, :mod:`.cache`, :mod:`.precache`, :mod:`.bench`,
-:mod:`.adapt`) has an ``add_commands`` function that registers its subcommands and sets ``handler`` (a function from the
+:mod:`.adapt`, :mod:`.serve`) has an ``add_commands`` function that registers its subcommands and sets ``handler`` (a function from the
 parsed arguments to an exit status); :mod:`._common` holds the exit statuses and the one-line error convention.
 
 Exit statuses: 0 success; 1 ``cache verify`` found and dropped unreadable entries (so scripts and cron
@@ -15,12 +15,12 @@ import argparse
 import sys
 import warnings
 
-from . import adapt, bench, cache, demo, evaluate, precache, rerank
+from . import adapt, bench, cache, demo, evaluate, precache, rerank, serve
 from ._common import Handler, fail, quiet_third_party
 
 __all__ = ["build_parser", "main"]
 
-_FAMILIES = (demo, rerank, evaluate, cache, precache, bench, adapt)
+_FAMILIES = (demo, rerank, evaluate, cache, precache, bench, adapt, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
