@@ -306,3 +306,93 @@ def test_an_entry_the_precision_cannot_hold_is_served_not_stored(redis_server):
     with pytest.warns(RuntimeWarning, match="cannot be stored as float16"):
         store.put("a" * 64, entry)
     assert (store.stats.writes, store.stats.unstorable, len(store)) == (0, 1, 0)
+
+
+def _tiny_entry(seed: int) -> PrefixEntry:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(1, 2, 3, 4, generator=generator)
+    return PrefixEntry(keys=keys, values=keys * 2, length=3, next_position=3 + seed)
+
+
+#: Namespace pairs whose names a glob or a `:prefix:` inside a namespace could confuse (issue 29, item 5).
+NAMESPACE_PAIRS = [
+    ("team?", "teamA"),
+    ("cache[1]", "cache1"),
+    ("a*", "ab"),
+    ("x\\y", "x\\\\y"),
+    ("[!a]", "b"),
+    ("a", "a:prefix:b"),
+    ("a:prefix:b", "a:prefix:b:prefix:c"),
+    ("n:prefix:", "n"),
+]
+
+
+@pytest.mark.parametrize(("one", "other"), NAMESPACE_PAIRS)
+def test_namespaces_never_reach_each_others_keys(redis_server, one, other):
+    stores = {ns: RedisPrefixStore(redis_server.url, namespace=ns) for ns in (one, other)}
+    # Each namespace holds keys of its own, one key both hold, and a key that spells another's name.
+    keys = {
+        one: ["1" * 64, "same", "b:prefix:" + "2" * 64],
+        other: ["3" * 64, "same", "c:prefix:x", "x%3Ay"],
+    }
+    for seed, (ns, names) in enumerate(keys.items()):
+        for i, key in enumerate(names):
+            stores[ns].put(key, _tiny_entry(10 * seed + i))
+    for first, second in ((one, other), (other, one)):
+        assert len(stores[first]) == len(keys[first]) and len(stores[second]) == len(keys[second])
+        for seed, ns in enumerate((one, other)):
+            got = stores[ns].get_many(keys[ns])
+            assert [g.next_position for g in got] == [3 + 10 * seed + i for i in range(len(keys[ns]))]
+    before = (stores[other].stats.hits, stores[other].stats.misses, stores[other].stats.writes)
+    assert stores[one].clear() == len(keys[one])
+    assert len(stores[one]) == 0 and stores[one].get_many(keys[one]) == [None] * len(keys[one])
+    assert (stores[other].stats.hits, stores[other].stats.misses, stores[other].stats.writes) == before
+    assert len(stores[other]) == len(keys[other])
+    assert all(entry is not None for entry in stores[other].get_many(keys[other]))
+    assert stores[other].clear() == len(keys[other]) and redis_server.client().dbsize() == 0
+
+
+def test_hex_keys_keep_their_names_on_the_server(redis_server):
+    store = RedisPrefixStore(redis_server.url, namespace="team?")
+    store.put("ab" * 32, _tiny_entry(1))
+    store.put("odd:key%", _tiny_entry(2))
+    assert sorted(redis_server.client().keys("*")) == [b"team?:prefix:" + b"ab" * 32, b"team?:prefix:odd%3Akey%25"]
+    assert store.get("odd:key%").next_position == 5  # the codec binds the original key
+
+
+@pytest.mark.parametrize("ttl", [float("inf"), float("nan"), 0, -1.0, 1e300, True, "60"])
+def test_a_ttl_redis_cannot_take_is_refused_when_the_store_is_made(redis_server, tiny4_path, ttl):
+    with pytest.raises(ConfigError, match="ttl"):
+        RedisPrefixStore(redis_server.url, ttl=ttl)
+    with pytest.raises(ConfigError, match="ttl"):
+        open_store(redis_server.url, ttl=ttl)
+    with pytest.raises(ConfigError, match="ttl"):  # at load, before any call
+        MiniReranker.from_pretrained(tiny4_path, cache_url=redis_server.url, cache_ttl=ttl)
+
+
+def test_the_longest_ttl_is_one_redis_takes(redis_server):
+    from minirerank_integrations.store import MAX_TTL_SECONDS
+
+    for ttl in (MAX_TTL_SECONDS, 1e-6):
+        store = RedisPrefixStore(redis_server.url, namespace=f"ttl{ttl:g}", ttl=ttl)
+        store.put("a" * 64, _tiny_entry(0))
+        assert store.stats.writes == 1 and store.stats.write_failures == 0
+    assert redis_server.client().pttl(f"ttl{MAX_TTL_SECONDS:g}:prefix:" + "a" * 64) > 2**52
+
+
+def test_a_write_the_server_refuses_is_a_warning_not_a_failed_call(redis_server, tiny4_path, caplog):
+    docs = documents(3)
+    client = redis_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # every SET is refused: "command not allowed when used memory > maxmemory"
+    reranker = MiniReranker.from_pretrained(
+        tiny4_path, config="paper", cache_url=redis_server.url, cache_memory_limit=0
+    )
+    with caplog.at_level("WARNING", logger="minirerank_integrations.store.redis"):
+        scores = reranker.score([(QUERY, d) for d in docs])
+    assert scores == pytest.approx(uncached(tiny4_path, docs), abs=1e-6)
+    assert reranker.store.stats.write_failures == len(docs) and reranker.store.stats.writes == 0
+    assert reranker.store.available  # an answer, not an outage: no backoff
+    assert any("refused writing a prefix" in r.getMessage() and "maxmemory" in r.getMessage() for r in caplog.records)

@@ -2,7 +2,11 @@
 
 One Redis serves many processes and hosts: each prefix is one string value (the :mod:`.codec` blob)
 under ``{namespace}:prefix:{key}``, so several models or deployments share a server without seeing each
-other's entries. Eviction is left to the server: run it with ``maxmemory`` and
+other's entries. A name splits one way only: the key part never holds a ``:`` (the engine's keys are hex
+digests; any other key has ``%`` and ``:`` percent-encoded), so whatever a namespace holds (``:prefix:``,
+glob characters), the namespace is everything before the last ``:prefix:``. ``len`` and ``clear`` SCAN
+with the namespace escaped for Redis's glob and keep only names whose key part has no ``:``: namespace
+``a`` never counts nor deletes ``a:prefix:b:prefix:...``, the entries of namespace ``a:prefix:b``. Eviction is left to the server: run it with ``maxmemory`` and
 ``maxmemory-policy allkeys-lru`` so the least recently read prefixes go first (a missing entry is only a
 recomputation). Entries may also expire after ``ttl`` seconds.
 
@@ -16,13 +20,14 @@ and tries the server again after a backoff that doubles from ``retry_min_s`` to 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 import warnings
 from collections.abc import Sequence
 from typing import Any, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import CacheError, ConfigError
 from . import codec as _codec
@@ -33,6 +38,11 @@ logger = logging.getLogger(__name__)
 #: Read when the URL carries no password, so that it need not appear in a command line or a config file.
 PASSWORD_ENV = "MINIRERANK_REDIS_PASSWORD"
 URL_SCHEMES = ("redis", "rediss", "unix")
+
+#: The longest ``ttl``, in seconds (about 285,000 years). Redis refuses a SET whose expiry, in milliseconds
+#: added to its clock, overflows a signed 64-bit integer ("invalid expire time"); under 2**53 ms the
+#: milliseconds are also exact in a float. A store that should not expire takes ``ttl=None``.
+MAX_TTL_SECONDS = 2**53 // 1000
 
 
 def _redis_module() -> Any:
@@ -74,20 +84,34 @@ class RedisPrefixStore(PrefixStore):
     ) -> None:
         if storage not in get_args(_codec.Storage):
             raise ConfigError(f"storage {storage!r} is unknown; use one of {', '.join(get_args(_codec.Storage))}")
-        if ttl is not None and not ttl > 0:
-            raise ConfigError(f"ttl {ttl!r} must be a positive number of seconds, or None")
-        if not namespace or any(c.isspace() for c in namespace):
-            raise ConfigError(f"namespace {namespace!r} must be a non-empty word without spaces")
+        if ttl is not None and (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, (int, float))
+            or not math.isfinite(ttl)
+            or not 0 < ttl <= MAX_TTL_SECONDS
+        ):
+            raise ConfigError(
+                f"ttl {ttl!r} must be a finite number of seconds > 0 and <= {MAX_TTL_SECONDS} (Redis's expiry "
+                "range), or None for no expiry"
+            )
+        if (
+            not isinstance(namespace, str)
+            or not namespace
+            or any(c.isspace() or not c.isprintable() for c in namespace)
+        ):
+            raise ConfigError(f"namespace {namespace!r} must be a non-empty word without whitespace")
         if not 0 < retry_min_s <= retry_max_s:
             raise ConfigError(f"retry_min_s {retry_min_s!r} must be > 0 and <= retry_max_s {retry_max_s!r}")
-        scheme = urlsplit(url).scheme
-        if scheme not in URL_SCHEMES:
-            raise ConfigError(f"Redis URL {redacted(url)!r} must start with redis://, rediss:// or unix://")
+        if not isinstance(url, str):
+            raise ConfigError(f"Redis URL must be a string, got {type(url).__name__}")
+        check_url(url)
         redis = _redis_module()
         self.url = url
         self.namespace = namespace
         self.storage = storage
         self.ttl = ttl
+        # Computed once: a put never does arithmetic that could fail (ttl is checked finite above).
+        self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
         self._errors = (redis.exceptions.RedisError, OSError)
         self._prefix = f"{namespace}:prefix:"
         options: dict[str, Any] = {
@@ -162,8 +186,7 @@ class RedisPrefixStore(PrefixStore):
                     stacklevel=3,
                 )
             return
-        ttl_ms = None if self.ttl is None else max(1, round(self.ttl * 1000))
-        stored = self._call(lambda: self._client.set(self._prefix + key, data, px=ttl_ms), what="writing a prefix")
+        stored = self._call(lambda: self._client.set(self._name(key), data, px=self._ttl_ms), what="writing a prefix")
         with self._lock:
             if stored:
                 self._stats.writes += 1
@@ -175,26 +198,31 @@ class RedisPrefixStore(PrefixStore):
         """Whether the server holds a value for ``key`` (unchecked); False while it is down."""
         if type(key) is not str:
             return False
-        return bool(self._call(lambda: self._client.exists(self._prefix + key), what="looking up a prefix"))
+        return bool(self._call(lambda: self._client.exists(self._name(key)), what="looking up a prefix"))
 
     def __len__(self) -> int:
-        """Entries in this namespace (a SCAN over the server's keys: for maintenance, not per query)."""
-        return sum(1 for _ in self._scan()) if self._reachable() else 0
+        """Entries in this namespace (a SCAN over the server's keys: for maintenance, not per query); 0 while
+        the server is down."""
+        count = self._call(lambda: sum(1 for _ in self._names()), what="counting prefixes")
+        return count or 0
 
     def clear(self) -> int:
-        """Delete every entry of this namespace; returns how many there were."""
-        removed = 0
-        if not self._reachable():
-            return 0
-        batch: list[bytes] = []
-        for name in self._scan():
-            batch.append(name)
-            if len(batch) == 500:
+        """Delete every entry of this namespace, and only those; returns how many were deleted (0 while the
+        server is down)."""
+
+        def unlink_all() -> int:
+            removed = 0
+            batch: list[bytes] = []
+            for name in self._names():
+                batch.append(name)
+                if len(batch) == 500:
+                    removed += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
                 removed += int(self._client.unlink(*batch))
-                batch = []
-        if batch:
-            removed += int(self._client.unlink(*batch))
-        return removed
+            return removed
+
+        return self._call(unlink_all, what="clearing prefixes") or 0
 
     def used_memory(self) -> int | None:
         """Bytes the whole server uses (``INFO memory``), or None while it is down."""
@@ -218,7 +246,7 @@ class RedisPrefixStore(PrefixStore):
     def _fetch(self, keys: list[str]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
-            pipe.get(self._prefix + key)
+            pipe.get(self._name(key))
         # A reply error for one key (WRONGTYPE: someone stored a list there) comes back in its place, and
         # that key alone is dropped; a connection error still raises.
         return pipe.execute(raise_on_error=False)
@@ -234,14 +262,20 @@ class RedisPrefixStore(PrefixStore):
             with self._lock:
                 self._stats.rejected += 1
             logger.warning("prefix store %s: dropping unreadable entry %s: %s", redacted(self.url), key, error)
-            self._call(lambda: self._client.delete(self._prefix + key), what="deleting a bad prefix")
+            self._call(lambda: self._client.delete(self._name(key)), what="deleting a bad prefix")
             return None
 
-    def _scan(self) -> Any:
-        return self._client.scan_iter(match=self._prefix.replace("*", r"\*") + "*", count=500)
+    def _name(self, key: str) -> str:
+        """The server's name for ``key``: its key part never holds a ``:`` (hex digests are unchanged)."""
+        return self._prefix + key.replace("%", "%25").replace(":", "%3A")
 
-    def _reachable(self) -> bool:
-        return bool(self._call(self._client.ping, what="pinging the server"))
+    def _names(self) -> Any:
+        """Every name of this namespace, streamed from SCAN. The pattern is the namespace escaped for Redis's
+        glob; a name it matches whose key part holds a ``:`` belongs to a longer namespace and is skipped."""
+        start = len(self._prefix.encode())
+        for name in self._client.scan_iter(match=_glob_escape(self._prefix) + "*", count=500):
+            if b":" not in name[start:]:
+                yield name
 
     def _call(self, operation: Any, *, what: str) -> Any:
         """Run ``operation`` against the server; None (and a backoff) when the server fails."""
@@ -262,10 +296,11 @@ class RedisPrefixStore(PrefixStore):
 
     def _failed(self, error: BaseException, what: str) -> None:
         redis = _redis_module()
-        if isinstance(error, redis.exceptions.ResponseError) and not isinstance(
+        if isinstance(error, (redis.exceptions.ResponseError, redis.exceptions.DataError)) and not isinstance(
             error, redis.exceptions.AuthenticationError
         ):
-            # The server answered (full without an eviction policy, read-only replica...): not an outage.
+            # The server answered (full without an eviction policy, read-only replica...), or the client refused
+            # a value before sending it: not an outage, so no backoff; the call goes on without this entry.
             logger.warning("prefix store %s refused %s: %s", redacted(self.url), what, error)
             return
         with self._lock:
@@ -285,14 +320,49 @@ class RedisPrefixStore(PrefixStore):
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with its password replaced by ``***``, for messages and logs; never raises, even on a URL
+    that does not parse (a bad port, an unclosed IPv6 bracket)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+    end = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{rest[end:]}"
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`ConfigError` naming what is wrong with a Redis URL (scheme, host, port, database),
+    without connecting to it; the message shows the URL without its password."""
+    shown = redacted(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a ValueError for a port that is not a number in 0..65535
+    except ValueError as error:
+        raise ConfigError(f"Redis URL {shown!r} is not valid: {error}") from None
+    if parts.scheme not in URL_SCHEMES:
+        raise ConfigError(
+            f"Redis URL {shown!r}: unknown URL scheme {parts.scheme!r}; use "
+            + ", ".join(f"{s}://" for s in URL_SCHEMES)
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"Redis URL {shown!r} names no socket path (unix:///path/to/redis.sock)")
+        return
+    if not parts.hostname:
+        raise ConfigError(f"Redis URL {shown!r} names no host (redis://host:6379/0)")
+    if port == 0:
+        raise ConfigError(f"Redis URL {shown!r}: port 0 is not a server's port")
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(f"Redis URL {shown!r}: the database {database!r} must be a number (redis://host:6379/0)")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by Redis's glob (SCAN MATCH): every special character backslash-escaped."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 def _check_key(key: object) -> None:

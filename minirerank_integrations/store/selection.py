@@ -1,33 +1,37 @@
-"""``open_store``: a prefix store chosen by a URL or a directory, with its in-memory tier in front."""
+"""``open_store``: the prefix store a :class:`~.config.StoreConfig` describes, with its in-memory tier in front."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from . import codec as _codec
+from .config import DEFAULT_MEMORY_LIMIT, StoreConfig
 from .disk import DiskPrefixStore
 from .entry import PrefixStore
 from .memory import MemoryPrefixStore
 from .redis import URL_SCHEMES, RedisPrefixStore
 from .tiered import TieredPrefixStore
 
-#: Bytes of decoded entries kept in memory in front of a directory or a Redis server, by default.
-DEFAULT_MEMORY_LIMIT = 256 * 2**20
+__all__ = ["DEFAULT_MEMORY_LIMIT", "open_store"]
 
 
 def open_store(
-    url_or_dir: str | os.PathLike[str] | None = None,
+    target: StoreConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
     *,
-    storage: _codec.Storage = "float32",
+    storage: _codec.Storage | None = None,
     size_limit: int | None = None,
-    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    memory_limit: int | None = None,
     local_dir: str | os.PathLike[str] | None = None,
-    namespace: str = "minirerank",
+    namespace: str | None = None,
     ttl: float | None = None,
 ) -> PrefixStore:
-    """The prefix store that ``url_or_dir`` names.
+    """The prefix store that ``target`` names.
+
+    ``target`` is a :class:`StoreConfig` (or a dict of one), or, in the keyword form, a URL or a directory
+    with the other settings as keywords (None leaves a setting at the StoreConfig default):
 
     * None: a :class:`MemoryPrefixStore` of ``size_limit`` bytes (1 GiB by default), for this process only.
     * ``redis://``, ``rediss://`` or ``unix://`` URL: a :class:`RedisPrefixStore` (``namespace``, ``ttl``),
@@ -36,35 +40,63 @@ def open_store(
       default) behind a memory tier.
 
     ``memory_limit`` is the memory tier's size in bytes of decoded entries; 0 leaves it out.
+
+    Raises:
+        ConfigError: invalid settings (see :class:`StoreConfig`), or keywords beside a StoreConfig.
     """
-    if memory_limit < 0:
-        raise ConfigError(f"memory_limit {memory_limit!r} must be a number of bytes >= 0")
-    if url_or_dir is None:
-        if local_dir is not None:
-            raise ConfigError("local_dir is a tier in front of a Redis store; pass a redis:// URL with it")
-        return MemoryPrefixStore(**({} if size_limit is None else {"size_limit": size_limit}))
-    target = os.fspath(url_or_dir)
-    scheme = urlsplit(target).scheme
-    tiers: list[PrefixStore] = []
-    if memory_limit:
-        tiers.append(MemoryPrefixStore(size_limit=memory_limit))
-    if scheme in URL_SCHEMES:
-        if size_limit is not None:
-            raise ConfigError(
-                "size_limit does not apply to a Redis store: set the server's maxmemory (with "
-                "maxmemory-policy allkeys-lru) instead"
-            )
-        if local_dir is not None:
-            tiers.append(DiskPrefixStore(os.path.expanduser(os.fspath(local_dir)), storage=storage))
-        back: PrefixStore = RedisPrefixStore(target, namespace=namespace, storage=storage, ttl=ttl)
-    elif "://" in target:
+    options = {
+        "storage": storage,
+        "size_limit": size_limit,
+        "memory_limit": memory_limit,
+        "local_dir": local_dir,
+        "namespace": namespace,
+        "ttl": ttl,
+    }
+    if isinstance(target, (StoreConfig, dict)):
+        given = sorted(name for name, value in options.items() if value is not None)
+        if given:
+            raise ConfigError(f"pass {', '.join(given)} inside the StoreConfig, not beside it")
+        config = StoreConfig.model_validate(target)
+    else:
+        config = StoreConfig.from_options(**_where(target), **options)
+    return _opened(config)
+
+
+def _where(target: str | os.PathLike[str] | None) -> dict[str, str | None]:
+    """``{"url": ...}`` or ``{"dir": ...}`` for the keyword form's first argument."""
+    if target is None:
+        return {}
+    if not isinstance(target, (str, os.PathLike)):
         raise ConfigError(
-            f"prefix store {target!r}: unknown URL scheme {scheme!r}; use a directory or one of "
+            f"open_store takes a StoreConfig, a URL or a directory path, got {type(target).__name__} {target!r}"
+        )
+    text = os.fspath(target)
+    if not isinstance(text, str):
+        raise ConfigError(f"open_store takes a text path, got bytes {text!r}")
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme in URL_SCHEMES:
+        return {"url": text}
+    if "://" in text:
+        raise ConfigError(
+            f"prefix store {text!r}: unknown URL scheme {scheme!r}; use a directory or one of "
             + ", ".join(f"{s}://" for s in URL_SCHEMES)
         )
+    return {"dir": text}
+
+
+def _opened(config: StoreConfig) -> PrefixStore:
+    if config.kind == "memory":
+        return MemoryPrefixStore(**({} if config.size_limit is None else {"size_limit": config.size_limit}))
+    tiers: list[PrefixStore] = []
+    if config.memory_limit:
+        tiers.append(MemoryPrefixStore(size_limit=config.memory_limit))
+    back: PrefixStore
+    if config.url is not None:
+        if config.local_dir is not None:
+            tiers.append(DiskPrefixStore(os.path.expanduser(config.local_dir), storage=config.storage))
+        back = RedisPrefixStore(config.url, namespace=config.namespace, storage=config.storage, ttl=config.ttl)
     else:
-        if local_dir is not None or ttl is not None:
-            raise ConfigError("local_dir and ttl apply to a Redis store, not to a cache directory")
-        kwargs = {} if size_limit is None else {"size_limit": size_limit}
-        back = DiskPrefixStore(os.path.expanduser(target), storage=storage, **kwargs)
+        assert config.dir is not None  # kind == "directory"
+        kwargs = {} if config.size_limit is None else {"size_limit": config.size_limit}
+        back = DiskPrefixStore(os.path.expanduser(config.dir), storage=config.storage, **kwargs)
     return TieredPrefixStore([*tiers, back]) if tiers else back
