@@ -18,13 +18,15 @@ from .errors import (
     InputError,
     MiniRerankError,
     ModelLoadError,
+    ScoreError,
 )
 
 if TYPE_CHECKING:
     from .engine.config import RerankConfig
+    from .engine.counters import WorkCounters
     from .engine.inputs import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
     from .engine.pdf import pdf_pages
-    from .engine.reranker import MiniReranker, WorkCounters
+    from .engine.reranker import MiniReranker, RerankRequest
 
 #: Public name -> the module that defines it.
 _LAZY = {
@@ -37,7 +39,8 @@ _LAZY = {
     "SkippedCandidate": ".engine.inputs",
     "pdf_pages": ".engine.pdf",
     "MiniReranker": ".engine.reranker",
-    "WorkCounters": ".engine.reranker",
+    "RerankRequest": ".engine.reranker",
+    "WorkCounters": ".engine.counters",
 }
 
 __all__ = [
@@ -55,7 +58,9 @@ __all__ = [
     "Query",
     "RerankConfig",
     "RerankResult",
+    "RerankRequest",
     "RerankResults",
+    "ScoreError",
     "SkippedCandidate",
     "WorkCounters",
     "pdf_pages",

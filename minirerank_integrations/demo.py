@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .demo_model import DEMO_MODEL
+from .engine.counters import WorkCounters
 from .engine.inputs import Candidate, Query
-from .engine.reranker import MiniReranker, WorkCounters
+from .engine.reranker import MiniReranker
 from .quality.data import generate, query_text
 from .quality.data.tasks import RerankTask
 

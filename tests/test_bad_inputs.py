@@ -174,8 +174,8 @@ def test_long_candidates_are_truncated_as_the_official_model_does(tiny4_path):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
     tokenizer = reranker.backbone.tokenizer
     long_text = "The quick brown fox jumps. " * 3000
-    segment = reranker._query_first(
-        reranker._prepare(Query(text="fox"), "q"), reranker._prepare(Candidate(text=long_text), "d")
+    segment, _ = reranker.segments(
+        reranker.prepare(Query(text="fox"), "q"), reranker.prepare(Candidate(text=long_text), "d")
     )
     full = tokenizer(official_prompt("fox", [], long_text, []), add_special_tokens=False)["input_ids"]
     assert len(full) > MAX_LENGTH + 5
@@ -212,3 +212,18 @@ def test_truncated_scores_equal_the_stock_forward_on_truncated_ids(tiny4_path, i
     assert truncated.count(backbone.image_token_id) == full.count(backbone.image_token_id)
     expected = stock_score(backbone, truncated, [images[0]])
     assert reranker.score([(query, doc)])[0] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("images", ["abc", "page.png", {"a.png": 1}, {"a.png"}, 5])
+@pytest.mark.parametrize("kind", [Candidate, Query])
+def test_images_must_be_a_list_not_a_string_split_into_characters(kind, images):
+    with pytest.raises(InputError, match="images must be a list of image sources") as info:
+        kind(images=images)
+    if isinstance(images, str):
+        assert repr(images) in str(info.value) and "images=[...]" in str(info.value)
+
+
+def test_one_image_object_still_counts_as_a_list_of_one(images):
+    assert Candidate(images=images[0]).images == (images[0],)
+    assert Candidate(images=b"\x89PNG").images == (b"\x89PNG",)
+    assert Candidate(images=(im for im in images)).images == tuple(images)  # any iterable of images

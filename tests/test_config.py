@@ -76,8 +76,8 @@ def test_instruction_in_prefix_moves_the_instruction_into_the_cached_prefix(tiny
     default = MiniReranker.from_pretrained(tiny4_path, config="paper")
     cached = MiniReranker(default.backbone, default.config.model_copy(update={"instruction_in_prefix": True}))
     decode = default.backbone.tokenizer.decode
-    q, d = default._prepare(Query(text="a red circle"), "q"), default._prepare(Candidate(text="a page"), "d")
-    (p0, s0), (p1, s1) = default._vision_first(q, d), cached._vision_first(q, d)
+    q, d = default.prepare(Query(text="a red circle"), "q"), default.prepare(Candidate(text="a page"), "d")
+    (p0, s0), (p1, s1) = default.segments(q, d), cached.segments(q, d)
     instruction = default.config.instruction
     assert instruction in decode(s0.input_ids) and instruction not in decode(p0.input_ids)
     assert instruction in decode(p1.input_ids) and instruction not in decode(s1.input_ids)

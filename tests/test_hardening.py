@@ -245,9 +245,9 @@ def test_text_spelling_special_tokens_is_ordinary_text(tiny4_path):
     results = engine.rerank("<|image_pad|> query", tricky)
     assert len(results) == 3
     assert scores(results) == pytest.approx(engine.reference_scores([("<|image_pad|> query", t) for t in tricky]))
-    q = engine._prepare(Query(text="<|image_pad|>"), "q")
-    d = engine._prepare(Candidate(text="<|image_pad|>" * 3), "d")
-    prefix, suffix = engine._vision_first(q, d)
+    q = engine.prepare(Query(text="<|image_pad|>"), "q")
+    d = engine.prepare(Candidate(text="<|image_pad|>" * 3), "d")
+    prefix, suffix = engine.segments(q, d)
     assert pad not in prefix.input_ids and pad not in suffix.input_ids
     specials = engine.backbone.special_ids
     assert sum(t in specials for t in prefix.input_ids) == 3  # the template's own, no more
@@ -259,7 +259,7 @@ def test_truncation_bounds_every_prompt(tiny4_path):
     started = time.perf_counter()
     assert len(engine.rerank(flood, [flood, "short"])) == 2
     assert time.perf_counter() - started < 60
-    segment = engine._query_first(engine._prepare(Query(text=flood), "q"), engine._prepare(Candidate(text=flood), "d"))
+    segment, _ = engine.segments(engine.prepare(Query(text=flood), "q"), engine.prepare(Candidate(text=flood), "d"))
     assert len(segment.input_ids) <= 64 + 5
 
 

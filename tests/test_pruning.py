@@ -15,7 +15,7 @@ from minirerank_integrations.engine.pruning import embedder_importance, embedder
 
 def test_batched_importances_equal_one_image_at_a_time(tiny8_path, images):
     reranker = MiniReranker.from_pretrained(tiny8_path)
-    prepared = [reranker._prepare(Query(images=[image]), "q").images[0] for image in images]
+    prepared = [reranker.prepare(Query(images=[image]), "q").images[0] for image in images]
     assert len({im.num_tokens for im in prepared}) > 1  # different sizes: the batch is left-padded
     features = lambda bb, im: bb.encode_image(im)  # noqa: E731
     batched = embedder_importances(reranker.backbone, prepared, features)
@@ -32,7 +32,7 @@ def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, im
     reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
     backbone = reranker.backbone
     image = images[1]
-    prepared = reranker._prepare(Query(images=[image]), "q").images[0]
+    prepared = reranker.prepare(Query(images=[image]), "q").images[0]
     ours = embedder_importance(backbone, prepared, lambda bb, im: bb.encode_image(im), layers)
 
     eager = Qwen3VLForConditionalGeneration.from_pretrained(tiny4_path, attn_implementation="eager").eval()
@@ -60,11 +60,13 @@ def test_embedder_importance_is_the_pooled_tokens_eager_attention(tiny4_path, im
 @pytest.mark.parametrize("guide", ["embedder", "random"])
 def test_kept_tokens_keep_order_positions_and_deepstack(tiny4_path, images, guide):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
-    side = reranker._prepare(Candidate(text="caption", images=images), "d")
-    prefix, _ = reranker._vision_first(reranker._prepare(Query(text="q"), "q"), side, side="document")
-    full = reranker._states(prefix)
+    side = reranker.prepare(Candidate(text="caption", images=images), "d")
+    prefix, _ = reranker.segments(
+        reranker.prepare(Query(text="q"), "q"), side, RerankConfig(format="vision_first"), side="document"
+    )
+    full = reranker.states(prefix)
     reranker.config = RerankConfig(format="vision_first", keep_ratio=0.3, pruning_guide=guide)
-    pruned = reranker._states(prefix)
+    pruned = reranker.states(prefix)
 
     n_visual = [im.num_tokens for im in side.images]
     assert (
@@ -92,12 +94,12 @@ def test_random_guide_is_deterministic_per_seed(tiny4_path, images):
             tiny4_path,
             config=RerankConfig(format="vision_first", keep_ratio=0.5, pruning_guide="random", pruning_seed=seed),
         )
-        prefix, _ = reranker._vision_first(
-            reranker._prepare(Query(text="q"), "q"),
-            reranker._prepare(Candidate(images=[images[2]]), "d"),
+        prefix, _ = reranker.segments(
+            reranker.prepare(Query(text="q"), "q"),
+            reranker.prepare(Candidate(images=[images[2]]), "d"),
             side="document",
         )
-        return reranker._states(prefix).positions
+        return reranker.states(prefix).positions
 
     assert torch.equal(kept(0), kept(0))
     assert not torch.equal(kept(0), kept(1))

@@ -18,8 +18,10 @@ def test_all_is_pinned():
         "PdfPage",
         "Query",
         "RerankConfig",
+        "RerankRequest",
         "RerankResult",
         "RerankResults",
+        "ScoreError",
         "SkippedCandidate",
         "WorkCounters",
         "pdf_pages",
@@ -31,5 +33,5 @@ def test_all_is_pinned():
 def test_errors_share_one_base():
     from minirerank_integrations import errors
 
-    for name in ["CacheError", "CandidateError", "ConfigError", "ImageLoadError", "InputError", "ModelLoadError"]:
+    for name in ["CacheError", "CandidateError", "ConfigError", "ImageLoadError", "InputError", "ModelLoadError", "ScoreError"]:
         assert issubclass(getattr(errors, name), errors.MiniRerankError)

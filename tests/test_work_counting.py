@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-import minirerank_integrations.engine.reranker as reranker_module
+import minirerank_integrations.engine.execution as execution
 from minirerank_integrations import Candidate, MiniReranker, Query
 from minirerank_integrations.store import MemoryPrefixStore
 
@@ -87,7 +87,7 @@ def test_windows_after_the_first_are_read_ahead_on_a_reader_thread(tiny4_path):
     cold.store = store
     texts = [f"document {i}" for i in range(45)]
     candidates = [*texts, texts[3], texts[40], *texts[:30]]  # repeats inside and across windows: 120 pairs
-    window = max(cold.config.batch_size, reranker_module._FETCH_WINDOW)
+    window = max(cold.config.batch_size, execution.FETCH_WINDOW)
     assert len(candidates) > 2 * window  # at least three windows
     first = cold.score([("which document", c) for c in candidates])
     assert cold.counters.prefix_computations == len(texts)

@@ -351,9 +351,8 @@ class Bench:
         return MiniReranker(self.backbone, config, store=store), store
 
     def _doc_key(self, engine: MiniReranker, candidate: Candidate) -> str:
-        side = engine._prepare(as_candidate(candidate), "a benchmark document")
-        prefix, _ = engine._vision_first(SideContent("NULL"), side, side="document")
-        return engine._prefix_key(prefix)
+        side = engine.prepare(as_candidate(candidate), "a benchmark document")
+        return engine.document_prefix(side)[0]
 
     def _sizes(self, engine: MiniReranker, entry: PrefixEntry, prefix_tokens: int) -> dict[str, object]:
         shape = SHAPES[self.s.shape]
@@ -392,9 +391,9 @@ class Bench:
             assert entry is not None
             self._ingested[signature] = (per_doc, memory, entry)
         side = self._side(ingest[0])
-        prefix_tokens = len(engine._vision_first(SideContent("NULL"), side, side="document")[0].input_ids)
+        prefix_tokens = len(engine.document_prefix(side)[1].input_ids)
         sizes = self._sizes(engine, entry, prefix_tokens)
-        suffix_tokens = len(engine._vision_first(self._side_of_query(), side, side="document")[1].input_ids)
+        suffix_tokens = len(engine.segments(self._side_of_query(), side, side="document")[1].input_ids)  # type: ignore[union-attr]
         common = {
             "workload": "text->image",
             "image_size": size,
@@ -516,7 +515,7 @@ class Bench:
                 importance = out[0]
         paper = self.config("paper")
         engine = MiniReranker(b, paper)
-        prefix, _ = engine._vision_first(SideContent("NULL"), side, side="document")
+        _, prefix = engine.document_prefix(side)
         states = b.embed(prefix, {image.digest: feats["f"]})
         if importance is not None:
             states = states.select(keep_mask(prefix, states.visual, {image.digest: importance}, paper.keep_ratio))

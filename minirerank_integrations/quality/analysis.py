@@ -69,13 +69,9 @@ def exit_curve(
     original = reranker.config
     depth = reranker.num_layers
     curve: dict[int, dict[str, dict[str, float]]] = {}
-    with reranker._lock:
-        try:
-            for exit_layer in range(1, depth + 1) if layers is None else layers:
-                reranker.config = _at_exit(original, exit_layer)
-                curve[exit_layer] = evaluate(reranker, tasks, progress=progress).metrics
-        finally:
-            reranker.config = original
+    for exit_layer in range(1, depth + 1) if layers is None else layers:
+        with reranker.using(_at_exit(original, exit_layer)):
+            curve[exit_layer] = evaluate(reranker, tasks, progress=progress).metrics
     return curve
 
 
@@ -119,31 +115,22 @@ def attention_share(reranker: MiniReranker, tasks: Sequence[RerankTask], max_pai
     original = reranker.config
     depth = reranker.num_layers
     totals = torch.zeros(depth, dtype=torch.float64)  # [layers] sum over pairs
-    with reranker._lock:
-        try:
-            reranker.config = RerankConfig(
-                **{
-                    **original.model_dump(),
-                    "format": "vision_first",
-                    "exit_layer": None,
-                    "band": None,
-                    "keep_ratio": 1.0,
-                }
-            )
-            sides = reranker._prepare_pairs(pairs)
-            cache: dict = {}  # vision features, shared across batches (a query image recurs in every pair)
-            for start in range(0, len(sides), ANALYSIS_BATCH):
-                prefixes: list[SegmentStates] = []
-                suffixes: list[SegmentStates] = []
-                for q, d in sides[start : start + ANALYSIS_BATCH]:
-                    prefix, suffix = reranker._vision_first(q, d)
-                    p_states = reranker._states(prefix, cache)
-                    prefixes.append(p_states)
-                    suffixes.append(reranker._states(suffix, cache).shifted(p_states.next_position))
-                shares = _suffix_to_prefix_shares(reranker.backbone, prefixes, suffixes, (0, depth))
-                totals += shares.sum(dim=1).double().cpu()
-        finally:
-            reranker.config = original
+    full = RerankConfig(
+        **{**original.model_dump(), "format": "vision_first", "exit_layer": None, "band": None, "keep_ratio": 1.0}
+    )
+    with reranker.using(full):
+        sides = reranker.prepare_pairs(pairs)
+        cache: dict = {}  # vision features, shared across batches (a query image recurs in every pair)
+        for start in range(0, len(sides), ANALYSIS_BATCH):
+            prefixes: list[SegmentStates] = []
+            suffixes: list[SegmentStates] = []
+            for q, d in sides[start : start + ANALYSIS_BATCH]:
+                prefix, suffix = reranker.segments(q, d)
+                p_states = reranker.states(prefix, cache)
+                prefixes.append(p_states)
+                suffixes.append(reranker.states(suffix, cache).shifted(p_states.next_position))  # type: ignore[arg-type]
+            shares = _suffix_to_prefix_shares(reranker.backbone, prefixes, suffixes, (0, depth))
+            totals += shares.sum(dim=1).double().cpu()
     return (totals / len(sides)).tolist()
 
 

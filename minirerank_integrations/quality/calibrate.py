@@ -85,7 +85,7 @@ def measure_timing(
     On those tasks: per pair = warm seconds / pairs; per document = (cold - warm seconds) / documents,
     floored at 0 (the query-first prompt caches nothing, so its two runs differ by noise only).
     """
-    if len(reranker.store) or reranker._importance:  # noqa: SLF001
+    if len(reranker.store) or reranker.encoder.cached_importances:
         raise InputError("measure_timing needs a fresh reranker: its prefix store or pruning importances hold work")
     scores, cold = _rerank_all(reranker, tasks)
     timed = list(tasks[: max(1, warm_tasks)])

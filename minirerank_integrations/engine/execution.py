@@ -1,0 +1,126 @@
+"""Running a :class:`CallPlan`: each distinct prefix read from the store or computed (and stored), each distinct
+suffix's pre-band layers once, then the per-pair layers in batches (``docs/design.md``, "The computation plan").
+
+Entries are fetched a window of pairs at a time, the next window on a reader thread while this one is scored,
+and dropped after their last pair, so a query over many documents holds at most two windows' entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+
+import torch
+
+from ..store import PrefixEntry, PrefixStore
+from .encoder import FeatureCache, SegmentEncoder
+from .layers import compute_prefix, compute_prefixes, compute_suffix_preband, pair_logits, single_segment_logits
+from .modeling import SegmentStates
+from .plan import CallPlan, cut_shared_start, distinct_segments
+from .prompts import Segment
+
+__all__ = ["FETCH_WINDOW", "compute_prefix_entry", "plan_logits", "trainable_logits"]
+
+#: Pairs whose prefixes one store lookup fetches. The next window is fetched (read, checked, decoded) on a
+#: reader thread while this one is scored, so only the first window's read is not hidden behind compute; two
+#: windows of entries are held at most.
+FETCH_WINDOW = 32
+
+
+@torch.no_grad()
+def compute_prefix_entry(
+    encoder: SegmentEncoder, prefix: Segment, plan_config, cache: FeatureCache | None = None
+) -> PrefixEntry:
+    """The stored form of ``prefix``: its band layers' keys and values (a store miss)."""
+    encoder.counters.prefix_computations += 1
+    return compute_prefix(encoder.backbone, encoder.states(prefix, plan_config, cache), plan_config.band)
+
+
+@torch.no_grad()
+def plan_logits(plan: CallPlan, encoder: SegmentEncoder, store: PrefixStore) -> torch.Tensor:
+    """logit(yes) - logit(no) of each pair of ``plan`` [pairs], float32, on the model's device."""
+    cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
+    cache: FeatureCache = {}  # vision features of this call, by (backbone, digest)
+    logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
+    if not len(plan):
+        return torch.zeros(0)
+    if cfg.format == "query_first":
+        for start in range(0, len(plan.singles), cfg.batch_size):
+            chunk = plan.singles[start : start + cfg.batch_size]
+            states = [encoder.states(segment, cfg, cache) for segment in chunk]
+            counters.single_passes += len(chunk)
+            logits.append(single_segment_logits(backbone, states, cfg.exit_layer))
+        return torch.cat(logits)
+
+    suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
+    for key, suffix in plan.suffixes.items():
+        states = encoder.states(suffix, cfg, cache)
+        counters.suffix_prebands += 1
+        suffixes[key] = (states, compute_suffix_preband(backbone, states, cfg.band[0]))
+    last_use = plan.last_use()
+    window = max(cfg.batch_size, FETCH_WINDOW)
+    fetches = plan.fetch_windows(window)
+    entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
+    with closing(_read_ahead(store.get_many, fetches)) as reads:  # closed at once, even on an error
+        for w, fetched in enumerate(reads):
+            window_start, window_end = w * window, (w + 1) * window
+            for key, entry in zip(fetches[w], fetched):
+                if entry is None:
+                    entry = compute_prefix_entry(encoder, plan.prefixes[key], cfg, cache)
+                    store.put(key, entry)
+                else:
+                    counters.prefix_hits += 1
+                entries[key] = entry
+            for start in range(window_start, min(window_end, len(plan.rows)), cfg.batch_size):
+                chunk = plan.rows[start : min(start + cfg.batch_size, window_end)]
+                batch_entries = [entries[k] for k, _ in chunk]
+                batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
+                prebands = [suffixes[s][1] for _, s in chunk]
+                counters.pair_passes += len(chunk)
+                logits.append(pair_logits(backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer))
+            for key in [k for k in entries if last_use[k] < window_end]:
+                del entries[key]
+    return torch.cat(logits)
+
+
+def trainable_logits(
+    encoder: SegmentEncoder, segments: list[tuple[Segment, Segment]], cache: FeatureCache, plan_config
+) -> torch.Tensor:
+    """The serving computation of :func:`plan_logits`, batched and differentiable, without the store: each
+    distinct prefix up to the band end, each distinct suffix's pre-band layers once, the per-pair layers last."""
+    b, cfg = encoder.backbone, plan_config
+    distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])
+    distinct_suffixes, rows_s = distinct_segments([s for _, s in segments])
+    prefix_states = [encoder.states(p, cfg, cache) for p in distinct_prefixes]
+    head, cut = cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
+    entries = compute_prefixes(b, cut, cfg.band, shared=head)
+    suffix_states = [encoder.states(s, cfg, cache) for s in distinct_suffixes]
+    prebands = [compute_suffix_preband(b, s, cfg.band[0]) for s in suffix_states]
+    return pair_logits(
+        b,
+        [entries[i] for i in rows_p],
+        [suffix_states[j].shifted(entries[i].next_position) for i, j in zip(rows_p, rows_s)],
+        [prebands[j] for j in rows_s],
+        cfg.band,
+        cfg.exit_layer,
+    )
+
+
+def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) -> Iterator[list]:
+    """Yields ``fetch(batch)`` for each batch in turn (``[]`` for an empty one). With more than one batch the
+    reads run on a reader thread one batch ahead: while the caller scores batch ``w``, ``w + 1`` is read."""
+
+    def read(batch: list[str]) -> list:
+        return fetch(batch) if batch else []
+
+    if len(batches) <= 1:
+        yield from map(read, batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minirerank-prefetch") as pool:
+        pending = pool.submit(read, batches[0])
+        for batch in batches[1:]:
+            current = pending.result()
+            pending = pool.submit(read, batch)
+            yield current
+        yield pending.result()
