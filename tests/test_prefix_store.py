@@ -45,14 +45,16 @@ def same(a: PrefixEntry | None, b: PrefixEntry) -> bool:
     )
 
 
-def row_of(directory: Path, key: str) -> tuple[int, str | None]:
+def row_of(directory: Path, key: str, storage: str = "float32") -> tuple[int, str | None]:
     with closing(sqlite3.connect(directory / "cache.db")) as con:
-        ((mode, filename),) = con.execute("SELECT mode, filename FROM Cache WHERE key = ?", (key,)).fetchall()
+        ((mode, filename),) = con.execute(
+            "SELECT mode, filename FROM Cache WHERE key = ?", (f"{key}.{storage}",)
+        ).fetchall()
     return mode, filename
 
 
-def value_file(directory: Path, key: str) -> Path:
-    mode, filename = row_of(directory, key)
+def value_file(directory: Path, key: str, storage: str = "float32") -> Path:
+    mode, filename = row_of(directory, key, storage)
     assert mode == MODE_BINARY and filename is not None
     return directory / filename
 
@@ -127,7 +129,9 @@ def test_int8_storage_is_applied(tmp_path: Path) -> None:
     )
     lossless.put("k", original)
     compact.put("k", original)
-    assert value_file(tmp_path / "i8", "k").stat().st_size < 0.3 * value_file(tmp_path / "f32", "k").stat().st_size
+    assert (
+        value_file(tmp_path / "i8", "k", "int8").stat().st_size < 0.3 * value_file(tmp_path / "f32", "k").stat().st_size
+    )
     decoded = compact.get("k")
     assert decoded is not None and decoded.keys.dtype == torch.float32
     assert float((decoded.keys - original.keys).abs().max()) < float(original.keys.abs().max()) / 127
@@ -232,7 +236,7 @@ def test_garbage_in_a_row_is_a_rejected_miss(tmp_path: Path, column: str, garbag
     store = DiskPrefixStore(tmp_path)  # small entries stay in the row (MODE_RAW)
     store.put("row", entry_for(1))
     assert row_of(tmp_path, "row") == (MODE_RAW, None)
-    execute(tmp_path, f"UPDATE Cache SET {column} = ? WHERE key = ?", (garbage, "row"))
+    execute(tmp_path, f"UPDATE Cache SET {column} = ? WHERE key = ?", (garbage, "row.float32"))
     assert store.get("row") is None
     assert store.stats.rejected == 1 and "row" not in store
     store.put("row", entry_for(1))
@@ -249,7 +253,7 @@ def test_row_naming_a_file_outside_the_cache_neither_reads_nor_deletes_it(tmp_pa
     execute(
         directory,
         "UPDATE Cache SET mode = ?, filename = ? WHERE key = ?",
-        (MODE_BINARY, name.format(outside=outside), "row"),
+        (MODE_BINARY, name.format(outside=outside), "row.float32"),
     )
     assert store.get("row") is None
     assert store.stats.rejected == 1
@@ -284,8 +288,8 @@ def test_planted_pickle_rows_are_never_unpickled(tmp_path: Path) -> None:
     planted_file = "ab/cd/" + "0" * 28 + ".val"
     (directory / "ab" / "cd").mkdir(parents=True)
     (directory / planted_file).write_bytes(payload)
-    execute(directory, insert, ("in-row", 1, now, now, 0, MODE_PICKLE, None, payload))
-    execute(directory, insert, ("in-file", 1, now, now, len(payload), MODE_PICKLE, planted_file, None))
+    execute(directory, insert, ("in-row.float32", 1, now, now, 0, MODE_PICKLE, None, payload))
+    execute(directory, insert, ("in-file.float32", 1, now, now, len(payload), MODE_PICKLE, planted_file, None))
     # a pickled key (raw = 0) is what diskcache unpickles when it lists keys
     execute(directory, insert, (payload, 0, now, now, 0, MODE_RAW, None, encode_entry(entry_for(2), key="k")))
     assert len(store) == 4

@@ -126,7 +126,7 @@ def row_key(key: str, storage: Storage) -> str:
     namespace keep their entries side by side instead of refusing (and deleting) each other's, and "is it
     stored?" is answered for the precision that asks.
     """
-    return f"{storage}:{key}"
+    return f"{key}.{storage}"  # a dot: engine keys are hex digests, and Redis names keep ":" for namespaces
 
 
 def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") -> bytes:

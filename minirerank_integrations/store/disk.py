@@ -17,6 +17,8 @@ import stat
 import threading
 import time
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, get_args
 from urllib.parse import quote
 
@@ -61,6 +63,10 @@ class _RefusedValue(CacheError):
     """A row the store will not serve: not bytes, not a value file diskcache made, or a pickle."""
 
 
+class _VanishedValue(_RefusedValue):
+    """The value file a row named is gone: damage, unless a concurrent writer replaced or evicted the row."""
+
+
 class BytesOnlyDisk(diskcache.Disk):
     """A ``diskcache.Disk`` that moves bytes values under str keys, and nothing else.
 
@@ -72,6 +78,9 @@ class BytesOnlyDisk(diskcache.Disk):
     :class:`CacheError` instead of decoding it: text, pickles, unknown modes, non-bytes ``MODE_RAW``
     values, and file names diskcache would not have made (``../`` or absolute paths).
     """
+
+    #: Bytes; a value file larger than this is damage (a store sets its size_limit: no entry it keeps is larger).
+    max_value_bytes: int = 2**40
 
     def __init__(self, directory: str, min_file_size: int = 2**15, pickle_protocol: int = 0, **_: Any) -> None:
         # Extra ``disk_*`` settings read from the database are ignored rather than failing the open.
@@ -102,7 +111,7 @@ class BytesOnlyDisk(diskcache.Disk):
         self._stored().append(filename)
         return len(value), MODE_BINARY, filename, None
 
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes:
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes | bytearray:
         if read:
             raise _RefusedValue("file handles are not served; values are read whole")
         if mode == MODE_RAW:
@@ -138,7 +147,8 @@ class BytesOnlyDisk(diskcache.Disk):
             stored = self._local.stored = []
         return stored
 
-    def _read_value_file(self, filename: str | None) -> bytes:
+    def _read_value_file(self, filename: str | None) -> bytearray:
+        """The whole value file, read once into one buffer that the codec then decodes in place."""
         if not self.is_value_file(filename):
             raise _RefusedValue(f"row names value file {filename!r}, not one this cache would have written")
         assert filename is not None
@@ -147,15 +157,32 @@ class BytesOnlyDisk(diskcache.Disk):
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             descriptor = os.open(path, flags)
+        except FileNotFoundError as error:
+            raise _VanishedValue(f"value file {filename} is missing: {error}") from error
         except OSError as error:
             raise _RefusedValue(f"value file {filename} cannot be opened: {error}") from error
-        with open(descriptor, "rb") as reader:
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        with open(descriptor, "rb", buffering=0) as reader:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
                 raise _RefusedValue(f"value file {filename} is not a regular file")
+            if info.st_size > self.max_value_bytes:
+                raise _RefusedValue(f"value file {filename} is {info.st_size} bytes, over {self.max_value_bytes}")
+            buffer = bytearray(info.st_size)
+            view = memoryview(buffer)
+            filled = 0
             try:
-                return reader.read()
+                while filled < len(buffer):
+                    count = reader.readinto(view[filled:])
+                    if not count:
+                        raise _RefusedValue(f"value file {filename} shrank while read: {filled} of {len(buffer)} bytes")
+                    filled += count
+                if reader.read(1):  # value files are written once under a fresh name: one that grows is not ours
+                    raise _RefusedValue(f"value file {filename} grew while read, past {len(buffer)} bytes")
             except OSError as error:
                 raise _RefusedValue(f"value file {filename} cannot be read: {error}") from error
+            finally:
+                view.release()
+            return buffer
 
 
 def _sql(cache: diskcache.Cache) -> Any:
@@ -174,9 +201,10 @@ class DiskPrefixStore(PrefixStore):
     directory that holds a ``cache.db`` without that mark (:class:`CacheError`): another application's
     cache must never have its rows evicted or dropped as unreadable. ``directory`` must not be empty.
 
-    Every blob is bound to its key and to this store's ``storage`` (see :mod:`.codec`): a row read under
-    another key (swapped or copied rows) or stored in another precision is dropped and recomputed, never
-    served. An entry the storage cannot hold faithfully (float16 or bfloat16 overflow) is not stored: one
+    A row is named by the key and this store's ``storage`` (:func:`.codec.row_key`), so stores of different
+    precisions share a directory side by side, and ``key in store`` answers for this store's precision.
+    Every blob is bound to its row (see :mod:`.codec`): a row read under another name (swapped or copied
+    rows) or stored in another precision is dropped and recomputed, never served. An entry the storage cannot hold faithfully (float16 or bfloat16 overflow) is not stored: one
     ``RuntimeWarning`` per store, counted in ``stats.unstorable``.
 
     A store that cannot be written (``read_only=True``, a read-only mount, a full disk) still serves what it
@@ -184,6 +212,10 @@ class DiskPrefixStore(PrefixStore):
     ``immutable=1`` when a read-only directory has no ``-shm`` file), nothing is written, and puts are
     counted in ``stats.write_failures`` with one warning. A directory deleted while the store is open is
     noticed at the next call and created afresh, with one warning.
+
+    A read takes the row (and refreshes its access time) in one short transaction, then reads the value file
+    once into one buffer outside it, which the codec decodes in place: ``get_many`` runs ``readers`` such
+    reads side by side.
 
     Reads never raise on bad data: a missing, truncated or altered value file, a damaged or planted row,
     or a blob the codec rejects is deleted, counted in ``stats.rejected``, logged, and served as a miss.
@@ -214,11 +246,14 @@ class DiskPrefixStore(PrefixStore):
         min_file_size: int = 2**15,
         timeout: float = 60.0,
         read_only: bool = False,
+        readers: int = 4,
     ) -> None:
         if not isinstance(size_limit, int) or isinstance(size_limit, bool) or size_limit <= 0:
             raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
         if storage not in get_args(_codec.Storage):
             raise ConfigError(f"storage {storage!r} is unknown; use one of {', '.join(get_args(_codec.Storage))}")
+        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
+            raise ConfigError(f"readers {readers!r} must be an int >= 1 (threads reading one get_many)")
         if not isinstance(min_file_size, int) or min_file_size < 0:
             raise ConfigError(f"min_file_size {min_file_size!r} must be a number of bytes >= 0")
         self.directory = os.fspath(directory)
@@ -228,6 +263,8 @@ class DiskPrefixStore(PrefixStore):
         self.storage = storage
         self.read_only = read_only
         self._timeout = timeout
+        self.readers = readers  # threads that read and decode the entries of one get_many side by side
+        self._pool: ThreadPoolExecutor | None = None
         self._min_file_size = min_file_size
         self._stats = StoreStats()
         self._lock = threading.Lock()
@@ -265,6 +302,7 @@ class DiskPrefixStore(PrefixStore):
                 statistics=0,  # hits and misses live in StoreStats, per instance
                 disk_min_file_size=self._min_file_size,  # bytes; smaller blobs stay in the SQLite row
             )
+            self._cache.disk.max_value_bytes = self.size_limit  # no entry this store keeps is larger
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             self._cache = None
             if os.path.exists(os.path.join(self.directory, _DATABASE)):
@@ -309,29 +347,74 @@ class DiskPrefixStore(PrefixStore):
         cache = self._cache
         if cache is None:
             return self._read_only_get(key)
+        name = _codec.row_key(key, self.storage)
         try:
-            # With the LRU policy diskcache reads the row and its value file inside one write transaction,
-            # so a file missing here is lost, not one that a concurrent writer just replaced.
-            data = cache.get(key, default=None)
-        except _RefusedValue as error:
-            self._reject(key, error)
-            return None
+            row = self._touch(cache, name)
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             # A full disk or a mount turned read-only fails the access-time update: read the row without it.
             logger.warning("prefix cache %s: reading %s failed (%s); reading it read-only", self.directory, key, error)
             cache.close()
             return self._read_only_get(key)
-        if data is None:
+        if row is None:
             return self._miss()
-        return self._decoded(key, data)
-
-    def _decoded(self, key: str, data: bytes) -> PrefixEntry | None:
+        disk: BytesOnlyDisk = cache.disk
         try:
-            entry = _codec.decode_entry(data, key=key, storage=self.storage)
+            # Outside the transaction, so that reader threads read files side by side. A value file is never
+            # rewritten in place (a put writes a fresh file, then commits its row), so what opens is whole.
+            data = disk.fetch(*row, False)
+        except _VanishedValue as error:
+            if self._row_names(cache, name, row[1]):
+                self._reject(name, error)  # the row still points at it: the file was lost
+                return None
+            return self._miss()  # replaced or evicted by another writer since the row was read
+        except _RefusedValue as error:
+            self._reject(name, error)
+            return None
+        return self._decoded(name, data)
+
+    def get_many(self, keys: Sequence[str]) -> list[PrefixEntry | None]:
+        """The entries for ``keys``, in order, read by up to ``readers`` threads at once (files and decoding
+        run side by side; SQLite serializes only the short access-time updates)."""
+        keys = list(keys)
+        if len(keys) < 2 or self.readers < 2:
+            return [self.get(key) for key in keys]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.readers, thread_name_prefix="minirerank-disk-read")
+            pool = self._pool
+        return list(pool.map(self.get, keys))
+
+    def _touch(self, cache: diskcache.Cache, name: str) -> tuple[int, str | None, Any] | None:
+        """``(mode, filename, value)`` of the live row ``name``, its access time refreshed (LRU), or None."""
+        sql = _sql(cache)
+        now = time.time()
+        with cache.transact():
+            rows = sql(
+                "SELECT rowid, mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (name, now),
+            ).fetchall()
+            if not rows:
+                return None
+            ((rowid, mode, filename, value),) = rows
+            sql("UPDATE Cache SET access_time = ? WHERE rowid = ?", (now, rowid))
+        return mode, filename, value
+
+    def _row_names(self, cache: diskcache.Cache, name: str, filename: str | None) -> bool:
+        """Whether row ``name`` still names value file ``filename``."""
+        try:
+            rows = _sql(cache)("SELECT filename FROM Cache WHERE key = ? AND raw = 1", (name,)).fetchall()
+        except (OSError, sqlite3.Error):
+            return False
+        return bool(rows) and rows[0][0] == filename
+
+    def _decoded(self, name: str, data: bytes | bytearray) -> PrefixEntry | None:
+        try:
+            entry = _codec.decode_entry(data, key=name, storage=self.storage)
         except CacheError as error:
             # Decoding runs outside the lock. A concurrent put of the same key may be deleted with the bad
             # row; keys are content digests, so that only costs one recomputation.
-            self._reject(key, error)
+            self._reject(name, error)
             return None
         with self._lock:
             self._stats.hits += 1
@@ -340,9 +423,10 @@ class DiskPrefixStore(PrefixStore):
     def put(self, key: str, entry: PrefixEntry) -> None:
         if type(key) is not str:
             raise TypeError(f"prefix store keys are str digests, got {type(key).__name__}")
+        name = _codec.row_key(key, self.storage)
         try:
-            data = _codec.encode_entry(entry, key=key, storage=self.storage)
-        except _codec.UnstorableEntry as error:  # values this storage cannot hold: serve them, do not store them
+            data = _codec.encode_entry(entry, key=name, storage=self.storage)
+        except _codec.UnstorableEntry as error:  # NaN or inf, or values this storage cannot hold: not stored
             self._unstorable(key, error)
             return
         self._check_directory()
@@ -363,7 +447,7 @@ class DiskPrefixStore(PrefixStore):
         disk: BytesOnlyDisk = cache.disk
         disk.take_stored()
         try:
-            cache.set(key, data)  # one transaction: the old row or the new one, never half of either
+            cache.set(name, data)  # one transaction: the old row or the new one, never half of either
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             for filename in disk.take_stored():
                 disk.remove(filename)  # its row never committed
@@ -375,7 +459,7 @@ class DiskPrefixStore(PrefixStore):
             self._stats.writes += 1
             self._stats.bytes_written += len(data)
         try:
-            evicted = self._evict(cache, keep=key)
+            evicted = self._evict(cache, keep=name)
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             cache.close()
             self._write_failed(error, what="cannot evict old entries")
@@ -384,14 +468,15 @@ class DiskPrefixStore(PrefixStore):
             self._stats.evictions += evicted
 
     def __contains__(self, key: object) -> bool:
-        """Whether a row exists for ``key``; cheap, so the value is not read or checked."""
+        """Whether a row exists for ``key`` in this store's precision; cheap, so the value is not read or checked."""
         cache = self._cache
         if type(key) is not str:
             return False
+        name = _codec.row_key(key, self.storage)
         if cache is None:
-            return self._reader is not None and self._reader.row(key) is not None
+            return self._reader is not None and self._reader.row(name) is not None
         try:
-            return key in cache
+            return name in cache
         except (OSError, sqlite3.Error, diskcache.Timeout):
             return False
 
@@ -406,7 +491,11 @@ class DiskPrefixStore(PrefixStore):
             return 0
 
     def close(self) -> None:
-        """Close this thread's SQLite connection; a later call reopens it, as diskcache does."""
+        """Close this thread's SQLite connection and the reader threads; a later call reopens them, as diskcache does."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if self._cache is not None:
             self._cache.close()
         if self._reader is not None:
@@ -476,18 +565,19 @@ class DiskPrefixStore(PrefixStore):
                 reader = self._reader = _ReadOnlyReader(self.directory, self._timeout)
             except (OSError, sqlite3.Error):
                 return self._miss()
+        name = _codec.row_key(key, self.storage)
         try:
-            row = reader.row(key)
+            row = reader.row(name)
             if row is None:
                 return self._miss()
             data = reader.disk.fetch(*row, False)
         except _RefusedValue as error:
-            self._reject(key, error)
+            self._reject(name, error)
             return None
         except (OSError, sqlite3.Error) as error:
             logger.warning("prefix cache %s: reading %s failed (%s); counted as a miss", self.directory, key, error)
             return self._miss()
-        return self._decoded(key, data)
+        return self._decoded(name, data)
 
     def _unstorable(self, key: str, error: BaseException) -> None:
         with self._lock:
