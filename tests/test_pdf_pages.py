@@ -110,3 +110,57 @@ def test_a_bad_page_is_named_by_candidate(tiny4_path, pdf_path):
     assert caught.value.index == 1
     results = reranker.rerank("a red page", candidates, on_error="skip")
     assert [r.id for r in results] == ["p1"] and results.skipped[0].id == "p9"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((None,), {"index": 0}, "path must be a str or os.PathLike, got NoneType"),
+        ((123,), {"index": 0}, "path must be a str or os.PathLike, got int"),
+        (("",), {"index": 0}, "path is empty"),
+        (("a.pdf",), {"index": 0, "scale": float("inf")}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": float("-inf")}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": float("nan")}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": 0}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": -2.0}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": 1e6}, "scale must be a finite number"),
+        (("a.pdf",), {"index": 0, "scale": "2"}, "scale must be a number .*got str '2'"),
+        (("a.pdf",), {"index": 0, "scale": None}, "scale must be a number"),
+        (("a.pdf",), {"index": 0, "scale": True}, "scale must be a number"),
+        (("a.pdf",), {"index": 1.0}, "index must be an int >= 0"),
+        (("a.pdf",), {"index": "0"}, "index must be an int >= 0"),
+        (("a.pdf",), {"index": True}, "index must be an int >= 0"),
+        (("a.pdf",), {"label": 3}, "label must be a non-empty str"),
+        (("a.pdf",), {"label": " "}, "label must be a non-empty str"),
+    ],
+)
+def test_a_malformed_page_is_an_input_error_at_construction(args, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        PdfPage(*args, **kwargs)
+
+
+def test_scale_accepts_any_finite_real_in_bounds(pdf_path):
+    import numpy as np
+
+    assert PdfPage(pdf_path, index=0, scale=3).scale == 3.0
+    page = PdfPage(pdf_path, index=0, scale=np.float32(1.5))
+    assert type(page.scale) is float and load_image(page).size == (180, 240)
+
+
+def test_a_page_that_cannot_be_rendered_is_one_skipped_candidate(tiny4_path, pdf_path, tmp_path):
+    pypdf = pytest.importorskip("pypdf")  # a dependency of the LlamaIndex adapter's PDF reader
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(pdf_path))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")  # RC4 needs no crypto library
+    encrypted = tmp_path / "locked.pdf"
+    with open(encrypted, "wb") as handle:
+        writer.write(handle)
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    candidates = [
+        Candidate(images=[PdfPage(pdf_path, index=0)], id="page"),
+        Candidate(images=[PdfPage(encrypted, index=0)], id="locked"),
+        Candidate(images=[PdfPage(pdf_path, index=0, scale=0.01)], id="under a pixel"),  # 1x2 pixels: fine
+    ]
+    assert reranker.precache(candidates, on_error="skip", progress=False) == 2
+    results = reranker.rerank("a red page", candidates, on_error="skip")
+    assert sorted(r.id for r in results) == ["page", "under a pixel"]
+    assert [s.id for s in results.skipped] == ["locked"] and "password" in results.skipped[0].error.lower()
