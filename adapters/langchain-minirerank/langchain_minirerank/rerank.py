@@ -9,10 +9,11 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
 from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, RerankResults
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
 from ._inputs import ImageKeys, candidate_from_document, query_from_text
+from ._remote import remote_reranker
 
 # Options that only shape how a model is loaded; a shared ``MiniReranker`` was configured by its owner.
 _LOAD_OPTIONS = ("config", "cache_dir", "cache_url", "device", "dtype", "batch_size")
@@ -114,12 +115,23 @@ class MiniRerankCompressor(BaseDocumentCompressor):
     query_image_paths: bool = Field(
         False, description="Treat a query string naming an existing file as an image query."
     )
+    base_url: str | None = Field(
+        None,
+        description="A `minirerank serve` server (e.g. http://127.0.0.1:8000) that scores instead of a local model; "
+        "`model` is then the served model id. Image URLs go to the server as URLs, local images as data URIs.",
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key of the server (remote mode).")
 
     _reranker: MiniReranker = PrivateAttr()
 
     @model_validator(mode="after")
     def _load_reranker(self) -> Self:
         """Load the model named by ``model``, or check the options against a shared engine."""
+        if self.base_url is not None:  # remote mode (_remote.py)
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            given = [name for name in _LOAD_OPTIONS if getattr(self, name) is not None]
+            self._reranker = remote_reranker(self.base_url, key, self.model, given)  # type: ignore[assignment]
+            return self
         if isinstance(self.model, MiniReranker):
             given = [name for name in _LOAD_OPTIONS if getattr(self, name) is not None]
             if given:

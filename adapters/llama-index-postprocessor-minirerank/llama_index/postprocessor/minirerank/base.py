@@ -27,6 +27,7 @@ from minirerank_integrations import (
 
 from ._convert import ImageFetcher, node_to_candidate, query_to_engine
 from ._engine import DEFAULT_MODEL, ModelLike, PresetName, rebuild_problem, refuse_unrebuildable, resolve_engine
+from ._remote import remote_engine
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -101,6 +102,12 @@ class MiniRerank(BaseNodePostprocessor):
         exclude=True,
         description="Called with an http(s) image URL, returns its bytes; without it image URLs are not fetched.",
     )
+    base_url: str | None = Field(
+        default=None,
+        description="A `minirerank serve` server (e.g. http://127.0.0.1:8000) that scores instead of a local model; "
+        "`model` is then the served model id. Image URLs go to the server as URLs, local images as data URIs.",
+    )
+    api_key: str | None = Field(default=None, exclude=True, description="Bearer key of the server (remote mode).")
 
     _engine: MiniReranker = PrivateAttr()
     _rebuild_problem: str | None = PrivateAttr(default=None)  # why to_dict would not describe the shared engine
@@ -119,19 +126,20 @@ class MiniRerank(BaseNodePostprocessor):
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         on_error: OnError = "raise",
         image_fetcher: ImageFetcher | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(config, dict):  # from_dict / from_json hand the config back as a plain dict
             config = RerankConfig.model_validate(config)
-        engine, fields = resolve_engine(
-            model,
-            config=config,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            cache_dir=cache_dir,
-            cache_url=cache_url,
-        )
+        load = {"config": config, "batch_size": batch_size, "device": device, "dtype": dtype}
+        if base_url is not None:  # remote mode: a server scores (_remote.py)
+            engine, fields = remote_engine(
+                base_url, api_key, str(model), **load, cache_dir=cache_dir, cache_url=cache_url
+            )
+            kwargs["api_key"] = api_key
+        else:
+            engine, fields = resolve_engine(model, **load, cache_dir=cache_dir, cache_url=cache_url)  # type: ignore[arg-type]
         super().__init__(
             top_n=top_n,
             keep_retrieval_score=keep_retrieval_score,
