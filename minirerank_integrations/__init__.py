@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from .engine.counters import WorkCounters
     from .engine.inputs import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
     from .engine.pdf import pdf_pages
-    from .engine.reranker import MiniReranker, RerankRequest
+    from .engine.request import RerankRequest
+    from .engine.reranker import MiniReranker
+    from .store.config import StoreConfig
 
 #: Public name -> the module that defines it.
 _LAZY = {
@@ -39,8 +41,9 @@ _LAZY = {
     "SkippedCandidate": ".engine.inputs",
     "pdf_pages": ".engine.pdf",
     "MiniReranker": ".engine.reranker",
-    "RerankRequest": ".engine.reranker",
+    "RerankRequest": ".engine.request",
     "WorkCounters": ".engine.counters",
+    "StoreConfig": ".store.config",
 }
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "RerankResults",
     "ScoreError",
     "SkippedCandidate",
+    "StoreConfig",
     "WorkCounters",
     "pdf_pages",
 ]

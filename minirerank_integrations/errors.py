@@ -43,5 +43,9 @@ class TrainingError(MiniRerankError):
     is applied or saved: the last saved state stays as it was."""
 
 
+class CallCancelled(MiniRerankError):
+    """A call was cancelled (its ``arerank`` task was cancelled or timed out) and stopped between batches."""
+
+
 class CacheError(MiniRerankError):
     """A prefix-store entry is unreadable (bad header, checksum or shapes); it is never served."""

@@ -11,17 +11,19 @@ from minirerank_integrations import Candidate, MiniReranker, Query
 from minirerank_integrations.store import MemoryPrefixStore
 
 
-def test_text_query_runs_each_prefix_once_suffix_once_and_n_pair_passes(tiny4_path, images):
+def test_text_query_runs_each_prefix_once_suffix_once_and_each_distinct_pair_once(tiny4_path, images):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
     distinct = [Candidate(images=[im]) for im in images] + [Candidate(text="a page"), Candidate(text="Paris")]
     candidates = distinct + [Candidate(images=[images[0]]), Candidate(text="Paris")]  # two repeats
-    reranker.rerank(Query(text="a red circle"), candidates)
+    results = reranker.rerank(Query(text="a red circle"), candidates)
     c = reranker.counters
     assert c.prefix_computations == len(distinct)
     assert c.prefix_hits == 0
     assert c.suffix_prebands == 1
-    assert c.pair_passes == len(candidates)
+    assert c.pair_passes == len(distinct)  # a repeated pair is one row of the plan, computed once
     assert c.single_passes == 0
+    by_index = {r.index: r.score for r in results}
+    assert by_index[len(distinct)] == by_index[0] and by_index[len(distinct) + 1] == by_index[len(distinct) - 1]
 
     # A second query reuses every prefix from the store and runs its own suffix once.
     c.reset()
@@ -30,7 +32,7 @@ def test_text_query_runs_each_prefix_once_suffix_once_and_n_pair_passes(tiny4_pa
         0,
         len(distinct),
         1,
-        len(candidates),
+        len(distinct),
     )
     assert c.vision_encodings == 0  # cached prefixes need no vision encoder
 
@@ -45,11 +47,12 @@ def test_image_query_shares_one_prefix_across_text_candidates(tiny4_path, images
     assert c.pair_passes == len(candidates)
 
 
-def test_dense_runs_one_whole_pass_per_pair(tiny4_path):
+def test_dense_runs_one_whole_pass_per_distinct_pair(tiny4_path):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="dense")
-    reranker.rerank("query", ["a", "b", "c"])
+    results = reranker.rerank("query", ["a", "b", "c", "b"])
     assert reranker.counters.single_passes == 3
     assert reranker.counters.prefix_computations == 0
+    assert {r.index: r.score for r in results}[1] == {r.index: r.score for r in results}[3]  # exactly
 
 
 def test_small_batches_fetch_each_prefix_once_and_score_the_same(tiny4_path, images):
@@ -62,7 +65,7 @@ def test_small_batches_fetch_each_prefix_once_and_score_the_same(tiny4_path, ima
     big = paper.rerank(Query(text="a red circle"), candidates)
     got = small.rerank(Query(text="a red circle"), candidates)
     c = small.counters
-    assert (c.prefix_computations, c.prefix_hits, c.pair_passes) == (len(distinct), 0, len(candidates))
+    assert (c.prefix_computations, c.prefix_hits, c.pair_passes) == (len(distinct), 0, len(distinct))
     expected = {r.index: r.score for r in big}
     assert len(got) == len(candidates) and all(abs(r.score - expected[r.index]) <= 1e-6 for r in got)
 
@@ -86,15 +89,16 @@ def test_windows_after_the_first_are_read_ahead_on_a_reader_thread(tiny4_path):
     cold = MiniReranker.from_pretrained(tiny4_path, config="paper")
     cold.store = store
     texts = [f"document {i}" for i in range(45)]
-    candidates = [*texts, texts[3], texts[40], *texts[:30]]  # repeats inside and across windows: 120 pairs
+    # Prefixes repeated across windows under another query (another suffix, so another row): 77 pairs.
+    pairs = [("which document", t) for t in texts] + [("which page", t) for t in [texts[3], texts[40], *texts[:30]]]
     window = max(cold.config.batch_size, execution.FETCH_WINDOW)
-    assert len(candidates) > 2 * window  # at least three windows
-    first = cold.score([("which document", c) for c in candidates])
+    assert len(pairs) > 2 * window  # at least three windows
+    first = cold.score(pairs)
     assert cold.counters.prefix_computations == len(texts)
 
     store.fetches.clear()
     warm = MiniReranker(cold.backbone, cold.config, store=store)
-    again = warm.score([("which document", c) for c in candidates])
+    again = warm.score(pairs)
     assert again == first
     assert (warm.counters.prefix_computations, warm.counters.prefix_hits) == (0, len(texts))
     fetched = [k for _, keys in store.fetches for k in keys]
@@ -102,4 +106,4 @@ def test_windows_after_the_first_are_read_ahead_on_a_reader_thread(tiny4_path):
     threads = [name for name, keys in store.fetches if keys]
     assert len(threads) >= 2 and all(name.startswith("minirerank-prefetch") for name in threads)
     alone = MiniReranker(cold.backbone, cold.config)  # no store: every prefix computed in the call
-    assert alone.score([("which document", c) for c in candidates]) == pytest.approx(first, abs=1e-6)
+    assert alone.score(pairs) == pytest.approx(first, abs=1e-6)

@@ -7,20 +7,30 @@ and dropped after their last pair, so a query over many documents holds at most 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import torch
 
+from ..errors import CallCancelled
 from ..store import PrefixEntry, PrefixStore
+from .config import RerankConfig
 from .encoder import FeatureCache, SegmentEncoder
-from .layers import compute_prefix, compute_prefixes, compute_suffix_preband, pair_logits, single_segment_logits
+from .layers import (
+    compute_prefix,
+    compute_prefixes,
+    compute_suffix_preband,
+    pair_logits,
+    reference_logits,
+    single_segment_logits,
+)
 from .modeling import SegmentStates
-from .plan import CallPlan, cut_shared_start, distinct_segments
-from .prompts import Segment
+from .plan import CallPlan, cut_shared_start, distinct_segments, pair_segments
+from .prompts import Segment, SideContent
 
-__all__ = ["FETCH_WINDOW", "compute_prefix_entry", "plan_logits", "trainable_logits"]
+__all__ = ["FETCH_WINDOW", "CallCancelled", "compute_prefix_entry", "plan_logits", "trainable_logits"]
 
 #: Pairs whose prefixes one store lookup fetches. The next window is fetched (read, checked, decoded) on a
 #: reader thread while this one is scored, so only the first window's read is not hidden behind compute; two
@@ -38,20 +48,32 @@ def compute_prefix_entry(
 
 
 @torch.no_grad()
-def plan_logits(plan: CallPlan, encoder: SegmentEncoder, store: PrefixStore) -> torch.Tensor:
-    """logit(yes) - logit(no) of each pair of ``plan`` [pairs], float32, on the model's device."""
+def plan_logits(
+    plan: CallPlan, encoder: SegmentEncoder, store: PrefixStore, cancelled: threading.Event | None = None
+) -> torch.Tensor:
+    """logit(yes) - logit(no) of each pair of ``plan`` [pairs], float32, on the model's device.
+
+    ``cancelled``, when given, is checked between batches: once it is set the call stops with
+    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batch in flight)."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
     cache: FeatureCache = {}  # vision features of this call, by (backbone, digest)
     logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
     if not len(plan):
         return torch.zeros(0)
+
+    def check() -> None:
+        if cancelled is not None and cancelled.is_set():
+            raise CallCancelled("the call was cancelled; it stopped between batches")
+
+    check()
     if cfg.format == "query_first":
         for start in range(0, len(plan.singles), cfg.batch_size):
             chunk = plan.singles[start : start + cfg.batch_size]
             states = [encoder.states(segment, cfg, cache) for segment in chunk]
             counters.single_passes += len(chunk)
             logits.append(single_segment_logits(backbone, states, cfg.exit_layer))
-        return torch.cat(logits)
+            check()
+        return _per_pair(plan, logits)
 
     suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
     for key, suffix in plan.suffixes.items():
@@ -79,17 +101,42 @@ def plan_logits(plan: CallPlan, encoder: SegmentEncoder, store: PrefixStore) -> 
                 prebands = [suffixes[s][1] for _, s in chunk]
                 counters.pair_passes += len(chunk)
                 logits.append(pair_logits(backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer))
+                check()
             for key in [k for k in entries if last_use[k] < window_end]:
                 del entries[key]
-    return torch.cat(logits)
+    return _per_pair(plan, logits)
+
+
+def _per_pair(plan: CallPlan, row_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Each pair's logit from its row's [pairs]; a repeated pair reads its row's (an exact copy)."""
+    rows = torch.cat(row_logits)  # [rows]
+    return rows[torch.tensor(plan.pair_rows, device=rows.device)]
 
 
 def trainable_logits(
-    encoder: SegmentEncoder, segments: list[tuple[Segment, Segment]], cache: FeatureCache, plan_config
+    encoder: SegmentEncoder, sides: Sequence[tuple[SideContent, SideContent]], cfg: RerankConfig, *, fast: bool
 ) -> torch.Tensor:
-    """The serving computation of :func:`plan_logits`, batched and differentiable, without the store: each
-    distinct prefix up to the band end, each distinct suffix's pre-band layers once, the per-pair layers last."""
-    b, cfg = encoder.backbone, plan_config
+    """logit(yes) - logit(no) of each prepared pair [pairs], float32 and differentiable, without the store.
+
+    ``fast=False``: the reference definition (each whole pair through the naive per-layer-masked loop).
+    ``fast=True`` (vision-first): the serving computation of :func:`plan_logits`, batched: each distinct prefix
+    up to the band end, each distinct suffix's pre-band layers once, the per-pair layers last.
+    """
+    b = encoder.backbone
+    cache: FeatureCache = {}
+    images = [im for q, d in sides for im in (*q.images, *d.images)]
+    encoder.encode_all(images, cache)  # one vision call per step
+    if cfg.keep_ratio < 1.0:
+        encoder.prefetch_importances(list({im.digest: im for im in images}.values()), cache, cfg)
+    segments = [pair_segments(b, q, d, cfg) for q, d in sides]
+    if not fast or cfg.format != "vision_first":
+        states = [encoder.states(p, cfg, cache) for p, _ in segments]
+        suffixes = [
+            encoder.states(s, cfg, cache).shifted(p.next_position) if s is not None else p.select(p.visual & False)
+            for p, (_, s) in zip(states, segments)
+        ]
+        head, states = cut_shared_start([p for p, _ in segments], states, b.image_token_id)
+        return reference_logits(b, states, suffixes, cfg.band, cfg.exit_layer, shared=head)
     distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])
     distinct_suffixes, rows_s = distinct_segments([s for _, s in segments])
     prefix_states = [encoder.states(p, cfg, cache) for p in distinct_prefixes]

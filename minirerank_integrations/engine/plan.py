@@ -36,9 +36,10 @@ SidePair = tuple[SideContent, SideContent]
 class CallPlan:
     """What one call computes.
 
-    Query-first: ``singles`` holds each pair's whole prompt. Vision-first: ``prefixes`` maps each distinct
-    prefix's store key to its segment and ``suffixes`` each distinct suffix's :func:`segment_key` to its
-    segment (both in first-seen order); ``rows[i]`` is pair ``i``'s (prefix key, suffix key).
+    Identical pairs are one row, computed once (their scores are then equal exactly, and cheaper);
+    ``pair_rows[i]`` is pair ``i``'s row. Query-first: a row is a whole prompt in ``singles``. Vision-first:
+    ``rows`` holds each distinct (prefix key, suffix key); ``prefixes`` maps each distinct prefix's store key to
+    its segment and ``suffixes`` each distinct suffix's :func:`segment_key` to its segment (first-seen order).
     """
 
     config: RerankConfig
@@ -46,12 +47,14 @@ class CallPlan:
     prefixes: dict[str, Segment] = field(default_factory=dict)
     suffixes: dict[tuple, Segment] = field(default_factory=dict)
     rows: list[tuple[str, tuple]] = field(default_factory=list)
+    pair_rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.singles) if self.config.format == "query_first" else len(self.rows)
+        """How many pairs the plan scores (repeats included)."""
+        return len(self.pair_rows)
 
     def fetch_windows(self, window: int) -> list[list[str]]:
-        """Per window of ``window`` pairs, the prefix keys it needs that no earlier window brought."""
+        """Per window of ``window`` rows, the prefix keys it needs that no earlier window brought."""
         seen: set[str] = set()
         fetches = []
         for start in range(0, len(self.rows), window):
@@ -60,7 +63,7 @@ class CallPlan:
         return fetches
 
     def last_use(self) -> dict[str, int]:
-        """The index of the last pair that reads each prefix."""
+        """The index of the last row that reads each prefix."""
         return {key: i for i, (key, _) in enumerate(self.rows)}
 
 
@@ -101,16 +104,23 @@ def pair_segments(
 def plan_call(backbone: Backbone, embedder: Backbone, pairs: Sequence[SidePair], cfg: RerankConfig) -> CallPlan:
     """The plan of scoring ``pairs`` under ``cfg``."""
     plan = CallPlan(cfg)
+    row_of: dict[tuple, int] = {}
     for q, d in pairs:
         first, second = pair_segments(backbone, q, d, cfg)
         if second is None:
-            plan.singles.append(first)
-            continue
-        key = prefix_key(first, cfg, backbone, embedder)
-        plan.prefixes.setdefault(key, first)
-        suffix = segment_key(second)
-        plan.suffixes.setdefault(suffix, second)
-        plan.rows.append((key, suffix))
+            row = segment_key(first)
+            if row not in row_of:
+                row_of[row] = len(plan.singles)
+                plan.singles.append(first)
+        else:
+            key, suffix = prefix_key(first, cfg, backbone, embedder), segment_key(second)
+            row = (key, suffix)
+            if row not in row_of:
+                row_of[row] = len(plan.rows)
+                plan.rows.append(row)
+                plan.prefixes.setdefault(key, first)
+                plan.suffixes.setdefault(suffix, second)
+        plan.pair_rows.append(row_of[row])
     return plan
 
 

@@ -8,7 +8,6 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,14 +21,15 @@ from .counters import WorkCounters
 from .encoder import FeatureCache, SegmentEncoder
 from .execution import compute_prefix_entry, plan_logits, trainable_logits
 from .images import ImageFetcher
-from .inputs import Candidate, Query, RerankResult, RerankResults, SkippedCandidate, as_candidate, as_query
+from .inputs import Candidate, Query, RerankResult, RerankResults, as_candidate, as_query
 from .keys import prefix_key
 from .layers import reference_logits
 from .loading import load
 from .modeling import Backbone, SegmentStates
-from .plan import CallPlan, cut_shared_start, pair_segments, plan_call
+from .plan import CallPlan, pair_segments, plan_call
 from .prompts import Segment, SideContent
-from .sides import OnError, candidate_list, check_on_error, check_top_n, pair_list, prepare_side
+from .request import RerankRequest, candidate_error, prepare_request
+from .sides import OnError, candidate_list, check_on_error, pair_list, prepare_side
 
 __all__ = ["MiniReranker", "RerankRequest", "WorkCounters"]
 
@@ -37,26 +37,6 @@ logger = logging.getLogger(__name__)
 
 _QueryLike = str | Query
 _CandidateLike = str | Candidate
-
-
-@dataclass(frozen=True)
-class RerankRequest:
-    """One :meth:`MiniReranker.rerank` call's arguments, for :meth:`MiniReranker.rerank_many`."""
-
-    query: _QueryLike
-    candidates: Sequence[_CandidateLike] = field(default_factory=tuple)
-    top_n: int | None = None
-    on_error: OnError = "raise"
-
-
-@dataclass
-class _Prepared:
-    """A request's prepared sides, or the error that ends it."""
-
-    kept: list[tuple[int, str | None, SideContent]]
-    query: SideContent | None = None
-    skipped: list[SkippedCandidate] = field(default_factory=list)
-    error: MiniRerankError | None = None
 
 
 class MiniReranker:
@@ -231,14 +211,20 @@ class MiniReranker:
         A request whose query is bad, or whose candidate is bad under ``on_error="raise"``, raises its error;
         with ``return_exceptions=True`` the error takes its place in the list and the others are scored.
         """
+        return self._rerank_many(requests, return_exceptions)
+
+    def _rerank_many(
+        self, requests: Sequence[RerankRequest], return_exceptions: bool, cancelled: threading.Event | None = None
+    ) -> list[RerankResults | MiniRerankError]:
         cfg = self._config  # one configuration from start to end of the call
-        prepared = [self._prepare_request(request, cfg) for request in requests]
+        prepared = [prepare_request(self.prepare, request, cfg) for request in requests]
         if not return_exceptions:
             for p in prepared:
                 if p.error is not None:
                     raise p.error
         live = [p for p in prepared if p.error is None]
-        scores = iter(self._score_pairs([(p.query, side) for p in live for _, _, side in p.kept], cfg))  # type: ignore[misc]
+        pairs = [(p.query, side) for p in live for _, _, side in p.kept]
+        scores = iter(self._score_pairs(pairs, cfg, cancelled))  # type: ignore[arg-type]
         out: list[RerankResults | MiniRerankError] = []
         for request, p in zip(requests, prepared):
             if p.error is not None:
@@ -257,14 +243,22 @@ class MiniReranker:
         top_n: int | None = None,
         on_error: OnError = "raise",
     ) -> RerankResults:
-        """:meth:`rerank` in a worker thread, so the event loop is not blocked."""
-        return await asyncio.to_thread(self.rerank, query, candidates, top_n=top_n, on_error=on_error)
+        """:meth:`rerank` in a worker thread, so the event loop is not blocked. Cancelling the task (or a
+        timeout around it) stops the computation between batches."""
+        (result,) = await self.arerank_many([RerankRequest(query, candidates, top_n, on_error)])
+        return result  # type: ignore[return-value]  # without return_exceptions errors raise
 
     async def arerank_many(
         self, requests: Sequence[RerankRequest], *, return_exceptions: bool = False
     ) -> list[RerankResults | MiniRerankError]:
-        """:meth:`rerank_many` in a worker thread, so the event loop is not blocked."""
-        return await asyncio.to_thread(self.rerank_many, requests, return_exceptions=return_exceptions)
+        """:meth:`rerank_many` in a worker thread, so the event loop is not blocked. Cancelling the task (or a
+        timeout around it) stops the computation between batches: abandoned calls do not keep the model busy."""
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self._rerank_many, requests, return_exceptions, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
     def score(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
         """P(relevant) of each (query, candidate) pair, in input order; a bad pair raises
@@ -309,8 +303,8 @@ class MiniReranker:
         for index, raw in enumerate(tqdm(items, disable=not progress, desc="precache", unit="doc")):
             try:
                 side = self.prepare(as_candidate(raw), f"candidate {index}", cfg)
-            except MiniRerankError as exc:
-                error = CandidateError(index, exc, raw.id if isinstance(raw, Candidate) else None)
+            except Exception as exc:  # whatever one candidate raises is that candidate's error (skip covers it)
+                error = candidate_error(index, exc, raw.id if isinstance(raw, Candidate) else None)
                 if on_error == "raise":
                     raise error from exc
                 logger.warning("precache skips %s", error)
@@ -390,54 +384,17 @@ class MiniReranker:
         each distinct suffix's pre-band layers once, the per-pair layers last. Training uses it: same loss, less
         work; a test holds both paths and their gradients equal.
         """
-        pairs = pair_list(pairs)
         cfg = self._config  # one configuration for the whole step
-        sides = self.prepare_pairs(pairs, cfg)
-        cache: FeatureCache = {}
-        images = [im for q, d in sides for im in (*q.images, *d.images)]
-        self.encoder.encode_all(images, cache)  # one vision call per step
-        if cfg.keep_ratio < 1.0:
-            self.encoder.prefetch_importances(list({im.digest: im for im in images}.values()), cache, cfg)
-        segments = [pair_segments(self.backbone, q, d, cfg) for q, d in sides]
-        if fast and cfg.format == "vision_first":
-            return trainable_logits(self.encoder, segments, cache, cfg)  # type: ignore[arg-type]
-        prefixes = [self.encoder.states(p, cfg, cache) for p, _ in segments]
-        suffixes = [
-            self.encoder.states(s, cfg, cache).shifted(p.next_position)
-            if s is not None
-            else p.select(torch.zeros_like(p.visual))
-            for p, (_, s) in zip(prefixes, segments)
-        ]
-        head, prefixes = cut_shared_start([p for p, _ in segments], prefixes, self.backbone.image_token_id)
-        return reference_logits(self.backbone, prefixes, suffixes, cfg.band, cfg.exit_layer, shared=head)
+        return trainable_logits(self.encoder, self.prepare_pairs(pair_list(pairs), cfg), cfg, fast=fast)
 
-    def _prepare_request(self, request: RerankRequest, cfg: RerankConfig) -> _Prepared:
-        """A request's sides, prepared outside the model's lock; its own errors are kept, not raised."""
-        try:
-            check_top_n(request.top_n)
-            check_on_error(request.on_error)
-            candidates = candidate_list(request.candidates, "rerank")
-            query = self.prepare(as_query(request.query), "the query", cfg, side="query")
-        except MiniRerankError as exc:
-            return _Prepared([], error=exc)
-        prepared = _Prepared([], query)
-        for index, raw in enumerate(candidates):
-            candidate_id = raw.id if isinstance(raw, Candidate) else None
-            try:
-                prepared.kept.append((index, candidate_id, self.prepare(as_candidate(raw), f"candidate {index}", cfg)))
-            except MiniRerankError as exc:
-                if request.on_error == "raise":
-                    return _Prepared([], error=CandidateError(index, exc, candidate_id))
-                logger.warning("skipping candidate %d: %s", index, exc)
-                prepared.skipped.append(SkippedCandidate(index, str(exc), candidate_id))
-        return prepared
-
-    def _score_pairs(self, pairs: list[tuple[SideContent, SideContent]], cfg: RerankConfig) -> list[float]:
+    def _score_pairs(
+        self, pairs: list[tuple[SideContent, SideContent]], cfg: RerankConfig, cancelled: threading.Event | None = None
+    ) -> list[float]:
         if not pairs:
             return []
         with self._lock:
             plan = plan_call(self.backbone, self.encoder.embedder, pairs, cfg)
-            logits = plan_logits(plan, self.encoder, self.store)
+            logits = plan_logits(plan, self.encoder, self.store, cancelled)
         return _finite_scores(logits, range(len(pairs)))
 
 

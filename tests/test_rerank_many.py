@@ -1,0 +1,111 @@
+"""Several requests in one plan (rerank_many), cancellation between batches, and skip covering whatever one
+candidate raises."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from minirerank_integrations import (
+    Candidate,
+    CandidateError,
+    InputError,
+    MiniReranker,
+    Query,
+    RerankConfig,
+    RerankRequest,
+)
+
+
+def _requests(images) -> list[RerankRequest]:
+    pages = [Candidate(images=[im], id=f"p{i}") for i, im in enumerate(images)]
+    texts = ["a red circle", "two blue squares", "a page title", "Paris"]
+    out = []
+    for i in range(16):
+        candidates = [pages[i % 3], texts[i % 4], pages[(i + 1) % 3], f"note {i}"]
+        out.append(RerankRequest(Query(text=f"query {i % 5}"), candidates, top_n=None if i % 2 else 3))
+    return out
+
+
+@pytest.mark.parametrize("config", ["paper", "dense"])
+def test_a_request_amid_others_gets_what_it_gets_alone(tiny4_path, images, config):
+    engine = MiniReranker.from_pretrained(tiny4_path, config=config)
+    requests = _requests(images)
+    target = RerankRequest("a red circle on the left", [Candidate(images=[images[0]]), "a red circle", "Paris"])
+    alone = MiniReranker(engine.backbone, engine.config).rerank_many([target])[0]
+    together = engine.rerank_many([*requests[:8], target, *requests[8:]])
+    amid = together[8]
+    assert [r.index for r in amid] == [r.index for r in alone]
+    assert [r.score for r in amid] == pytest.approx([r.score for r in alone], abs=1e-6)
+    for request, result in zip(requests, together[:8] + together[9:]):
+        single = engine.rerank(request.query, request.candidates, top_n=request.top_n)
+        assert [r.index for r in result] == [r.index for r in single]
+        assert [r.score for r in result] == pytest.approx([r.score for r in single], abs=1e-6)
+
+
+def test_requests_share_prefixes_across_requests(tiny4_path, images):
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    page = Candidate(images=[images[1]])
+    engine.rerank_many([RerankRequest("first user", [page, "x"]), RerankRequest("second user", [page, "y"])])
+    # The page is one prefix for both users; "x" and "y" are one each: three prefixes, two suffixes.
+    assert engine.counters.prefix_computations == 3
+    assert engine.counters.suffix_prebands == 2
+    assert engine.counters.vision_encodings == 1
+
+
+def test_a_bad_request_fails_alone_with_return_exceptions(tiny4_path):
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    good = RerankRequest("query", ["a", "b"])
+    bad_query = RerankRequest(Query(), ["a"])
+    bad_candidate = RerankRequest("query", ["a", Candidate(images=["/no/such/file.png"])])
+    results = engine.rerank_many([good, bad_query, bad_candidate], return_exceptions=True)
+    assert len(results[0]) == 2
+    assert isinstance(results[1], InputError) and "neither text nor images" in str(results[1])
+    assert isinstance(results[2], CandidateError) and results[2].index == 1
+    with pytest.raises(InputError, match="neither text nor images"):
+        engine.rerank_many([good, bad_query])
+
+
+class _Exploding:
+    """An image source whose use raises something other than the project's errors."""
+
+    def __fspath__(self) -> str:
+        raise OverflowError("cannot convert float infinity to integer")
+
+
+def test_skip_covers_whatever_one_candidate_raises(tiny4_path):
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    candidates = ["fine", Candidate(images=[_Exploding()]), "also fine"]  # type: ignore[list-item]
+    results = engine.rerank("query", candidates, on_error="skip")
+    assert sorted(r.index for r in results) == [0, 2]
+    assert [s.index for s in results.skipped] == [1] and "OverflowError" in results.skipped[0].error
+    with pytest.raises(CandidateError, match="candidate 1.*OverflowError"):
+        engine.rerank("query", candidates)
+    engine.precache(candidates, progress=False, on_error="skip")  # the same rule for ingestion
+    assert len(engine.store) == 2
+
+
+async def test_a_cancelled_arerank_stops_between_batches(tiny4_path):
+    config = RerankConfig.preset("paper", 4).model_copy(update={"batch_size": 1})
+    engine = MiniReranker.from_pretrained(tiny4_path, config=config)
+    candidates = [f"document number {i}" for i in range(60)]
+    task = asyncio.create_task(engine.arerank("which document", candidates))
+    while engine.counters.pair_passes == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    done = threading.Event()
+    # The worker thread notices between batches; once it has, the engine is free for the next call.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not done.is_set():
+        passes = engine.counters.pair_passes
+        await asyncio.sleep(0.2)
+        if engine.counters.pair_passes == passes:
+            done.set()
+    assert done.is_set()
+    assert engine.counters.pair_passes < len(candidates)  # it stopped instead of scoring all 60
+    assert len(await engine.arerank("which document", candidates[:3])) == 3
