@@ -3,7 +3,7 @@
 Holds the entry type and the store interface (:mod:`.entry`), the byte codec (:mod:`.codec`: header,
 checksum, safetensors payload), one module per backend (:mod:`.memory`, :mod:`.disk` for diskcache,
 :mod:`.redis` for a Redis or Valkey server shared by hosts), :mod:`.tiered` (faster stores in front of a
-slower one), :mod:`.config` (``StoreConfig``: the store's settings as one validated model) and
+slower one), :mod:`.writer` (writes on a writer thread), :mod:`.config` (``StoreConfig``: the store's settings as one validated model) and
 :mod:`.selection` (``open_store``: the store a ``StoreConfig``, a URL or a directory names). It imports
 nothing from the engine or the quality tooling: a backend moves entries and bytes, and knows neither
 how a prefix was computed nor what its key means (the engine makes keys). redis-py is imported only
@@ -18,6 +18,7 @@ from .memory import MemoryPrefixStore
 from .redis import RedisPrefixStore
 from .selection import open_store
 from .tiered import TieredPrefixStore
+from .writer import WriteBehindStore
 
 __all__ = [
     "CODEC_VERSION",
@@ -34,6 +35,7 @@ __all__ = [
     "StoreStats",
     "TieredPrefixStore",
     "UnstorableEntry",
+    "WriteBehindStore",
     "decode_entry",
     "encode_entry",
     "open_store",

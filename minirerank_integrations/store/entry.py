@@ -83,5 +83,12 @@ class PrefixStore(ABC):
     @abstractmethod
     def __contains__(self, key: object) -> bool: ...
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted ``put`` is written (a write-behind store queues them); True when done.
+
+        Stores that write on the caller's thread are always done.
+        """
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or connections; the in-memory store has none."""

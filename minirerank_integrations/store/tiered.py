@@ -1,8 +1,9 @@
 """Faster stores in front of a slower one, so that hot prefixes are not fetched and decoded per query.
 
-A typical stack: a :class:`~.memory.MemoryPrefixStore` of decoded entries, optionally a local
-:class:`~.disk.DiskPrefixStore` directory, then the shared :class:`~.redis.RedisPrefixStore` (or, for one
-host, a memory tier in front of the disk store). Reads go down the tiers and copy a hit into every tier
+A typical stack: a :class:`~.memory.MemoryPrefixStore` of decoded entries (on the GPU with ``device``: the
+hot tier), optionally a local :class:`~.disk.DiskPrefixStore` directory, then the shared
+:class:`~.redis.RedisPrefixStore` (or, for one host, a memory tier in front of the disk store); a slow tier
+may be wrapped in a :class:`~.writer.WriteBehindStore` so that writes leave the scoring thread. Reads go down the tiers and copy a hit into every tier
 above the one that had it; writes go to every tier. Keys are content digests, so an entry never changes
 under its key and a copy in a front tier cannot go stale.
 """
@@ -102,6 +103,10 @@ class TieredPrefixStore(PrefixStore):
 
     def __len__(self) -> int:
         return len(self.back)  # type: ignore[arg-type]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for every tier's queued writes (see :class:`~.writer.WriteBehindStore`); True when all are done."""
+        return all([tier.flush(timeout) for tier in self.tiers])
 
     def close(self) -> None:
         for tier in self.tiers:
