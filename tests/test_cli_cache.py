@@ -41,7 +41,7 @@ def damaged_cache(tmp_path: Path) -> tuple[Path, Path]:
             store.put(f"k{seed}", entry_for(seed))
     marker = tmp_path / "marker"
     with closing(sqlite3.connect(directory / "cache.db")) as con:
-        ((filename,),) = con.execute("SELECT filename FROM Cache WHERE key = 'k1'").fetchall()
+        ((filename,),) = con.execute("SELECT filename FROM Cache WHERE key = 'k1.float32'").fetchall()
         now = time.time()
         con.execute(
             "INSERT INTO Cache (key, raw, store_time, access_time, access_count, size, mode, value)"
