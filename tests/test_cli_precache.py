@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from pictures import drawn_image
 
 from minirerank_integrations import Candidate, MiniReranker
@@ -101,3 +105,100 @@ def test_precache_on_ray_from_the_command_line(tiny4_path, tmp_path):
     reader = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
     reader.rerank("a red circle", [Candidate(images=[str(p)]) for p in sorted(pages.iterdir())])
     assert reader.counters.prefix_hits == 3
+
+
+def _locked_pdf(path: Path) -> Path:
+    import pypdf  # a dependency of the LlamaIndex adapter's PDF reader
+    from PIL import Image
+
+    from minirerank_integrations.testing import write_pdf
+
+    plain = write_pdf(path.with_name("plain-source.pdf.tmp"), [Image.new("RGB", (96, 96), (30, 30, 200))])
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(plain))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")  # RC4 needs no crypto library
+    with open(path, "wb") as handle:
+        writer.write(handle)
+    return path
+
+
+def test_an_unreadable_file_in_a_folder_fails_alone_and_the_rest_is_stored(tiny4_path, tmp_path, capsys):
+    from minirerank_integrations.cli import main
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(2):
+        drawn_image(48 + 16 * i, 48, seed=70 + i).save(folder / f"page{i}.png")
+    (folder / "note.txt").write_text("a note about circles", encoding="utf-8")
+    (folder / "latin.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    _locked_pdf(folder / "locked.pdf")
+    cache = str(tmp_path / "cache")
+    argv = ["precache", str(folder), "--model", str(tiny4_path), "--cache-dir", cache, "--no-progress"]
+
+    assert main(argv) == 1
+    first = capsys.readouterr()
+    assert "Traceback" not in first.err
+    assert "documents: 5 (3 stored, 0 already stored, 2 failed)" in first.out
+    assert f"failed: document 0 ({folder / 'latin.txt'}): " in first.out and "not UTF-8 text" in first.out
+    assert f"failed: document 1 ({folder / 'locked.pdf'}): " in first.out and "Incorrect password" in first.out
+    assert main(argv) == 1
+    assert "documents: 5 (0 stored, 3 already stored, 2 failed)" in capsys.readouterr().out
+    reader = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=cache)
+    readable = [Candidate(text="a note about circles")] + [
+        Candidate(images=[str(folder / f"page{i}.png")]) for i in range(2)
+    ]
+    reader.rerank("a red circle", readable)
+    assert (reader.counters.prefix_hits, reader.counters.prefix_computations) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"id": "a", "text": "caf\xe9"}', "docs.jsonl:1: not UTF-8 text"),
+        (b'{"id": "a", "images": "abc"}', 'docs.jsonl:1: "images" must be a list'),
+        (b'{"page_content": "x", "metadata": ["image_path"]}', "docs.jsonl:1: metadata must be a JSON object"),
+        (b'{"id_": "n", "text": 7}', "docs.jsonl:1: text must be a string, got int"),
+    ],
+)
+def test_a_malformed_dump_is_one_line_on_stderr(tiny4_path, tmp_path, capsys, line, message):
+    from minirerank_integrations.cli import main
+
+    (tmp_path / "docs.jsonl").write_bytes(line + b"\n")
+    argv = ["precache", str(tmp_path / "docs.jsonl"), "--model", str(tiny4_path), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("minirerank: ") and message in captured.err
+
+
+def test_ctrl_c_exits_130_saying_what_was_stored(redis_server, tiny4_path, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(400):  # far more than are stored before the interrupt arrives
+        (folder / f"note{i:03}.txt").write_text(f"note {i}: " + "circles and squares " * (1 + i % 7), encoding="utf-8")
+    argv = [MINIRERANK, "precache", str(folder), "--model", str(tiny4_path), "--cache-url", redis_server.url]
+    process = subprocess.Popen([*argv, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = redis_server.client()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(True for _ in client.scan_iter("minirerank:prefix:*")):  # the first document is stored
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no document stored within 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and out == ""
+    last = err.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"minirerank: interrupted after storing (\d+) document prefix(?:es)? \(\d+\.\d MiB\); run the same command "
+        r"again to resume \(stored documents are skipped\)",
+        last,
+    )
+    assert match, last
+    stored = len(list(client.scan_iter("minirerank:prefix:*")))
+    # The count is the store's own; an interrupt between a finished write and its count is the one way to differ.
+    assert int(match[1]) in (stored, stored - 1) and 1 <= stored < 400

@@ -98,3 +98,76 @@ def test_a_pdf_in_a_folder_is_one_document_per_page(tmp_path, tiny4_path):
     by_page = reranker.score([("a page", Candidate(images=[PdfPage(path, index=i)])) for i in range(3)])
     assert by_name == pytest.approx(by_page, abs=1e-6)
     assert len(set(by_name)) == 3  # three different pages, not one page three times
+
+
+def _encrypted_pdf(path, source):
+    import pypdf  # a dependency of the LlamaIndex adapter's PDF reader
+
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(source))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")  # RC4 needs no crypto library
+    with open(path, "wb") as handle:
+        writer.write(handle)
+    return path
+
+
+def test_an_unreadable_document_file_keeps_its_place_and_the_rest_are_read(tmp_path):
+    import os
+
+    from PIL import Image
+    from special_files import returns_within
+
+    from minirerank_integrations.scale.documents import UnreadableDocument, read_corpus
+    from minirerank_integrations.testing import write_pdf
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a note about circles", encoding="utf-8")
+    (folder / "b.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))  # not UTF-8
+    plain = write_pdf(tmp_path / "plain.pdf", [Image.new("RGB", (96, 96), (200, 30, 30))])
+    _encrypted_pdf(folder / "c.pdf", plain)
+    (folder / "d.pdf").write_bytes(b"%PDF-1.4 broken")
+    os.mkfifo(folder / "e.txt")  # would block a reader
+    drawn_image(48, 48, seed=2).save(folder / "f.png")
+
+    corpus = returns_within(10, read_corpus, [folder])
+    assert [type(d).__name__ for d in corpus] == [
+        "Candidate",
+        "UnreadableDocument",
+        "UnreadableDocument",
+        "UnreadableDocument",
+        "UnreadableDocument",
+        "Candidate",
+    ]
+    assert [d.id for d in corpus] == [
+        str(folder / name) for name in ("a.txt", "b.txt", "c.pdf", "d.pdf", "e.txt", "f.png")
+    ]
+    reasons = [str(d.error) for d in corpus if isinstance(d, UnreadableDocument)]
+    assert "not UTF-8 text" in reasons[0] and "b.txt" in reasons[0]
+    assert "Incorrect password" in reasons[1] and "c.pdf" in reasons[1]
+    assert "not a readable PDF" in reasons[2] and "d.pdf" in reasons[2]
+    assert "not a regular file" in reasons[3] and "e.txt" in reasons[3]
+    with pytest.raises(InputError, match="b.txt: not UTF-8 text"):
+        read_documents([folder])  # the strict reader raises the first one
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"id": "a", "images": "abc"}', '"images" must be a list .*got str; one image goes in "image"'),
+        (b'{"id": "a", "images": {"x.png": 1}}', '"images" must be a list .*got dict'),
+        (b'{"id": "a", "image": 5, "text": "x"}', "images must be non-empty strings .*got int"),
+        (b'{"id": "a", "images": [null], "text": "x"}', "images must be non-empty strings .*got NoneType"),
+        (b'{"id": "a", "text": 5}', "text must be a string, got int"),
+        (b'{"id": ["a"], "text": "x"}', "id must be a string or an integer, got list"),
+        (b'{"page_content": 5}', "text must be a string, got int"),
+        (b'{"page_content": "x", "metadata": "m"}', "metadata must be a JSON object, got str"),
+        (b'{"page_content": "x", "metadata": {"image_path": 5}}', "images must be non-empty strings"),
+        (b'{"id_": "n", "text": "x", "metadata": []}', "metadata must be a JSON object, got list"),
+        (b'{"id": "a", "text": "caf\xe9"}', r"not UTF-8 text \(invalid continuation byte at byte \d+\)"),
+        (b"[" * 100_000, "not a JSON object"),
+    ],
+)
+def test_wrong_types_in_a_dump_are_input_errors_naming_the_line(tmp_path, line, message):
+    (tmp_path / "dump.jsonl").write_bytes(b'{"id": "ok", "text": "fine"}\n' + line + b"\n")
+    with pytest.raises(InputError, match=rf"dump.jsonl:2: {message}"):
+        read_documents([tmp_path / "dump.jsonl"])

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..demo_model import DEMO_MODEL
 from ._common import EXIT_FAILED, EXIT_OK, Subparsers, add_engine_options, fail, load_engine
+
+if TYPE_CHECKING:  # the commands import the engine when they run, so that --help stays fast
+    from ..engine.inputs import Candidate
+    from ..engine.reranker import MiniReranker
+    from ..scale.documents import UnreadableDocument
+    from ..scale.report import PrecacheReport
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -15,7 +24,8 @@ def add_commands(commands: Subparsers) -> None:
         description="Compute and store the document-side prefixes of a corpus, so that queries only read them. "
         "Resumable: documents already stored are skipped. PATH is an image or text file, a folder of them, or a "
         "JSONL file (this project's records, or LlamaIndex / LangChain document dumps). Prints a report; exits 1 "
-        "if some documents failed (each is listed with its reason).",
+        "if some documents failed (each is listed with its reason), 130 when interrupted (what was stored is "
+        "kept).",
     )
     precache.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or JSONL files")
     precache.add_argument(
@@ -38,13 +48,19 @@ def add_commands(commands: Subparsers) -> None:
 
 
 def _precache(args: argparse.Namespace) -> int:
+    from ..engine.inputs import Candidate
     from ..errors import MiniRerankError
-    from ..scale import precache_documents, precache_on_ray, read_documents
+    from ..scale import precache_documents, precache_on_ray
+    from ..scale.documents import read_corpus
 
     if args.workers < 1 or args.batch_size < 1:
         return fail(f"--workers ({args.workers}) and --batch-size ({args.batch_size}) must be >= 1")
+    engine = None
     try:
-        documents = read_documents(args.paths)
+        corpus = read_corpus(args.paths)
+        # A document file that cannot be read fails alone: the others are stored, it is reported.
+        positions = [position for position, document in enumerate(corpus) if isinstance(document, Candidate)]
+        documents = [corpus[position] for position in positions]
         if args.ray:
             report = precache_on_ray(
                 documents,
@@ -64,5 +80,41 @@ def _precache(args: argparse.Namespace) -> int:
             report = precache_documents(engine, documents, progress=not args.no_progress)
     except MiniRerankError as exc:
         return fail(exc)
+    except KeyboardInterrupt:
+        return fail(_interrupted(engine, ray=args.ray), EXIT_INTERRUPTED)
+    report = _with_unreadable(report, corpus, positions)
     print(report.summary())
     return EXIT_FAILED if report.failures else EXIT_OK
+
+
+def _with_unreadable(
+    report: PrecacheReport, corpus: list[Candidate | UnreadableDocument], positions: list[int]
+) -> PrecacheReport:
+    """``report`` (over the readable documents) with the unreadable ones as failures, in corpus order."""
+    from dataclasses import replace
+
+    from ..scale.documents import UnreadableDocument
+    from ..scale.report import Failure
+
+    failures = [Failure(positions[f.position], f.id, f.reason) for f in report.failures]
+    failures += [
+        Failure(position, document.id, str(document.error))
+        for position, document in enumerate(corpus)
+        if isinstance(document, UnreadableDocument)
+    ]
+    failures.sort(key=lambda failure: failure.position)
+    return replace(report, documents=len(corpus), failures=failures)
+
+
+def _interrupted(engine: MiniReranker | None, *, ray: bool) -> str:
+    """One line for an interrupted run: what this run stored (kept, and skipped when it runs again)."""
+    resume = "run the same command again to resume (stored documents are skipped)"
+    if ray:  # the actors' counts die with them; what they stored is in the store
+        return f"interrupted; what the Ray workers stored is kept; {resume}"
+    if engine is None:  # still reading the documents or loading the model
+        return "interrupted before any document was stored"
+    stats = engine.store.stats
+    return (
+        f"interrupted after storing {stats.writes} document prefix{'es' if stats.writes != 1 else ''} "
+        f"({stats.bytes_written / 2**20:.1f} MiB); {resume}"
+    )
