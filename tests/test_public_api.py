@@ -23,6 +23,7 @@ def test_all_is_pinned():
         "RerankResults",
         "ScoreError",
         "SkippedCandidate",
+        "StoreConfig",
         "WorkCounters",
         "pdf_pages",
     ]
