@@ -46,12 +46,14 @@ def _target(depth: int) -> RerankConfig:
 
 
 def _settings(**overrides) -> AdaptSettings:
+    # One group of four pairs per forward/backward pass: every run here accumulates over passes.
     base = dict(steps=4, queries_per_step=2, group_size=4, teacher_top=2, lora_dropout=0.0, save_every=2, lr=5e-3)
+    base["micro_batch_pairs"] = 4
     return AdaptSettings(**(base | overrides))
 
 
 def _batch_loss(reranker: MiniReranker, tasks, scores, settings) -> float:
-    pairs, teacher, _ = _batch(tasks, scores, settings, 0, 0)
+    pairs, teacher, _, _ = _batch(tasks, scores, settings, 0, 0)
     with torch.no_grad():
         return float(adapt_loss(reranker.logits(pairs, fast=True).view(teacher.shape), teacher, settings))
 
@@ -120,7 +122,7 @@ def test_ema_serves_the_moving_average_of_the_steps_and_resumes_it(tiny4_path, u
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="ema"):
-            AdaptSettings(ema=bad).check()
+            AdaptSettings(ema=bad)
 
 
 @pytest.fixture(scope="module")
@@ -206,4 +208,4 @@ def test_temperature_sharpens_the_teacher_order_and_must_be_positive():
     assert share[0.5] > share[2.0] > 0.5
     for bad in (0.0, -1.0):
         with pytest.raises(ConfigError, match="temperature"):
-            AdaptSettings(temperature=bad).check()
+            AdaptSettings(temperature=bad)

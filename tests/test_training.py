@@ -1,4 +1,5 @@
-"""Training: the loss goes down, LoRA adapters save/load/merge, only adapters move, the step matches inference."""
+"""Supervised training: the loss goes down, LoRA adapters (quality.lora) save/load/merge and only they move,
+the step matches inference, and the schedule and LoRA targets are written once for training and adaptation."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ import torch
 from minirerank_integrations import MiniReranker
 from minirerank_integrations.quality.data import generate
 from minirerank_integrations.quality.data.render import render_scene
+from minirerank_integrations.quality.lora import LoraSpec, add_lora, load_lora, lr_factor, merge_lora, save_lora
 from minirerank_integrations.quality.training import (
     TrainSettings,
-    add_lora,
     group_loss,
-    load_lora,
-    merge_lora,
     sample_group,
     save_checkpoint,
-    save_lora,
     train,
     training_step,
     vision_warm_start,
@@ -78,7 +76,8 @@ def test_sample_group_mixes_positives_and_hard_negatives(tasks):
 def test_lora_trains_only_adapters_and_saves_loads_merges(tiny4_path, tasks, tmp_path):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
     base = {k: v.clone() for k, v in reranker.backbone.model.state_dict().items()}
-    add_lora(reranker, rank=4, alpha=8)
+    spec = LoraSpec(rank=4, alpha=8)
+    add_lora(reranker.backbone, spec)
     report = train(
         reranker, tasks, TrainSettings(steps=2, queries_per_step=2, candidates_per_query=6, lr=1e-2), progress=False
     )
@@ -91,13 +90,15 @@ def test_lora_trains_only_adapters_and_saves_loads_merges(tiny4_path, tasks, tmp
     plain = MiniReranker.from_pretrained(tiny4_path, config="paper").score(pairs)
     assert adapted != pytest.approx(plain, abs=1e-6)  # the adapters changed something
 
-    path = save_lora(reranker, tmp_path / "adapter.safetensors")
-    assert path.stat().st_size < 200_000
+    folder = save_lora(reranker.backbone, tmp_path / "adapter", spec, base=str(tiny4_path))
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 200_000
     reloaded = MiniReranker.from_pretrained(tiny4_path, config="paper")
-    load_lora(reloaded, path, rank=4, alpha=8)
+    assert load_lora(reloaded.backbone, folder) == spec.model_copy(update={"dropout": 0.0})
     assert reloaded.score(pairs) == pytest.approx(adapted, abs=1e-6)
 
-    merge_lora(reranker)
+    fingerprint = reranker.backbone.fingerprint()
+    merge_lora(reranker.backbone)
+    assert reranker.backbone.fingerprint() != fingerprint  # merged weights: old prefixes must not match
     assert not any("lora_" in name for name, _ in reranker.backbone.model.named_parameters())
     assert reranker.score(pairs) == pytest.approx(adapted, abs=1e-5)
     merged_dir = save_checkpoint(reranker, tmp_path / "merged")
@@ -153,32 +154,25 @@ def test_fast_training_path_equals_the_reference_with_gradients(tiny8_path, task
     assert torch.allclose(torch.sigmoid(values[1]), torch.tensor(reranker.score(pairs)), atol=1e-4)
 
 
-def test_distillation_pulls_the_student_towards_the_teacher_order(tiny4_path, tasks):
-    teacher = MiniReranker.from_pretrained(tiny4_path, config="dense")
-    student = MiniReranker.from_pretrained(tiny4_path, config="paper")
-    pairs, labels = _fixed_batch(tasks)
-    settings = TrainSettings(lr=3e-3, listwise_weight=0.0, bce_weight=0.0, distill_weight=1.0, distill_temperature=2.0)
-    with torch.no_grad():
-        target = teacher.logits(pairs).view(len(labels), -1)
-
-    def divergence() -> float:
-        with torch.no_grad():
-            return float(
-                group_loss(student.logits(pairs).view(len(labels), -1), torch.tensor(labels), settings, target)
-            )
-
-    before = divergence()
-    optimizer = torch.optim.AdamW(student.backbone.model.parameters(), lr=settings.lr)
-    for _ in range(6):
-        training_step(student, optimizer, pairs, labels, settings, teacher)
-    assert divergence() < 0.5 * before, (before, divergence())
-    assert torch.equal(teacher.logits(pairs).view(len(labels), -1), target)  # the teacher is not trained
+def test_schedule_warms_up_then_decays_to_a_tenth():
+    factors = [lr_factor(step, 4, 20) for step in range(24)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))  # then it only falls ...
+    assert factors[20] == pytest.approx(0.1) and factors[23] == pytest.approx(0.1)  # ... to 10%, held there
 
 
-def test_distillation_needs_a_separate_teacher(tiny4_path, tasks):
-    student = MiniReranker.from_pretrained(tiny4_path, config="paper")
-    with pytest.raises(ValueError, match="needs a teacher"):
-        train(student, tasks, TrainSettings(steps=1, distill_weight=1.0), progress=False)
-    same = MiniReranker(student.backbone, "dense")
-    with pytest.raises(ValueError, match="separate copy"):
-        train(student, tasks, TrainSettings(steps=1, distill_weight=1.0), progress=False, teacher=same)
+def test_training_and_adaptation_share_one_copy_of_the_lora_targets_and_schedule():
+    from pathlib import Path
+
+    import minirerank_integrations
+    from minirerank_integrations.quality import adapt, lora, training
+
+    package = Path(minirerank_integrations.__file__).parent
+    written = {
+        marker: sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if marker in p.read_text())
+        for marker in (r"self_attn\.(q|k|v|o)_proj", "inject_adapter_in_model(", "math.cos(")
+    }
+    assert written == dict.fromkeys(written, ["quality/lora.py"])
+    assert training.lr_schedule is adapt.lr_schedule is lora.lr_schedule
+    assert not hasattr(training, "adaptation_settings") and not hasattr(training, "add_lora")

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 from ._common import EXIT_OK, Subparsers, fail
 
 if TYPE_CHECKING:
     from ..engine.config import RerankConfig
     from ..quality.data import RerankTask
+    from ..quality.settings import AdaptSettings
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -25,46 +27,29 @@ def add_commands(commands: Subparsers) -> None:
         "to reproduce the same checkpoint's dense scores and order on your (query, candidates) groups. LoRA "
         "(merged at the end) or full fine-tuning; teacher scores cached; resumable. See docs/adaptation.md.",
     )
+    from ..engine.config import PresetName
+
     adapt.add_argument("--model", required=True, help="the checkpoint to adapt (folder or hub id)")
     _data_arguments(adapt)
     adapt.add_argument(
         "--config",
         default="paper",
         metavar="CONFIG",
-        help="the fast configuration: a preset (paper), a minirerank_config.json file, or RerankConfig JSON",
-    )
-    adapt.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed when it holds state/)")
-    adapt.add_argument("--steps", type=int, default=1000)
-    adapt.add_argument("--queries-per-step", type=int, default=8, metavar="N", help="groups per micro-batch")
-    adapt.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
-    adapt.add_argument("--group-size", type=int, default=8, metavar="N", help="candidates per group")
-    adapt.add_argument("--teacher-top", type=int, default=3, metavar="N", help="teacher's best candidates per group")
-    adapt.add_argument("--method", choices=["lora", "full"], default="lora")
-    adapt.add_argument("--lora-rank", type=int, default=16)
-    adapt.add_argument("--lora-alpha", type=int, default=32)
-    adapt.add_argument("--train-vision", action="store_true", help="train the vision tower too (frozen by default)")
-    adapt.add_argument("--lr", type=float, default=None, help="default 1e-4 (lora) or 3e-4 (full)")
-    adapt.add_argument("--distill-weight", type=float, default=1.0)
-    adapt.add_argument("--score-weight", type=float, default=0.2)
-    adapt.add_argument(
-        "--temperature", type=float, default=1.0, help="softmax temperature of the distillation (below 1: sharper)"
+        help=f"the fast configuration: a preset ({', '.join(get_args(PresetName))}), a minirerank_config.json "
+        "file, or RerankConfig JSON (default: paper)",
     )
     adapt.add_argument(
-        "--label-weight", type=float, default=0.0, help="add the labels' loss (tasks must carry relevance)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: empty, new, or an earlier run's (resumed); never the model folder or inside it",
     )
-    adapt.add_argument(
-        "--ema",
-        type=float,
-        default=0.0,
-        metavar="DECAY",
-        help="serve a moving average of the trained weights with this decay per step (e.g. 0.998; 0: off)",
-    )
-    adapt.add_argument("--save-every", type=int, default=100, metavar="N", help="write resumable state every N steps")
+    adapt.add_argument("--overwrite", action="store_true", help="write into a non-empty --out all the same")
+    _settings_arguments(adapt)
     adapt.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (resumable) after N steps")
     adapt.add_argument("--no-resume", action="store_true", help="ignore a saved state in --out")
     adapt.add_argument("--teacher-cache", default=None, metavar="FILE", help="default OUT/teacher_scores.safetensors")
-    adapt.add_argument("--seed", type=int, default=0)
-    adapt.add_argument("--device", default="cpu")
+    adapt.add_argument("--device", default="cpu", help="where to train, e.g. cpu, cuda (default: cpu)")
     adapt.set_defaults(handler=_adapt)
 
     calibrate = commands.add_parser(
@@ -112,6 +97,38 @@ def add_commands(commands: Subparsers) -> None:
     )
     calibrate.add_argument("--device", default="cpu")
     calibrate.set_defaults(handler=_calibrate)
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`AdaptSettings` field (``--queries-per-step`` for ``queries_per_step``), its default
+    and description read from the field."""
+    from ..quality.settings import AdaptSettings
+
+    for name, field in AdaptSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        described = (field.description or "").replace("%", "%%")  # argparse formats help with %
+        annotation = field.annotation
+        if annotation is bool:
+            action = "store_true" if field.default is False else argparse.BooleanOptionalAction
+            parser.add_argument(flag, action=action, default=field.default, help=described)
+        elif get_origin(annotation) is Literal:
+            choices = get_args(annotation)
+            parser.add_argument(
+                flag, choices=choices, default=field.default, help=f"{described} (default: {field.default})"
+            )
+        else:
+            kinds = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+            kind = int if int in kinds else float
+            shown = "" if field.default is None else f" (default: {field.default})"
+            metavar = "N" if kind is int else "X"
+            parser.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=described + shown)
+
+
+def settings_from_args(args: argparse.Namespace) -> AdaptSettings:
+    """The :class:`AdaptSettings` of the parsed flags (checked: a bad value is a ``ConfigError``)."""
+    from ..quality.settings import AdaptSettings
+
+    return AdaptSettings(**{name: getattr(args, name) for name in AdaptSettings.model_fields})
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,11 +180,11 @@ def parse_config(value: str, depth: int) -> RerankConfig:
     """A preset name, a JSON file, or inline JSON, checked against ``depth``."""
     from pydantic import ValidationError
 
-    from ..engine.config import RerankConfig
+    from ..engine.config import PresetName, RerankConfig
     from ..errors import ConfigError
 
     try:
-        if value in ("paper", "dense"):
+        if value in get_args(PresetName):
             return RerankConfig.preset(value, depth)  # type: ignore[arg-type]
         inline = value.lstrip().startswith("{")
         text = value if inline else Path(value).read_text(encoding="utf-8")
@@ -190,30 +207,14 @@ def _adapt(args: argparse.Namespace) -> int:
 def _run_adapt(args: argparse.Namespace) -> int:
     from ..engine.modeling import load_backbone
     from ..engine.reranker import MiniReranker
-    from ..quality.adapt import AdaptSettings, adapt
+    from ..quality.adapt import adapt, check_output_folder
 
+    settings = settings_from_args(args)
+    # Refused before minutes of loading: an output that would overwrite the model or someone's files.
+    check_output_folder(args.out, args.model, overwrite=args.overwrite, resume=not args.no_resume)
     tasks = load_groups(args)
     backbone = load_backbone(args.model, device=args.device)
     target = parse_config(args.config, backbone.num_layers)
-    settings = AdaptSettings(
-        steps=args.steps,
-        queries_per_step=args.queries_per_step,
-        grad_accum=args.grad_accum,
-        group_size=args.group_size,
-        teacher_top=args.teacher_top,
-        method=args.method,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        train_vision=args.train_vision,
-        ema=args.ema,
-        lr=args.lr,
-        distill_weight=args.distill_weight,
-        score_weight=args.score_weight,
-        temperature=args.temperature,
-        label_weight=args.label_weight,
-        save_every=args.save_every,
-        seed=args.seed,
-    )
     print(f"adapting {args.model} to {target.model_dump_json(include=_FAST)} on {len(tasks)} groups", file=sys.stderr)
     reranker = MiniReranker(backbone, "dense")
     result = adapt(
@@ -222,8 +223,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
         target,
         args.out,
         settings,
-        device=args.device,
         resume=not args.no_resume,
+        overwrite=args.overwrite,
         teacher_cache=args.teacher_cache,
         stop_after=args.stop_after,
         base_name=args.model,

@@ -16,6 +16,10 @@ scores and order, so no relevance labels are needed; labels, when the tasks carr
   tower is frozen unless asked for.
 - Resumable: every ``save_every`` steps the trainable weights, the optimizer, the step and the RNG state are
   written (safetensors + JSON); a run resumed from them continues exactly as the uninterrupted run would.
+- Safe on a GPU: under bfloat16 autocast the score head still runs in float32; the pairs of a step go through
+  forward and backward ``micro_batch_pairs`` at a time (whole groups, gradients accumulated), so peak memory
+  is bounded whatever the step's size; a non-finite loss or gradient stops the run with a
+  :class:`~minirerank_integrations.errors.TrainingError` before anything of that step is applied or saved.
 
 Outputs of :func:`adapt` in its output folder: the merged checkpoint (``from_pretrained`` loads it with its
 ``minirerank_config.json``), ``lora/`` (the adapter alone, see :func:`load_adapter`), ``adapt.json`` (the
@@ -34,9 +38,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +48,11 @@ from tqdm.auto import tqdm
 from ..engine.config import RerankConfig
 from ..engine.modeling import ADAPT_FILE, CONFIG_FILE, load_backbone
 from ..engine.reranker import MiniReranker
-from ..errors import CacheError, ConfigError, InputError
+from ..errors import CacheError, ConfigError, InputError, ScoreError, TrainingError
 from .data.tasks import RerankTask
-from .training import merge_lora_layers, save_checkpoint
+from .lora import LORA_CONFIG, LORA_WEIGHTS, add_lora, load_lora, lr_schedule, merge_lora, save_lora
+from .settings import AdaptSettings
+from .training import save_checkpoint
 
 __all__ = [
     "ADAPT_FILE",
@@ -56,6 +61,7 @@ __all__ = [
     "AdaptSettings",
     "adapt",
     "adapt_loss",
+    "check_output_folder",
     "load_adapter",
     "task_digest",
     "teacher_scores",
@@ -67,60 +73,6 @@ LORA_DIR = "lora"
 STATE_DIR = "state"
 TEACHER_FILE = "teacher_scores.safetensors"
 EMA_FILE = "ema.safetensors"  # in STATE_DIR: the moving average of the trained weights, when settings.ema > 0
-_LORA_WEIGHTS = "adapter.safetensors"
-_LORA_CONFIG = "adapter.json"
-
-# Every attention and MLP projection of the text decoder (the paper's LoRA targets) ...
-_DECODER_TARGETS = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-# ... and, with ``train_vision``, the vision blocks and mergers.
-_VISION_TARGETS = (
-    r"visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2))|(merger|deepstack_merger_list\.\d+)\.linear_fc(1|2))"
-)
-
-
-@dataclass
-class AdaptSettings:
-    """One adaptation run. Defaults follow the paper's LoRA recipe (rank 16, alpha 32, lr 1e-4)."""
-
-    steps: int = 1000
-    queries_per_step: int = 8  # groups per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    group_size: int = 8  # candidates per group: the teacher's top ``teacher_top``, the rest drawn
-    teacher_top: int = 3
-    method: Literal["lora", "full"] = "lora"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    train_vision: bool = False
-    lr: float | None = None  # None: 1e-4 for LoRA, 3e-4 for full fine-tuning
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    distill_weight: float = 1.0  # KL from the teacher's softmax over each group
-    score_weight: float = 0.2  # BCE towards sigmoid(teacher logit)
-    temperature: float = 1.0
-    label_weight: float = 0.0  # the labels' listwise + 0.2 x BCE, for labelled tasks
-    save_every: int = 100
-    ema: float = 0.0  # decay of an exponential moving average of the trained weights, served at the end; 0: off
-    seed: int = 0
-    teacher_batch: int = 32  # pairs per teacher forward pass
-
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-4 if self.method == "lora" else 3e-4)
-
-    def check(self) -> None:
-        if self.steps < 1 or self.queries_per_step < 1 or self.grad_accum < 1 or self.save_every < 1:
-            raise ConfigError("steps, queries_per_step, grad_accum and save_every must be >= 1")
-        if self.group_size < 2:
-            raise ConfigError(f"group_size must be >= 2 (a ranking needs two candidates), got {self.group_size}")
-        if not 1 <= self.teacher_top <= self.group_size:
-            raise ConfigError(f"teacher_top must be in 1..group_size ({self.group_size}), got {self.teacher_top}")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
-        if self.method not in ("lora", "full"):
-            raise ConfigError(f"method must be 'lora' or 'full', got {self.method!r}")
 
 
 @dataclass
@@ -186,6 +138,7 @@ def teacher_scores(
     Raises:
         CacheError: ``cache`` exists but was written for another teacher, configuration or task list, or is
             unreadable (it is left untouched; delete it or choose another path).
+        ScoreError: a teacher score is not finite (nothing is cached then).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
@@ -221,6 +174,13 @@ def teacher_scores(
         chunk = pairs[start : start + batch_pairs]
         flat.append(teacher.logits([(tasks[i].query, tasks[i].candidates[j]) for i, j in chunk]).float().cpu())
     values = torch.cat(flat) if flat else torch.zeros(0)
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):  # a NaN target would reach every weight at the first step
+        i, j = pairs[int(bad[0])]
+        raise ScoreError(
+            f"the teacher's score of task {tasks[i].id!r}, candidate {j} is {float(values[int(bad[0])])}: "
+            f"{len(bad)} of {len(values)} teacher scores are not finite; load the teacher in float32"
+        )
     offset = 0
     for task in tasks:
         scores.append(values[offset : offset + len(task.candidates)].clone())
@@ -255,29 +215,44 @@ def adapt_loss(
 
     distill_weight x KL(teacher softmax || student softmax) at ``temperature`` (times t^2), + score_weight x
     BCE(student, sigmoid(teacher)), + label_weight x (listwise softmax over the positives + 0.2 x BCE) when
-    ``labels`` are given.
+    ``labels`` are given; each term a mean over the batch's groups (the listwise one over groups with a
+    positive).
     """
+    return _loss_share(student, teacher, settings, labels, _loss_totals(teacher, settings, labels))
+
+
+def _loss_totals(teacher: torch.Tensor, settings: AdaptSettings, labels: torch.Tensor | None) -> tuple[int, int]:
+    """The counts :func:`adapt_loss` averages over: groups, and groups with a positive label."""
+    positive = int((labels > 0).any(dim=-1).sum()) if labels is not None and settings.label_weight > 0 else 0
+    return teacher.shape[0], positive
+
+
+def _loss_share(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    settings: AdaptSettings,
+    labels: torch.Tensor | None,
+    totals: tuple[int, int],
+) -> torch.Tensor:
+    """The share of some of a batch's groups in :func:`adapt_loss` of the whole batch, whose ``totals`` are
+    given (:func:`_loss_totals`): the shares of disjoint slices of groups add up to the batch's loss, so a step
+    can run its groups a few at a time and accumulate gradients."""
+    groups, positive = totals
+    elements = groups * student.shape[-1]  # the point-wise terms are means over every pair of the batch
     t = settings.temperature
-    loss = (
-        settings.distill_weight
-        * t
-        * t
-        * F.kl_div(
-            F.log_softmax(student / t, dim=-1),
-            F.log_softmax(teacher / t, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        )
+    kl = F.kl_div(
+        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True, reduction="sum"
     )
+    loss = settings.distill_weight * t * t * kl / groups
     if settings.score_weight > 0:
-        loss = loss + settings.score_weight * F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+        bce = F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher), reduction="sum")
+        loss = loss + settings.score_weight * bce / elements
     if labels is not None and settings.label_weight > 0:
         log_probs = F.log_softmax(student, dim=-1)
         has_positive = (labels > 0).any(dim=-1)
         listwise = -torch.logsumexp(log_probs.masked_fill(labels <= 0, float("-inf")), dim=-1)[has_positive]
-        label_term = (listwise.mean() if len(listwise) else student.new_zeros(())) + 0.2 * (
-            F.binary_cross_entropy_with_logits(student, (labels > 0).float())
-        )
+        label_bce = F.binary_cross_entropy_with_logits(student, (labels > 0).float(), reduction="sum")
+        label_term = (listwise.sum() / positive if positive else student.new_zeros(())) + 0.2 * label_bce / elements
         loss = loss + settings.label_weight * label_term
     return loss
 
@@ -297,14 +272,14 @@ def _task_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def _batch(
     tasks: Sequence[RerankTask], scores: Sequence[torch.Tensor], settings: AdaptSettings, step: int, micro: int
-) -> tuple[list[tuple], torch.Tensor, torch.Tensor | None]:
-    """Pairs, teacher logits [groups, size] and labels (or None) of one micro-batch; a pure function of the
-    step, so a resumed run draws exactly the groups the uninterrupted run would."""
+) -> tuple[list[tuple], torch.Tensor, torch.Tensor | None, list[str]]:
+    """Pairs, teacher logits [groups, size], labels (or None) and task ids of one micro-batch of groups; a pure
+    function of the step, so a resumed run draws exactly the groups the uninterrupted run would."""
     n = len(tasks)
     per_step = settings.queries_per_step * settings.grad_accum
     rng = _step_rng(settings.seed, step, micro)
     size = min(settings.group_size, min(len(t.candidates) for t in tasks))
-    pairs, teacher, labels = [], [], []
+    pairs, teacher, labels, ids = [], [], [], []
     for g in range(settings.queries_per_step):
         position = step * per_step + micro * settings.queries_per_step + g
         index = _task_order(n, settings.seed, position // n)[position % n]
@@ -313,31 +288,53 @@ def _batch(
         pairs += [(task.query, task.candidates[j]) for j in group]
         teacher.append(scores[index][group])
         labels.append([task.relevance[j] for j in group])
+        ids.append(task.id)
     labelled = settings.label_weight > 0 and all(t.labelled for t in tasks)
-    return pairs, torch.stack(teacher), torch.tensor(labels) if labelled else None
+    return pairs, torch.stack(teacher), torch.tensor(labels) if labelled else None, ids
 
 
-def _add_lora(model: torch.nn.Module, settings: AdaptSettings) -> None:
-    from peft import LoraConfig, inject_adapter_in_model
+def _accumulate(
+    student: MiniReranker,
+    tasks: Sequence[RerankTask],
+    scores: Sequence[torch.Tensor],
+    settings: AdaptSettings,
+    step: int,
+    autocast: torch.autocast,
+) -> float:
+    """Forward and backward every group of optimizer step ``step``, ``settings.groups_per_pass()`` groups at
+    a time, gradients accumulated; returns the step's loss.
 
-    targets = rf".*({_DECODER_TARGETS}|{_VISION_TARGETS})" if settings.train_vision else rf".*{_DECODER_TARGETS}"
-    config = LoraConfig(
-        r=settings.lora_rank,
-        lora_alpha=settings.lora_alpha,
-        lora_dropout=settings.lora_dropout,
-        target_modules=targets,
-    )
-    for p in model.parameters():
-        p.requires_grad_(False)
-    inject_adapter_in_model(config, model)
-    for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
-
-
-def _merge_lora(model: torch.nn.Module) -> None:
-    merge_lora_layers(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    Raises:
+        TrainingError: a non-finite loss (before its backward pass: no gradient of it is kept).
+    """
+    total = 0.0
+    per_pass = settings.groups_per_pass()
+    for micro in range(settings.grad_accum):
+        pairs, teacher_logits, labels, ids = _batch(tasks, scores, settings, step, micro)
+        totals = _loss_totals(teacher_logits, settings, labels)
+        groups, size = teacher_logits.shape
+        for first in range(0, groups, per_pass):
+            last = min(groups, first + per_pass)
+            with autocast:  # the score head inside runs in float32 all the same (engine/layers.py)
+                logits = student.logits(pairs[first * size : last * size], fast=True).float()
+            logits = logits.view(last - first, size)  # [groups in this pass, size]
+            device = logits.device
+            loss = _loss_share(
+                logits,
+                teacher_logits[first:last].to(device),
+                settings,
+                labels[first:last].to(device) if labels is not None else None,
+                totals,
+            )
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"step {step + 1}: the loss is {value} on the groups of tasks {ids[first:last]}; the run stops "
+                    "before this step changes any weight (lower --lr or --grad-clip, or adapt in float32)"
+                )
+            (loss / settings.grad_accum).backward()
+            total += value / settings.grad_accum
+    return total
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -378,7 +375,7 @@ def _save_state(
     if averaged is not None:
         save_file({k: v.contiguous().cpu() for k, v in averaged.items()}, str(tmp / EMA_FILE))
     (tmp / "state.json").write_text(
-        json.dumps({"step": step, "adam_steps": counts, "settings": asdict(settings)}, indent=1), encoding="utf-8"
+        json.dumps({"step": step, "adam_steps": counts, "settings": settings.model_dump()}, indent=1), encoding="utf-8"
     )
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
@@ -391,8 +388,9 @@ def _save_state(
         os.replace(tmp, directory)
 
 
-# Settings a resumed run may change: its length (the schedule's remaining decay follows) and how often it saves.
-_RESUMABLE_CHANGES = {"steps", "save_every"}
+# Settings a resumed run may change: its length (the schedule's remaining decay follows), how often it saves,
+# and how many pairs or teacher pairs go through the model at once (the results do not depend on those).
+_RESUMABLE_CHANGES = {"steps", "save_every", "micro_batch_pairs", "teacher_batch"}
 
 
 def _load_state(
@@ -405,8 +403,8 @@ def _load_state(
     from safetensors.torch import load_file
 
     meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    saved, current = meta.get("settings", {}), asdict(settings)
-    defaults = asdict(AdaptSettings())  # a setting added since the state was written had its default then
+    saved, current = meta.get("settings", {}), settings.model_dump()
+    defaults = AdaptSettings().model_dump()  # a setting added since the state was written had its default then
     differs = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
     if differs:
         raise CacheError(
@@ -450,6 +448,44 @@ def _load_state(
     return int(meta["step"])
 
 
+def check_output_folder(
+    out: str | Path, base: str | Path | None = None, *, overwrite: bool = False, resume: bool = True
+) -> Path:
+    """Refuse an output folder that would overwrite the checkpoint it adapts, or someone's files.
+
+    ``out`` (symbolic links and ``..`` resolved) may not be the local ``base`` folder nor lie inside it. A
+    non-empty ``out`` is refused unless ``overwrite``, or unless it holds an earlier run of :func:`adapt` (its
+    ``state/`` or teacher-score cache) and ``resume``: that run is continued, as documented.
+
+    Returns:
+        ``out`` resolved.
+
+    Raises:
+        ConfigError: naming the folder and the fix.
+    """
+    given = Path(out).expanduser()
+    folder = given.resolve()
+    if base is not None and Path(base).expanduser().exists():
+        model = Path(base).expanduser().resolve()
+        if folder == model or model in folder.parents:
+            where = "is" if folder == model else "is inside"
+            raise ConfigError(
+                f"output folder {str(given)!r} {where} the model folder {str(base)!r} ({model}): adapting would "
+                "write over the checkpoint it starts from; choose an output folder outside it"
+            )
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output folder {str(given)!r} is a file; choose a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        earlier_run = (folder / STATE_DIR / "state.json").is_file() or (folder / TEACHER_FILE).is_file()
+        if not (resume and earlier_run):
+            what = "an earlier adapt run (resuming is off)" if earlier_run else "files"
+            raise ConfigError(
+                f"output folder {str(given)!r} already holds {what}; choose an empty folder, "
+                "or pass --overwrite (overwrite=True) to write into it"
+            )
+    return folder
+
+
 def adapt(
     base: str | Path | MiniReranker,
     tasks: Sequence[RerankTask],
@@ -457,8 +493,9 @@ def adapt(
     out: str | Path,
     settings: AdaptSettings | None = None,
     *,
-    device: str = "cpu",
+    device: str | torch.device | None = None,
     resume: bool = True,
+    overwrite: bool = False,
     teacher_cache: str | Path | None = None,
     stop_after: int | None = None,
     progress: bool = True,
@@ -468,12 +505,19 @@ def adapt(
     """Adapt ``base`` (a checkpoint path, hub id or a loaded reranker, whose weights are then changed) to the
     fast configuration ``target`` on ``tasks`` by self-distillation from its dense run, and write ``out``.
 
+    ``minirerank adapt`` is this function; its folder loads with ``MiniReranker.from_pretrained(out)`` under
+    ``target`` (saved as ``minirerank_config.json``), the base weights guiding embedder pruning.
+
     Args:
         base: the checkpoint to adapt; its dense run is the teacher and, for embedder-guided pruning, the
-            embedder that ranks visual tokens (recorded in ``adapt.json`` so the output loads with it).
+            embedder that ranks visual tokens (recorded in ``adapt.json`` so the output loads with it). A path
+            or hub id is loaded in float32 (trained under bfloat16 autocast on CUDA).
         tasks: (query, candidate list) groups; labels are used only with ``settings.label_weight > 0``.
         target: the fast configuration to train (checked against the model's depth).
-        out: output folder (created); a previous run's ``state/`` there is resumed when ``resume``.
+        out: output folder (created); see :func:`check_output_folder` for what it may hold already. A previous
+            run's ``state/`` there is resumed when ``resume``.
+        device: where to train; default: the device of ``base`` when it is a loaded reranker, else ``"cpu"``.
+        overwrite: write into a non-empty ``out`` that holds no earlier run of this function.
         teacher_cache: where the teacher's scores are cached; default ``out/teacher_scores.safetensors``.
         stop_after: stop after this many optimizer steps in total (an interrupted run; resumable), without
             writing the final checkpoint.
@@ -482,26 +526,36 @@ def adapt(
 
     Raises:
         InputError: no tasks, or a task with fewer than two candidates.
-        ConfigError: bad settings, or a ``target`` that does not fit the model.
+        ConfigError: a ``target`` that does not fit the model, an output folder refused by
+            :func:`check_output_folder`, or a ``device`` other than the loaded ``base``'s.
         CacheError: a teacher cache or saved state that does not belong to this run.
+        ScoreError: a teacher score that is not finite.
+        TrainingError: a step's loss or gradient is not finite; the run stops before that step changes a weight,
+            and ``out/state/`` keeps the last state saved before it.
     """
     settings = settings or AdaptSettings()
-    settings.check()
     if not tasks:
         raise InputError("no tasks to adapt on; give at least one (query, candidates) group")
     for task in tasks:
         if len(task.candidates) < 2:
             raise InputError(f"task {task.id!r} has {len(task.candidates)} candidate; a group needs at least 2")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = AdaptResult()
-    dev = torch.device(device)
-
     if isinstance(base, MiniReranker):
         backbone = base.backbone
         base_name = base_name or str(getattr(backbone, "name", "reranker"))
+        if device is not None and torch.device(device) != backbone.device:
+            raise ConfigError(
+                f"device={str(device)!r}, but the reranker to adapt is on {backbone.device}; "
+                "move it there first or leave device unset"
+            )
     else:
-        backbone, base_name = load_backbone(base, device=device), base_name or str(base)
+        base_name = base_name or str(base)
+    out = check_output_folder(out, base_name, overwrite=overwrite, resume=resume)
+    if not isinstance(base, MiniReranker):
+        backbone = load_backbone(base, device=device or "cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    result = AdaptResult()
+    dev = backbone.device
+
     if Path(base_name).exists():  # a local base is recorded absolute: the output may be loaded from anywhere
         base_name = str(Path(base_name).resolve())
     frozen = copy.deepcopy(backbone)  # the teacher and the pruning embedder: the weights we start from
@@ -526,7 +580,7 @@ def adapt(
     model = backbone.model
     torch.manual_seed(settings.seed)  # LoRA's initial weights are drawn: a run is a function of its seed
     if settings.method == "lora":
-        _add_lora(model, settings)
+        add_lora(backbone, settings.lora())
     else:
         for name, p in model.named_parameters():
             p.requires_grad_(settings.train_vision or ".visual." not in f".{name}")
@@ -536,43 +590,29 @@ def adapt(
     averaged = {k: p.detach().clone() for k, p in trainable.items()} if settings.ema > 0 else None
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate(), weight_decay=settings.weight_decay)
 
-    def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, done)))
-
     state_dir = out / STATE_DIR
     start = 0
     if resume and (state_dir / "state.json").is_file():
         start = _load_state(state_dir, model, optimizer, settings, averaged)
         logger.info("resuming from step %d (%s)", start, state_dir)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s + start))
+    schedule = lr_schedule(optimizer, settings.warmup_steps, settings.steps, start=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     model.train()
     t0 = time.perf_counter()
-    step = start
     bar = tqdm(range(start, end), disable=not progress, desc="adapt", unit="step", initial=0)
     try:
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for micro in range(settings.grad_accum):
-                pairs, teacher_logits, labels = _batch(tasks, scores, settings, step, micro)
-                with autocast:
-                    logits = student.logits(pairs, fast=True).float().view(teacher_logits.shape)
-                loss = adapt_loss(
-                    logits,
-                    teacher_logits.to(logits.device),
-                    settings,
-                    labels.to(logits.device) if labels is not None else None,
+            total = _accumulate(student, tasks, scores, settings, step, autocast)
+            norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
+            if not math.isfinite(norm):  # checked before the optimizer, the average or the state see it
+                raise TrainingError(
+                    f"step {step + 1}: the gradient norm is {norm}; the run stops before this step changes any "
+                    f"weight (the last saved state in {state_dir} is kept; lower --lr or adapt in float32)"
                 )
-                (loss / settings.grad_accum).backward()
-                total += float(loss.detach()) / settings.grad_accum
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
-            lr_schedule.step()
+            schedule.step()
             if averaged is not None:
                 with torch.no_grad():
                     for name, p in trainable.items():
@@ -584,8 +624,8 @@ def adapt(
                 on_step(step, total)
             if (step + 1) % settings.save_every == 0 and step + 1 < end:
                 _save_state(state_dir, model, optimizer, step + 1, settings, averaged)
-        step = end
     finally:
+        optimizer.zero_grad(set_to_none=True)  # a failed step's gradients are dropped, not left on the weights
         model.eval()
         backbone.invalidate_fingerprint()
     result.train_seconds = time.perf_counter() - t0
@@ -601,16 +641,16 @@ def adapt(
                 p.copy_(averaged[name])
         backbone.invalidate_fingerprint()
     if settings.method == "lora":
-        result.lora = _save_lora_folder(model, out / LORA_DIR, settings, target, base_name)
-        _merge_lora(model)
-        backbone.invalidate_fingerprint()
+        result.lora = save_lora(backbone, out / LORA_DIR, settings.lora(), base=base_name)
+        (result.lora / CONFIG_FILE).write_text(target.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        merge_lora(backbone)
     save_checkpoint(student, out)
     (out / CONFIG_FILE).write_text(target.model_dump_json(indent=1) + "\n", encoding="utf-8")
     record = {
         "base": base_name,
         "embedder": base_name if target.keep_ratio < 1 and target.pruning_guide == "embedder" else None,
         "target": target.model_dump(mode="json"),
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "tasks": len(tasks),
         "family_mix": dict(Counter(task.family for task in tasks)),  # groups per family, repeats included
         "labelled_loss": settings.label_weight > 0,
@@ -625,26 +665,6 @@ def adapt(
     return result
 
 
-def _save_lora_folder(
-    model: torch.nn.Module, folder: Path, settings: AdaptSettings, target: RerankConfig, base: str
-) -> Path:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(model)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / _LORA_WEIGHTS))
-    meta = {
-        "base": base,
-        "rank": settings.lora_rank,
-        "alpha": settings.lora_alpha,
-        "train_vision": settings.train_vision,
-    }
-    (folder / _LORA_CONFIG).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    (folder / CONFIG_FILE).write_text(target.model_dump_json(indent=1) + "\n", encoding="utf-8")
-    return folder
-
-
 def load_adapter(
     base: str | Path, adapter: str | Path, *, device: str = "cpu", dtype: str | torch.dtype = "float32"
 ) -> MiniReranker:
@@ -654,27 +674,16 @@ def load_adapter(
     Raises:
         ModelLoadError: ``adapter`` is not a LoRA folder written by :func:`adapt`, or does not fit ``base``.
     """
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     from ..errors import ModelLoadError
 
     folder = Path(adapter)
-    if not (folder / _LORA_WEIGHTS).is_file() or not (folder / _LORA_CONFIG).is_file():
-        raise ModelLoadError(f"{folder}: not a LoRA folder (needs {_LORA_WEIGHTS} and {_LORA_CONFIG})")
-    meta = json.loads((folder / _LORA_CONFIG).read_text(encoding="utf-8"))
+    if not (folder / LORA_WEIGHTS).is_file() or not (folder / LORA_CONFIG).is_file():
+        raise ModelLoadError(f"{folder}: not a LoRA folder (needs {LORA_WEIGHTS} and {LORA_CONFIG})")
     backbone = load_backbone(base, device=device, dtype=dtype)
     embedder = copy.deepcopy(backbone)
-    settings = AdaptSettings(
-        lora_rank=int(meta["rank"]), lora_alpha=int(meta["alpha"]), train_vision=bool(meta["train_vision"])
-    )
-    _add_lora(backbone.model, settings)
-    result = set_peft_model_state_dict(backbone.model, load_file(str(folder / _LORA_WEIGHTS)))
-    if getattr(result, "unexpected_keys", None):
-        raise ModelLoadError(f"{folder}: LoRA weights for modules {base!r} lacks: {result.unexpected_keys[:3]}")
-    _merge_lora(backbone.model)
+    load_lora(backbone, folder)
+    merge_lora(backbone)
     backbone.model.eval()
-    backbone.invalidate_fingerprint()
     config = RerankConfig.model_validate_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     return MiniReranker(backbone, config, embedder=embedder)
 

@@ -1,5 +1,6 @@
-"""Point-wise yes/no training of a Qwen3-VL reranker, from scratch or as an adaptation to a miniReranker
-configuration (full fine-tuning or LoRA through ``peft``).
+"""Supervised point-wise yes/no training of a Qwen3-VL reranker from labelled tasks (how the demo model was
+trained from scratch). Adapting a checkpoint to a fast configuration is :mod:`.adapt`; LoRA adapters and the
+learning-rate schedule, shared by both, are in :mod:`.lora`.
 
 The forward pass is :meth:`MiniReranker.logits`: the definition of the current configuration (format, band
 masks, exit layer, pruned tokens), computed by default through the same decomposition that serving uses, so
@@ -8,15 +9,13 @@ what is trained is exactly what the fast path serves, at the fast path's cost.
 Each step scores groups of candidates for a few queries. The loss is a listwise softmax cross-entropy over
 each group (all positives together against the negatives; it gives a from-scratch model a ranking signal
 long before point-wise BCE moves off 0.693) plus the point-wise binary cross-entropy on
-sigmoid(logit yes - logit no) that the model is finally used with. An adaptation can also distil from a
-teacher (the dense model it starts from): KL divergence between the teacher's and the student's softmax over
-each group, so the adapted configuration learns to keep the dense model's order, not only the labels.
+sigmoid(logit yes - logit no) that the model is finally used with. The weights that learn are those with
+``requires_grad`` (all of them, or LoRA adapters after :func:`~minirerank_integrations.quality.lora.add_lora`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,15 +28,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..engine.reranker import MiniReranker
+from ..errors import InputError
 from .data.tasks import RerankTask, attribute_distance
+from .lora import lr_schedule
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainSettings:
-    """One training run. Odd defaults: lr 1e-3 suits a from-scratch tiny model; the paper's adaptation
-    uses 1e-4 (see :func:`adaptation_settings`)."""
+    """One training run. Odd default: lr 1e-3 suits a from-scratch tiny model (adaptation, :mod:`.adapt`,
+    uses the paper's 1e-4)."""
 
     steps: int = 1000
     queries_per_step: int = 8
@@ -55,22 +56,12 @@ class TrainSettings:
     # Vision-first configurations: compute the loss through the serving decomposition (prefix up to the band
     # end, shared suffix layers once per distinct suffix), equal to the reference definition (tested) and cheaper.
     fast_path: bool = True
-    # Adaptation: weight of the listwise distillation loss from ``train(..., teacher=...)`` (0 = labels only).
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
-
-
-def adaptation_settings(num_tasks: int, **overrides: object) -> TrainSettings:
-    """The paper's adaptation: lr 1e-4, one epoch over the training tasks."""
-    base = {"lr": 1e-4, "warmup_steps": 20, "hard_start": 0.75, "hard_end": 0.75}
-    base.update(overrides)
-    settings = TrainSettings(**base)  # type: ignore[arg-type]
-    settings.steps = max(1, math.ceil(num_tasks / settings.queries_per_step))
-    return settings
 
 
 @dataclass
 class TrainReport:
+    """Losses and seconds per optimizer step."""
+
     losses: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
 
@@ -92,7 +83,7 @@ def sample_group(task: RerankTask, size: int, hard_share: float, rng: random.Ran
     else:
         hard, easy = [], negatives
     if len(task.candidates) < size:
-        raise ValueError(f"task {task.id!r} has {len(task.candidates)} candidates; groups need {size}")
+        raise InputError(f"task {task.id!r} has {len(task.candidates)} candidates; groups need {size}")
     n_neg = min(size - len(chosen), len(negatives))
     n_hard = min(len(hard), round(hard_share * n_neg))
     picked = rng.sample(hard, n_hard) + rng.sample(easy, min(len(easy), n_neg - n_hard))
@@ -102,25 +93,12 @@ def sample_group(task: RerankTask, size: int, hard_share: float, rng: random.Ran
     return chosen + picked
 
 
-def group_loss(
-    logits: torch.Tensor, labels: torch.Tensor, settings: TrainSettings, teacher_logits: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Listwise (all positives vs the group) + point-wise BCE, + distillation when ``teacher_logits`` are given;
-    ``logits``, ``labels`` and ``teacher_logits`` are [groups, size]."""
+def group_loss(logits: torch.Tensor, labels: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
+    """Listwise (all positives vs the group) + point-wise BCE; ``logits`` and ``labels`` are [groups, size]."""
     log_probs = F.log_softmax(logits, dim=-1)  # [groups, size]
     listwise = -(torch.logsumexp(log_probs.masked_fill(labels <= 0, float("-inf")), dim=-1)).mean()
     bce = F.binary_cross_entropy_with_logits(logits, labels.float())
-    loss = settings.listwise_weight * listwise + settings.bce_weight * bce
-    if teacher_logits is not None and settings.distill_weight > 0:
-        t = settings.distill_temperature
-        distill = F.kl_div(
-            F.log_softmax(logits / t, dim=-1),
-            F.log_softmax(teacher_logits / t, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        )
-        loss = loss + settings.distill_weight * t * t * distill  # t^2 keeps gradients comparable across temperatures
-    return loss
+    return settings.listwise_weight * listwise + settings.bce_weight * bce
 
 
 def training_step(
@@ -129,15 +107,10 @@ def training_step(
     pairs: Sequence[tuple],
     labels: Sequence[Sequence[int]],
     settings: TrainSettings,
-    teacher: MiniReranker | None = None,
 ) -> float:
     """One optimizer step on groups of pairs (``labels`` is [groups][size], pairs in the same order)."""
     logits = reranker.logits(pairs, fast=settings.fast_path).view(len(labels), -1)  # [groups, size]
-    teacher_logits = None
-    if teacher is not None and settings.distill_weight > 0:
-        with torch.no_grad():
-            teacher_logits = teacher.logits(pairs).view(len(labels), -1).to(logits.device)
-    loss = group_loss(logits, torch.tensor(labels, device=logits.device), settings, teacher_logits)
+    loss = group_loss(logits, torch.tensor(labels, device=logits.device), settings)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -147,6 +120,7 @@ def training_step(
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights of ``model`` that learn (``requires_grad``)."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -157,30 +131,19 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
-    teacher: MiniReranker | None = None,
 ) -> TrainReport:
-    """Train ``reranker``'s weights (those with ``requires_grad``) under its current configuration.
+    """Train ``reranker``'s weights (those with ``requires_grad``) under its current configuration on the
+    labelled ``tasks``.
 
-    ``teacher`` (with ``settings.distill_weight > 0``): a frozen reranker, usually the dense model being adapted,
-    scored under its own configuration on the same pairs; its order within each group is distilled.
+    Raises:
+        InputError: a task with fewer candidates than ``settings.candidates_per_query``.
     """
-    if settings.distill_weight > 0 and teacher is None:
-        raise ValueError("settings.distill_weight > 0 needs a teacher reranker")
-    if teacher is not None and teacher.backbone.model is reranker.backbone.model:
-        raise ValueError("the teacher must be a separate copy of the model: training changes the student's weights")
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     model = reranker.backbone.model
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-
-    def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    schedule = lr_schedule(optimizer, settings.warmup_steps, settings.steps)
     report = TrainReport()
     started = time.perf_counter()
     order = list(range(len(tasks)))
@@ -198,8 +161,8 @@ def train(
                 group = sample_group(task, settings.candidates_per_query, hard_share, rng)
                 pairs += [(task.query, task.candidates[i]) for i in group]
                 labels.append([1 if task.relevance[i] > 0 else 0 for i in group])
-            loss = training_step(reranker, optimizer, pairs, labels, settings, teacher)
-            lr_schedule.step()
+            loss = training_step(reranker, optimizer, pairs, labels, settings)
+            schedule.step()
             report.losses.append(loss)
             report.step_seconds.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{sum(report.losses[-20:]) / len(report.losses[-20:]):.4f}", hard=f"{hard_share:.2f}")
@@ -300,69 +263,6 @@ def vision_warm_start(
 def _word_ids(backbone, word: str) -> torch.Tensor:
     """Token ids of ``word`` as it appears inside a sentence (after a space)."""
     return torch.tensor(backbone.tokenizer.encode(" " + word, add_special_tokens=False), device=backbone.device)
-
-
-def add_lora(reranker: MiniReranker, *, rank: int = 16, alpha: int = 32, dropout: float = 0.05) -> None:
-    """Wrap the text decoder's projections in LoRA adapters (``peft``), freezing everything else.
-
-    rank 16 / alpha 32 on every attention and MLP projection of the language model, as in the paper's
-    adaptation recipe; the vision encoder stays frozen.
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
-    model = reranker.backbone.model
-    for p in model.parameters():
-        p.requires_grad_(False)
-    was_training = model.training
-    inject_adapter_in_model(config, model)
-    model.train(was_training)  # new dropout modules start in training mode
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.requires_grad_(True)
-
-
-def save_lora(reranker: MiniReranker, path: str | Path) -> Path:
-    """Write the LoRA weights alone (safetensors) so an adaptation can ship as a small file."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    state = get_peft_model_state_dict(reranker.backbone.model)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
-    return Path(path)
-
-
-def load_lora(reranker: MiniReranker, path: str | Path, **lora: int | float) -> None:
-    """Add LoRA adapters (same rank/alpha as when saved) and load their weights from ``path``."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    add_lora(reranker, **lora)  # type: ignore[arg-type]
-    result = set_peft_model_state_dict(reranker.backbone.model, load_file(str(path)))
-    if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{path}: LoRA weights for modules this model lacks: {result.unexpected_keys[:3]}")
-    reranker.backbone.invalidate_fingerprint()
-
-
-def merge_lora_layers(model: torch.nn.Module) -> None:
-    """Fold every LoRA layer of ``model`` into its base projection and put the base layer back in its place."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent = model.get_submodule(name.rsplit(".", 1)[0])
-            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
-
-
-def merge_lora(reranker: MiniReranker) -> None:
-    """Fold LoRA weights into the base projections and remove the adapters (for saving and serving)."""
-    model = reranker.backbone.model
-    merge_lora_layers(model)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    reranker.backbone.invalidate_fingerprint()
 
 
 def save_checkpoint(reranker: MiniReranker, directory: str | Path) -> Path:
