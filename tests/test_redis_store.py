@@ -59,7 +59,7 @@ def test_put_get_many_namespaces_and_ttl(redis_server, tiny4_path):
         assert bool((entry.keys == entries[key].keys).all()) and bool((entry.values == entries[key].values).all())
     assert b.get_many(keys) == [None] * len(keys)  # another namespace sees none of them
     assert len(a) == len(keys) and len(b) == 0
-    ttl_ms = redis_server.client().pttl(f"model-a:prefix:{keys[0]}")
+    ttl_ms = redis_server.client().pttl(f"model-a:prefix:{keys[0]}.float32")
     assert 0 < ttl_ms <= 60_000
     assert (a.stats.hits, a.stats.misses, a.stats.writes) == (len(keys), 1, len(keys))
     assert a.clear() == len(keys) and len(a) == 0
@@ -358,7 +358,8 @@ def test_hex_keys_keep_their_names_on_the_server(redis_server):
     store = RedisPrefixStore(redis_server.url, namespace="team?")
     store.put("ab" * 32, _tiny_entry(1))
     store.put("odd:key%", _tiny_entry(2))
-    assert sorted(redis_server.client().keys("*")) == [b"team?:prefix:" + b"ab" * 32, b"team?:prefix:odd%3Akey%25"]
+    names = [b"team?:prefix:" + b"ab" * 32 + b".float32", b"team?:prefix:odd%3Akey%25.float32"]  # key.precision
+    assert sorted(redis_server.client().keys("*")) == names
     assert store.get("odd:key%").next_position == 5  # the codec binds the original key
 
 
@@ -379,7 +380,7 @@ def test_the_longest_ttl_is_one_redis_takes(redis_server):
         store = RedisPrefixStore(redis_server.url, namespace=f"ttl{ttl:g}", ttl=ttl)
         store.put("a" * 64, _tiny_entry(0))
         assert store.stats.writes == 1 and store.stats.write_failures == 0
-    assert redis_server.client().pttl(f"ttl{MAX_TTL_SECONDS:g}:prefix:" + "a" * 64) > 2**52
+    assert redis_server.client().pttl(f"ttl{MAX_TTL_SECONDS:g}:prefix:" + "a" * 64 + ".float32") > 2**52
 
 
 def test_a_write_the_server_refuses_is_a_warning_not_a_failed_call(redis_server, tiny4_path, caplog):
@@ -396,3 +397,17 @@ def test_a_write_the_server_refuses_is_a_warning_not_a_failed_call(redis_server,
     assert reranker.store.stats.write_failures == len(docs) and reranker.store.stats.writes == 0
     assert reranker.store.available  # an answer, not an outage: no backoff
     assert any("refused writing a prefix" in r.getMessage() and "maxmemory" in r.getMessage() for r in caplog.records)
+
+
+def test_int8_and_float32_stores_share_a_namespace(redis_server):
+    exact = RedisPrefixStore(redis_server.url, namespace="shared")
+    compact = RedisPrefixStore(redis_server.url, namespace="shared", storage="int8")
+    entry = _tiny_entry(3)
+    exact.put("c" * 64, entry)
+    compact.put("c" * 64, entry)
+    compact.put("d" * 64, entry)
+    for _ in range(3):  # rounds of reads by both: neither refuses nor deletes the other's entries
+        assert exact.get("c" * 64) is not None and compact.get("c" * 64) is not None
+    assert "d" * 64 in compact and "d" * 64 not in exact and exact.get("d" * 64) is None
+    assert exact.stats.rejected == 0 and compact.stats.rejected == 0
+    assert len(exact) == 3

@@ -1,7 +1,7 @@
 """The shared prefix store: codec bytes in Redis (>= 7) or Valkey, read by every replica of a reranker.
 
 One Redis serves many processes and hosts: each prefix is one string value (the :mod:`.codec` blob)
-under ``{namespace}:prefix:{key}``, so several models or deployments share a server without seeing each
+under ``{namespace}:prefix:{key}.{storage}``, so several models or deployments share a server without seeing each
 other's entries. A name splits one way only: the key part never holds a ``:`` (the engine's keys are hex
 digests; any other key has ``%`` and ``:`` percent-encoded), so whatever a namespace holds (``:prefix:``,
 glob characters), the namespace is everything before the last ``:prefix:``. ``len`` and ``clear`` SCAN
@@ -266,8 +266,9 @@ class RedisPrefixStore(PrefixStore):
             return None
 
     def _name(self, key: str) -> str:
-        """The server's name for ``key``: its key part never holds a ``:`` (hex digests are unchanged)."""
-        return self._prefix + key.replace("%", "%25").replace(":", "%3A")
+        """The server's name for ``key`` in this store's precision (:func:`.codec.row_key`, so stores of
+        different precisions share a namespace side by side): its key part never holds a ``:``."""
+        return self._prefix + _codec.row_key(key, self.storage).replace("%", "%25").replace(":", "%3A")
 
     def _names(self) -> Any:
         """Every name of this namespace, streamed from SCAN. The pattern is the namespace escaped for Redis's
