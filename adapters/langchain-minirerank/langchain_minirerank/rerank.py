@@ -1,7 +1,6 @@
 """``MiniRerankCompressor``: a LangChain document compressor backed by a minirerank ``MiniReranker``."""
 
 from collections.abc import Callable, Sequence
-from copy import deepcopy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +11,7 @@ from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, Rera
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
-from ._inputs import ImageKeys, candidate_from_document, query_from_text
+from ._inputs import ImageKeys, candidate_from_document, copied_metadata, query_from_text
 from ._remote import remote_reranker
 
 # Options that only shape how a model is loaded; a shared ``MiniReranker`` was configured by its owner.
@@ -265,7 +264,7 @@ class MiniRerankCompressor(BaseDocumentCompressor):
             if self.score_threshold is not None and result.score < self.score_threshold:
                 break  # results are sorted best first
             document = documents[result.index]
-            metadata: dict[str, Any] = deepcopy(document.metadata)
+            metadata: dict[str, Any] = copied_metadata(document.metadata)  # never fails on an uncopyable value
             metadata["relevance_score"] = result.score
             kept.append(document.model_copy(update={"metadata": metadata}))
         return kept

@@ -25,7 +25,7 @@ from minirerank_integrations import (
     RerankResults,
 )
 
-from ._convert import ImageFetcher, node_to_candidate, query_to_engine
+from ._convert import ImageFetcher, copied_metadata, node_to_candidate, query_to_engine
 from ._engine import DEFAULT_MODEL, ModelLike, PresetName, rebuild_problem, refuse_unrebuildable, resolve_engine
 from ._remote import remote_engine
 
@@ -243,12 +243,18 @@ class MiniRerank(BaseNodePostprocessor):
         return [self._rescored(nodes[call.positions[result.index]], result.score) for result in results]
 
     def _rescored(self, original: NodeWithScore, score: float) -> NodeWithScore:
-        """A new NodeWithScore around a copy of the node with its own metadata dict: the caller's
-        nodes and their metadata are never modified."""
-        metadata = dict(original.node.metadata)
+        """A new NodeWithScore around a copy of the node with its own metadata, copied deep (lists and
+        dicts in it too) and its own lists of excluded metadata keys: the caller's nodes are never modified."""
+        node = original.node
+        metadata = copied_metadata(node.metadata)
         if self.keep_retrieval_score:
             metadata["retrieval_score"] = original.score
-        return NodeWithScore(node=original.node.model_copy(update={"metadata": metadata}), score=score)
+        update = {
+            "metadata": metadata,
+            "excluded_embed_metadata_keys": list(node.excluded_embed_metadata_keys),
+            "excluded_llm_metadata_keys": list(node.excluded_llm_metadata_keys),
+        }
+        return NodeWithScore(node=node.model_copy(update=update), score=score)
 
     # -- events ---------------------------------------------------------------------------------
 
