@@ -1,4 +1,5 @@
-"""Model shapes the benchmark builds with random weights: the published Qwen3-VL configurations.
+"""Model shapes the benchmarks build with random weights or compute bytes for: the published Qwen3-VL
+configurations, a quick ``small`` one and the ``tiny`` test checkpoint's.
 
 Values are those of the released ``config.json`` files (Qwen3-VL-2B / 8B; the rerankers share them). The
 vocabulary is the benchmark tokenizer's: speed does not depend on it (the score reads two rows of the head).
@@ -45,6 +46,8 @@ SHAPES: dict[str, ModelShape] = {
     "qwen3-vl-8b": ModelShape(36, 4096, 32, 8, 128, 12288, 27, 1152, 16, 4304, (8, 16, 24)),
     # A quick shape with the 2B's proportions (GQA groups of 2, DeepStack at three early layers).
     "small": ModelShape(8, 256, 4, 2, 64, 768, 4, 128, 2, 256, (0, 1, 2), 64, (8, 12, 12)),
+    # The 8-layer test checkpoint of ``tiny_checkpoint.build_tiny_checkpoint(num_layers=8)``.
+    "tiny": ModelShape(8, 64, 4, 2, 16, 128, 3, 32, 2, 64, (0, 1, 2), 64, (2, 3, 3)),
 }
 
 
