@@ -4,7 +4,6 @@ DeepStack features, and M-RoPE positions computed per segment.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
 
 from ..errors import ConfigError, ModelLoadError
+from .fingerprint import ModelIdentity, processor_identity
 from .prompts import PreparedImage, Segment
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Backbone:
         if missing:
             raise ModelLoadError(f"tokenizer of {name!r} has no single token for {missing}: not a reranker vocabulary")
         self.yes_id, self.no_id = vocab["yes"], vocab["no"]
-        self._fingerprint: str | None = None
+        self._identity = ModelIdentity(model, lambda: self.image_processor)
 
     @property
     def device(self) -> torch.device:
@@ -103,20 +103,22 @@ class Backbone:
         return (weight[self.yes_id].float() - weight[self.no_id].float()).detach()  # [hidden]
 
     def fingerprint(self) -> str:
-        """A digest of the config and every weight: cache keys change when any weight changes."""
-        if self._fingerprint is None:
-            digest = hashlib.blake2b(digest_size=32)
-            digest.update(self.model.config.to_json_string(use_diff=False).encode())
-            for name, tensor in sorted(self.model.state_dict().items()):
-                digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-                flat = tensor.detach().reshape(-1).to("cpu").contiguous().view(torch.uint8)
-                digest.update(flat.numpy().tobytes())
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+        """A digest of what was loaded, whatever path it was loaded from: every weight and buffer (with its
+        dtype), the model config and the image processor's settings. Kept current on its own: a weight
+        changed in place (``load_state_dict``, an in-place op, an optimizer step) or replaced, a module added,
+        a setting changed, and the next call digests again what changed (:mod:`.fingerprint`). Tensors are
+        digested on their own device; nothing is copied to the host."""
+        return self._identity.digest()
 
     def invalidate_fingerprint(self) -> None:
-        """Call after changing weights in place (e.g. merging an adapter)."""
-        self._fingerprint = None
+        """Forget the cached digests. Only needed after writes through ``tensor.data``, which bypass the
+        version counters :meth:`fingerprint` watches; harmless otherwise."""
+        self._identity.refresh()
+
+    def preprocessing_identity(self) -> str:
+        """The image processor's settings that shape ``pixel_values`` (mean, std, patch, merge and temporal
+        sizes, rescale factor, resample, ``do_*`` flags), as canonical JSON; part of :meth:`fingerprint`."""
+        return processor_identity(self.image_processor)
 
     # -- images ---------------------------------------------------------------------------------
 

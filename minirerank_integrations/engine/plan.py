@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from .config import RerankConfig
-from .keys import prefix_key
+from .keys import PrefixKeyer
 from .modeling import Backbone, SegmentStates
 from .prompts import Segment, SideContent, query_first_segment, vision_first_segments
 
@@ -105,6 +105,7 @@ def plan_call(backbone: Backbone, embedder: Backbone, pairs: Sequence[SidePair],
     """The plan of scoring ``pairs`` under ``cfg``."""
     plan = CallPlan(cfg)
     row_of: dict[tuple, int] = {}
+    keyer = PrefixKeyer(cfg, backbone, embedder)  # the model's fingerprint checked once per call, not per pair
     for q, d in pairs:
         first, second = pair_segments(backbone, q, d, cfg)
         if second is None:
@@ -113,7 +114,7 @@ def plan_call(backbone: Backbone, embedder: Backbone, pairs: Sequence[SidePair],
                 row_of[row] = len(plan.singles)
                 plan.singles.append(first)
         else:
-            key, suffix = prefix_key(first, cfg, backbone, embedder), segment_key(second)
+            key, suffix = keyer(first), segment_key(second)
             row = (key, suffix)
             if row not in row_of:
                 row_of[row] = len(plan.rows)
