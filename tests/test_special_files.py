@@ -139,3 +139,25 @@ def test_cli_rerank_skip_bad_leaves_special_files_out(tiny4_path, specials, tmp_
     captured = capsys.readouterr()
     assert captured.out == "" and "Traceback" not in captured.err
     assert captured.err.count("\n") == 1 and "candidate 1" in captured.err and "FIFO" in captured.err
+
+
+def test_read_image_file_reads_as_load_image_does(specials, tmp_path):
+    from minirerank_integrations.engine.images import read_image_file
+
+    good = _png(tmp_path)
+    assert read_image_file(good) == good.read_bytes()
+    with pytest.raises(ImageLoadError, match=r"holds \d+ bytes, more than the 10"):
+        read_image_file(good, max_bytes=10)
+    for source, kind in (value for case, value in specials.items() if "://" not in value[0]):
+        with pytest.raises(ImageLoadError, match=kind):
+            returns_within(10, read_image_file, Path(source))
+
+
+def test_the_remote_client_reads_files_as_the_engine_does(specials):
+    from minirerank_integrations.serve.client import RemoteReranker
+
+    client = RemoteReranker("http://127.0.0.1:9")  # never reached: the files are refused while the body is built
+    for source, kind in (value for case, value in specials.items() if "://" not in value[0]):
+        with pytest.raises(CandidateError, match=kind) as info:
+            returns_within(10, client.rerank, "a red circle", [Candidate(images=[Path(source)])])
+        assert isinstance(info.value.cause, ImageLoadError)

@@ -37,6 +37,7 @@ __all__ = [
     "is_image_string",
     "load_image",
     "prepare_image",
+    "read_image_file",
     "smart_resize",
 ]
 
@@ -175,6 +176,24 @@ def load_image(
         f"{desc}: unsupported image source type {type(source).__name__}; pass a file path, URL, "
         "bytes, base64 text or a PIL image"
     )
+
+
+def read_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The encoded bytes of the image file at ``path``, read as :func:`load_image` reads files.
+
+    For code that ships files elsewhere (a client sending them to a server): only a regular file is read,
+    opened without blocking, at most ``max_bytes`` of it.
+
+    Raises:
+        ImageLoadError: the file is missing, not a regular file (a FIFO, socket, directory or device),
+            larger than ``max_bytes``, or unreadable; the message names the file and why.
+    """
+    desc = describe_source(path)
+    try:
+        name = os.fsdecode(os.fspath(path))
+    except (TypeError, ValueError) as exc:
+        raise ImageLoadError(f"{desc}: not a usable file path: {exc}") from exc
+    return _read_file(name, desc, max_bytes)
 
 
 def smart_resize(

@@ -20,6 +20,7 @@ import httpx
 from PIL import Image
 
 from .. import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
+from ..engine.images import read_image_file
 from ..errors import CandidateError, InputError, MiniRerankError
 
 __all__ = ["RemoteReranker"]
@@ -134,11 +135,8 @@ def _image_url(image: object) -> str:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _data_uri(bytes(image))
     if isinstance(image, os.PathLike) or (isinstance(image, str) and _is_file(image)):
-        try:
-            with open(os.fspath(image), "rb") as file:  # type: ignore[arg-type]
-                return _data_uri(file.read())
-        except OSError as exc:
-            raise InputError(f"image file {os.fspath(image)!r} cannot be read ({exc})") from exc  # type: ignore[arg-type]
+        # As the engine reads files: regular files only, capped (a FIFO or /dev/zero neither blocks nor fills memory).
+        return _data_uri(read_image_file(image))  # ImageLoadError (an InputError) names the file and why
     if isinstance(image, str):
         text = image.strip()
         if text[:5].lower() == "data:" or text.lower().startswith(("http://", "https://")):
