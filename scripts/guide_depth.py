@@ -3,24 +3,22 @@ dense variant, same test tasks) with visual tokens ranked by the embedder's firs
 or at random, at keep 0.5 and 0.25; and, at the first keep with the shipped guide, the opt-in
 ``instruction_in_prefix`` (the fixed instruction moved into the cached prefix, not adapted to).
 
-    python benchmarks/guide_depth.py --queries 100 --json docs/bench/guide_depth.json
+    python scripts/guide_depth.py --queries 100 --json docs/bench/guide_depth.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+# A sibling script: `python scripts/guide_depth.py` puts scripts/ first on the import path.
+from demo_results import test_tasks
 
-from demo_results import test_tasks  # noqa: E402
-
-from minirerank_integrations import MiniReranker, RerankConfig  # noqa: E402
-from minirerank_integrations.demo_model import demo_checkpoint  # noqa: E402
-from minirerank_integrations.quality.data import FAMILIES  # noqa: E402
-from minirerank_integrations.quality.evaluation import OVERALL, evaluate, retention  # noqa: E402
+from minirerank_integrations import MiniReranker, RerankConfig
+from minirerank_integrations.demo_model import demo_checkpoint
+from minirerank_integrations.quality.data import FAMILIES
+from minirerank_integrations.quality.evaluation import OVERALL, evaluate, retention
 
 
 def main(argv: list[str] | None = None) -> None:
