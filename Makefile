@@ -27,8 +27,23 @@ test: $(VENV)/.installed redis-server
 
 # The demo model's measured results (docs/results.md): quality tables, then training step times. ~40 min on 2 CPUs.
 results: $(VENV)/.installed
-	$(PY) benchmarks/train_step.py --json docs/results/train_step.json
+	$(PY) -m minirerank_integrations.bench.train_step --json docs/results/train_step.json
 	$(PY) scripts/demo_results.py --out docs/results
 
 clean:
 	rm -rf $(VENV)
+
+# Wheels for the device check's bare GPU machine (CPython 3.12, manylinux x86-64, no registry): what the project
+# imports that the machine lacks, at the versions installed here, plus this machine's own build of the binary one
+# so `GPU_CHECK_DEVICE=cpu GPU_CHECK_INSTALL=all benchmarks/gpu_check.sh` can prove the folder here.
+# benchmarks/gpu_check.sh installs from it with pip's --no-index --no-deps --target.
+GPU_WHEELS ?= .gpu-wheels
+GPU_WHEEL_PACKAGES := pydantic pydantic-core annotated-types typing-inspection typing-extensions diskcache tqdm
+.PHONY: gpu-wheels
+gpu-wheels: $(VENV)/.installed
+	pins=$$($(PY) -c 'import sys; from importlib.metadata import version; print(" ".join(f"{p}=={version(p)}" for p in sys.argv[1:]))' $(GPU_WHEEL_PACKAGES)) && \
+	for python in 3.12 $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); do \
+	  $(PY) -m pip download -q --only-binary=:all: --python-version $$python --platform manylinux2014_x86_64 \
+	    --implementation cp --no-deps -d $(GPU_WHEELS) $$pins || exit 1; \
+	done
+	ls $(GPU_WHEELS)

@@ -138,7 +138,7 @@ def run_demo(
         f"(image queries' own); {c.suffix_prebands} distinct suffixes run below the band once each, "
         f"{c.pair_passes} per-pair passes through layers {cfg.band[0] if cfg.band else 0}..{cfg.exit_layer - 1}"
     )
-    emit("(single timings on a busy CPU vary; benchmarks/speed.py measures cold and warm runs against dense)")
+    emit("(single timings on a busy CPU vary; `minirerank bench` measures cold and warm runs against dense)")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 zero-shot ``paper`` configuration and of each technique alone, embedder vs random pruning, training step
 time dense vs adapted, and the layer-wise analysis. Writes docs/results.md (+ results.json and two PNGs).
 
-    make results        # benchmarks/train_step.py --json docs/results/train_step.json, then this script
+    make results        # python -m minirerank_integrations.bench.train_step --json docs/results/train_step.json,
+                        # then this script
 
 Every quality number is deterministic (seeded test-split tasks, fixed weights); runtimes are of this machine.
 """
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         "--train-step",
         type=Path,
         default=Path("docs/results/train_step.json"),
-        help="timings written by benchmarks/train_step.py --json, included when present",
+        help="timings written by python -m minirerank_integrations.bench.train_step --json, included when present",
     )
     parser.add_argument(
         "--history",
@@ -245,7 +246,7 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         "Each row is evaluated from cold (empty prefix store, pruning importances computed in the run), except "
         "`adapted config, warm prefix store`: the same tasks again, every prefix reused. Runtime is the whole rerank call "
         "(image decoding and vision encoder included). Each row is timed once, against one dense run, so a ratio moves "
-        "by up to a third between runs of this command on a shared machine; `benchmarks/speed.py` measures speed alone.",
+        "by up to a third between runs of this command on a shared machine; `minirerank bench` measures speed alone.",
         "",
     ]
     header = ["configuration", *(f"{f} Hit@1 / NDCG@5" for f in families), "min retention", "runtime / dense"]
@@ -324,7 +325,7 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         lines += [
             "## Training step time",
             "",
-            f"`benchmarks/train_step.py`: {steps['groups']} queries x {steps['size']} candidates per step, "
+            f"`python -m minirerank_integrations.bench.train_step`: {steps['groups']} queries x {steps['size']} candidates per step, "
             f"mean of {steps['steps']} steps on {steps['device']}, the same batches for every row.",
             "",
             table(

@@ -1,7 +1,7 @@
 """Training step time: dense (query-first, every layer and token) against an adapted configuration,
 same batches, same machine, same run.
 
-    python benchmarks/train_step.py [--model PATH] [--steps 10] [--device cuda] [--json FILE]
+    python -m minirerank_integrations.bench.train_step [--model PATH] [--steps 10] [--device cuda] [--json FILE]
 
 Rows: dense; the adapted configuration (the one saved with the checkpoint, else `paper`) trained through
 the serving decomposition (the default, `TrainSettings.fast_path`), and through the reference forward.
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from minirerank_integrations import DEMO_MODEL, MiniReranker
-from minirerank_integrations.quality.data import FAMILIES, generate
-from minirerank_integrations.quality.training import TrainSettings, sample_group, training_step
+from ..demo_model import DEMO_MODEL
+from ..engine.reranker import MiniReranker
+from ..quality.data import FAMILIES, generate
+from ..quality.training import TrainSettings, sample_group, training_step
 
 
 def main(argv: list[str] | None = None) -> None:
