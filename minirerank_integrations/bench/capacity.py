@@ -8,7 +8,7 @@
 3. Ingestion: documents/s of `precache` into that Redis, in one process and on a local Ray cluster with
    1 and 2 workers, on a model loaded here (default: the embedded demo model; a real checkpoint with --model).
 
-    python benchmarks/capacity.py [--model PATH] [--documents 64] [--json docs/results/capacity.json]
+    python -m minirerank_integrations.bench.capacity [--model PATH] [--documents 64] [--json docs/results/capacity.json]
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
-from prefix_bytes import SHAPES, SYSTEM_TOKENS
 
-from minirerank_integrations import DEMO_MODEL, Candidate, MiniReranker, RerankConfig
-from minirerank_integrations.engine.images import smart_resize
-from minirerank_integrations.engine.pruning import kept_count
-from minirerank_integrations.scale import precache_documents, precache_on_ray
-from minirerank_integrations.store import PrefixEntry, encode_entry
-from minirerank_integrations.testing import RedisServer
+from ..demo_model import DEMO_MODEL
+from ..engine.config import RerankConfig
+from ..engine.inputs import Candidate
+from ..engine.pruning import kept_count
+from ..engine.reranker import MiniReranker
+from ..scale import precache_documents, precache_on_ray
+from ..store import PrefixEntry, encode_entry
+from ..testing import RedisServer
+from .prefix_bytes import SYSTEM_TOKENS, visual_tokens
+from .shapes import SHAPES
 
 PAGES = [(512, 512), (1024, 1024), (1024, 1344), (1536, 2048)]  # width x height before the resize rule
 STORAGES = ("float32", "bfloat16", "int8")
@@ -42,15 +45,14 @@ def entry_of(layers: int, kv_heads: int, tokens: int, head_dim: int) -> PrefixEn
 
 
 def bytes_table() -> list[dict]:
-    _, depth, kv_heads, head_dim = next(s for s in SHAPES if s[0] == "Qwen3-VL-Reranker-2B")
-    paper = RerankConfig.preset("paper", depth)
+    shape = SHAPES["qwen3-vl-2b"]
+    paper = RerankConfig.preset("paper", shape.layers)
     layers = paper.band[1] - paper.band[0]
     rows = []
     for width, height in PAGES:
-        h, w = smart_resize(height, width)
-        visual = (h // 32) * (w // 32)
+        w, h, visual = visual_tokens(width, height)
         tokens = SYSTEM_TOKENS + kept_count(visual, paper.keep_ratio) + TEXT_TOKENS
-        entry = entry_of(layers, kv_heads, tokens, head_dim)
+        entry = entry_of(layers, shape.kv_heads, tokens, shape.head_dim)
         for storage in STORAGES:
             size = len(encode_entry(entry, key="k", storage=storage))
             rows.append({"page": f"{width}x{height}", "resized": f"{w}x{h}", "visual_tokens": visual,
@@ -129,9 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     server = RedisServer(work / "redis").start()
     try:
         reference = next(r for r in table if r["page"] == "1024x1024" and r["storage"] == "bfloat16")
-        blob = encode_entry(
-            entry_of(reference["band_layers"], 8, reference["kept_tokens"], 128), key="k", storage="bfloat16"
-        )
+        shape = SHAPES["qwen3-vl-2b"]
+        entry = entry_of(reference["band_layers"], shape.kv_heads, reference["kept_tokens"], shape.head_dim)
+        blob = encode_entry(entry, key="k", storage="bfloat16")
         per_entry = redis_overhead(server, blob)
         overhead = per_entry / len(blob)
         for row in table:
