@@ -444,3 +444,17 @@ def test_hostile_safetensors_headers_are_refused_even_with_a_valid_checksum() ->
         with pytest.raises(CacheError, match="safetensors|tensors"):
             decode_entry(_pack(dict(header, payload_bytes=len(payload)), payload), key="k")
         assert name
+
+
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "int8"])
+def test_decoding_onto_a_device_serves_the_same_entry_there(storage: str) -> None:
+    entry = make_entry(torch.bfloat16, shape=(2, 3, 9, 16))
+    blob = encode_entry(entry, key="k", storage=storage)  # type: ignore[arg-type]
+    on_host = decode_entry(blob, key="k")
+    # The meta device stands for a GPU on any machine: nothing is computed on the host past the checks.
+    elsewhere = decode_entry(blob, key="k", device=torch.device("meta"))
+    for tensor, reference in ((elsewhere.keys, on_host.keys), (elsewhere.values, on_host.values)):
+        assert tensor.device.type == "meta" and tensor.dtype == reference.dtype and tensor.shape == reference.shape
+    assert (elsewhere.length, elsewhere.next_position) == (on_host.length, on_host.next_position)
+    with pytest.raises(CacheError, match="checksum"):  # still checked on the host first
+        decode_entry(blob[:-1] + bytes([blob[-1] ^ 1]), key="k", device=torch.device("meta"))

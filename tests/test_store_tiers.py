@@ -318,3 +318,14 @@ def test_hot_tier_in_front_of_a_directory_is_filled_by_reads(tmp_path: Path) -> 
     disk.close()
     disk_reads = disk.stats.hits
     assert same(store.get("k"), original) and disk.stats.hits == disk_reads  # served by the hot tier alone
+
+
+@pytest.mark.parametrize("storage", ["bfloat16", "int8"])
+def test_a_directory_serves_entries_on_its_device(tmp_path: Path, storage: str) -> None:
+    original = entry_for(8, dtype="bfloat16")
+    with DiskPrefixStore(tmp_path, storage=storage, device="meta", min_file_size=0) as store:  # type: ignore[arg-type]
+        store.put("k", original)
+        entry = store.get("k")  # int8: codes and scales go to the device and are dequantized there
+        assert entry is not None and entry.keys.device.type == "meta" and entry.values.device.type == "meta"
+        assert entry.keys.dtype == torch.bfloat16 and entry.keys.shape == original.keys.shape
+        assert store.stats.rejected == 0

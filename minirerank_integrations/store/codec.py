@@ -179,7 +179,13 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
     return _pack(header, payload)
 
 
-def decode_entry(data: bytes | bytearray | memoryview, *, key: str, storage: Storage | None = None) -> PrefixEntry:
+def decode_entry(
+    data: bytes | bytearray | memoryview,
+    *,
+    key: str,
+    storage: Storage | None = None,
+    device: torch.device | None = None,
+) -> PrefixEntry:
     """The entry that :func:`encode_entry` turned into ``data`` under ``key``; any damage raises
     :class:`CacheError`, and so does a blob written under another key or, when ``storage`` is given, stored
     in another precision (a float32 reader is never served an int8 or float16 entry).
@@ -191,6 +197,10 @@ def decode_entry(data: bytes | bytearray | memoryview, *, key: str, storage: Sto
     Tensors come back on the CPU, contiguous, in the dtype the entry had when it was encoded. Where that is
     the stored precision (a bfloat16 entry stored as bfloat16, say) they are views of ``data``, not copies:
     ``data`` must stay unchanged while the entry lives (bytes always do; do not reuse a bytearray).
+
+    With ``device``, the entry is served there: the stored tensors are copied to it as they are stored
+    (int8 codes and their scales, half the bytes of bfloat16) and cast or dequantized there, so the host
+    does no arithmetic on them.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CacheError(f"prefix blob must be bytes, got {type(data).__name__}")
@@ -221,7 +231,11 @@ def decode_entry(data: bytes | bytearray | memoryview, *, key: str, storage: Sto
         raise CacheError(f"prefix blob was written under key {header['key']!r:.80}, not {key!r:.80}")
     if storage is not None and header["storage"] != storage:
         raise CacheError(f"prefix blob is stored as {header['storage']}, this reader asks for {storage}")
-    keys, values = _restore_tensors(header, _view_safetensors(payload))
+    tensors = _view_safetensors(payload)
+    _check_tensors(header, tensors)
+    if device is not None:
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    keys, values = _restored(header, tensors)
     return PrefixEntry(keys=keys, values=values, length=header["length"], next_position=header["next_position"])
 
 
@@ -394,11 +408,11 @@ def _view_safetensors(payload: memoryview) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _restore_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the payload's tensors against the header, then dequantize or cast back to ``header['dtype']``."""
+def _check_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """The payload's tensors against the header: names, dtypes, shapes, and int8 scales finite and >= 0."""
     band_layers, kv_heads, length, head_dim = header["shape"]
     shape = torch.Size([band_layers, kv_heads, length, head_dim])
-    storage, original = header["storage"], _DTYPES[header["dtype"]]
+    storage = header["storage"]
     expected: dict[str, tuple[torch.dtype, torch.Size]]
     if storage == "int8":
         expected = {
@@ -418,16 +432,26 @@ def _restore_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -
                 f"prefix tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, "
                 f"header implies {dtype} {tuple(tensor_shape)}"
             )
+    if storage == "int8":
+        for name in ("keys_scale", "values_scale"):
+            scales = tensors[name]
+            if scales.numel() and not bool(((scales >= 0) & torch.isfinite(scales)).all()):
+                raise CacheError(f"prefix {name} holds negative or non-finite scales")
+
+
+def _restored(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values in ``header['dtype']``: the stored tensors cast or dequantized where they are."""
+    storage, original = header["storage"], _DTYPES[header["dtype"]]
+    shape = tensors["keys"].shape  # [band_layers, kv_heads, length, head_dim]
     if storage != "int8":
         # The stored precision is the entry's own: the views are served as they are (no copy, no cast).
         return tensors["keys"].to(original), tensors["values"].to(original)
     restored = []
     for name in ("keys", "values"):
         scales = tensors[f"{name}_scale"]
-        if scales.numel() and not bool(((scales >= 0) & torch.isfinite(scales)).all()):
-            raise CacheError(f"prefix {name}_scale holds negative or non-finite scales")
-        out = torch.empty(shape, dtype=original)  # [band_layers, kv_heads, length, head_dim]
-        torch.mul(tensors[name], scales, out=out)  # computed in float32, rounded once into the entry's dtype
+        out = torch.empty(shape, dtype=original, device=scales.device)  # [band_layers, kv_heads, length, head_dim]
+        out.copy_(tensors[name])  # codes in [-127, 127] are exact in every float dtype
+        out.mul_(scales)  # computed in float32 (the scales' dtype), rounded once into the entry's dtype
         restored.append(out)
     return restored[0], restored[1]
 

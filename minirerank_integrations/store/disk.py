@@ -23,6 +23,7 @@ from typing import Any, get_args
 from urllib.parse import quote
 
 import diskcache
+import torch
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from ..errors import CacheError, ConfigError
@@ -215,7 +216,8 @@ class DiskPrefixStore(PrefixStore):
 
     A read takes the row (and refreshes its access time) in one short transaction, then reads the value file
     once into one buffer outside it, which the codec decodes in place: ``get_many`` runs ``readers`` such
-    reads side by side.
+    reads side by side. With ``device`` (``"cuda"``) entries are served on it, copied there as stored (int8
+    codes and scales) and cast or dequantized there.
 
     Reads never raise on bad data: a missing, truncated or altered value file, a damaged or planted row,
     or a blob the codec rejects is deleted, counted in ``stats.rejected``, logged, and served as a miss.
@@ -247,6 +249,7 @@ class DiskPrefixStore(PrefixStore):
         timeout: float = 60.0,
         read_only: bool = False,
         readers: int = 4,
+        device: str | torch.device | None = None,
     ) -> None:
         if not isinstance(size_limit, int) or isinstance(size_limit, bool) or size_limit <= 0:
             raise ConfigError(f"size_limit {size_limit!r} must be a positive number of bytes")
@@ -264,6 +267,10 @@ class DiskPrefixStore(PrefixStore):
         self.read_only = read_only
         self._timeout = timeout
         self.readers = readers  # threads that read and decode the entries of one get_many side by side
+        try:  # where read entries are served; int8 ones are dequantized there, not on the host
+            self.device = None if device is None else torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ConfigError(f"device {device!r} is not a torch device: {error}") from error
         self._pool: ThreadPoolExecutor | None = None
         self._min_file_size = min_file_size
         self._stats = StoreStats()
@@ -410,7 +417,7 @@ class DiskPrefixStore(PrefixStore):
 
     def _decoded(self, name: str, data: bytes | bytearray) -> PrefixEntry | None:
         try:
-            entry = _codec.decode_entry(data, key=name, storage=self.storage)
+            entry = _codec.decode_entry(data, key=name, storage=self.storage, device=self.device)
         except CacheError as error:
             # Decoding runs outside the lock. A concurrent put of the same key may be deleted with the bad
             # row; keys are content digests, so that only costs one recomputation.
