@@ -154,3 +154,63 @@ def test_parser_shape(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert exit_info.value.code == 2
     capsys.readouterr()
+
+
+def _files(directory: Path) -> dict[Path, tuple[int, bytes]]:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_stats_creates_no_wal_or_shm_file(damaged_cache: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    directory, _ = damaged_cache
+    before = _files(directory)
+    assert not [p for p in before if p.name.endswith(("-wal", "-shm"))]  # no writer has the store open
+    for _ in range(2):
+        assert main(["cache", "stats", "--cache-dir", str(directory)]) == 0
+        assert "entries: 5" in capsys.readouterr().out
+        assert _files(directory) == before  # the same files, byte for byte, and no new one
+
+
+def test_stats_beside_a_live_writer_counts_its_rows_and_adds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with DiskPrefixStore(tmp_path / "live") as writer:
+        for seed in range(3):
+            writer.put(f"k{seed}", entry_for(seed))
+        names = sorted(p.name for p in (tmp_path / "live").iterdir())
+        assert "cache.db-wal" in names and "cache.db-shm" in names  # the writer's side files
+        assert main(["cache", "stats", "--cache-dir", str(tmp_path / "live")]) == 0
+        assert "entries: 3" in capsys.readouterr().out
+        assert sorted(p.name for p in (tmp_path / "live").iterdir()) == names
+        assert writer.get("k2") is not None
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--cache-url", "redis://127.0.0.1:abc/0", "Port could not be cast"),
+        ("--cache-url", "redis://:s3cret@127.0.0.1:99999/0", "Port out of range"),
+        ("--cache-url", "redis://:s3cret@[::1/0", "Invalid IPv6"),
+        ("--cache-url", "ftp://127.0.0.1/0", "unknown URL scheme"),
+        ("--cache-url", "redis://127.0.0.1:6379/x", "database"),
+        ("--cache-url", "redis://:6379/0", "no host"),
+        ("--cache-dir", "redis://127.0.0.1:6379/0", "--cache-dir"),
+        ("--cache-ttl", "inf", "--cache-ttl"),
+        ("--cache-memory-limit", "-1", "--cache-memory-limit"),
+    ],
+)
+def test_a_malformed_store_option_is_one_line_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, words: str
+) -> None:
+    missing_model = str(tmp_path / "no-such-checkpoint")  # the store is checked first: this is never read
+    (tmp_path / "doc.txt").write_text("a page to pre-cache", encoding="utf-8")
+    store = [option, value] if option in ("--cache-url", "--cache-dir") else ["--cache-url", "redis://127.0.0.1/0"]
+    store += [option, value] if option not in ("--cache-url", "--cache-dir") else []
+    commands = [["rerank", "--model", missing_model, "--query", "q", "--text", "a", *store]]
+    if option != "--cache-memory-limit":  # precache sets its own (0: ingestion never reads entries back)
+        commands.append(["precache", str(tmp_path / "doc.txt"), "--model", missing_model, "--no-progress", *store])
+    for argv in commands:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("minirerank: "), err
+        assert words in lines[0] and "s3cret" not in lines[0] and "no-such-checkpoint" not in lines[0]

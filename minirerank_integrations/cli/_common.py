@@ -12,9 +12,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args, get_origin
 
+from ..errors import ConfigError
 from ..store.codec import Storage
+from ..store.config import StoreConfig
 
 if TYPE_CHECKING:
     from ..engine.reranker import MiniReranker
@@ -57,36 +59,66 @@ def quiet_third_party() -> None:
 def add_engine_options(
     parser: argparse.ArgumentParser, *, store_required: bool, device_help: str = "where the model runs, e.g. cpu, cuda"
 ) -> None:
-    """The prefix store (``--cache-dir`` or ``--cache-url``, its namespace and precision) and the device and
-    dtype, as ``load_engine`` reads them: one spelling for every command, so a store ``precache`` filled is
-    the one ``rerank`` reads."""
+    """The prefix store (``--cache-dir`` or ``--cache-url``, and one ``--cache-*`` option per other
+    :class:`~minirerank_integrations.store.StoreConfig` field, its help and default read from the field) and
+    the device and dtype, as ``load_engine`` reads them: one spelling for every command, so a store
+    ``precache`` filled is the one ``rerank`` reads."""
     store = parser.add_mutually_exclusive_group(required=store_required)
-    store.add_argument("--cache-dir", metavar="DIR", default=None, help="a persistent prefix cache directory")
-    store.add_argument(
-        "--cache-url",
-        metavar="URL",
-        default=None,
-        help="a Redis or Valkey server, redis://host:6379/0 or rediss://; password in the URL or "
-        "$MINIRERANK_REDIS_PASSWORD",
-    )
-    parser.add_argument("--cache-namespace", default="minirerank", help="prefix of the Redis keys")
-    parser.add_argument("--cache-storage", default="float32", choices=STORAGES, help="precision of stored prefixes")
+    for name, field in StoreConfig.model_fields.items():
+        flag = "--cache-" + name.replace("_", "-")
+        choices = _choices(field.annotation)
+        metavar = None if choices else _METAVARS.get(name, name.upper())
+        default = "" if field.default is None else f" (default: {field.default})"
+        (store if name in ("dir", "url") else parser).add_argument(
+            flag,
+            dest=f"cache_{name}",  # None: the StoreConfig default
+            default=None,
+            type=_number_type(field.annotation),
+            choices=choices,
+            metavar=metavar,
+            help=(field.description or "").replace("%", "%%") + default,
+        )
     parser.add_argument("--device", default="cpu", help=device_help)
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
 
 
+def store_config(args: argparse.Namespace, **overrides: Any) -> StoreConfig:
+    """The :class:`StoreConfig` that the ``--cache-*`` options of ``add_engine_options`` describe; ``overrides``
+    (``cache_memory_limit=0``, ...) replace options. A bad value is a ``ConfigError`` naming the option."""
+    options = {f"cache_{name}": getattr(args, f"cache_{name}", None) for name in StoreConfig.model_fields}
+    try:
+        return StoreConfig.from_options(**(options | overrides))
+    except ConfigError as error:
+        # Name the options as the shell user typed them.
+        message = str(error)
+        for name in StoreConfig.model_fields:
+            message = message.replace(f"cache_{name}", "--cache-" + name.replace("_", "-"))
+        raise ConfigError(message) from None
+
+
 def load_engine(args: argparse.Namespace, **overrides: Any) -> MiniReranker:
     """``MiniReranker.from_pretrained`` with the options of ``add_engine_options`` (and ``--model``,
-    ``--config``); ``overrides`` adds or replaces keyword arguments."""
+    ``--config``); ``overrides`` adds or replaces keyword arguments (``cache_*`` ones change the store). The
+    store's settings are checked before the model loads."""
     from ..engine.reranker import MiniReranker
 
-    kwargs: dict[str, Any] = {
-        "config": args.config,
-        "device": args.device,
-        "dtype": args.dtype,
-        "cache_dir": args.cache_dir,
-        "cache_url": args.cache_url,
-        "cache_namespace": args.cache_namespace,
-        "cache_storage": args.cache_storage,
-    }
-    return MiniReranker.from_pretrained(args.model, **(kwargs | overrides))
+    store_overrides = {k: overrides.pop(k) for k in list(overrides) if k.startswith("cache_") or k == "store"}
+    store = store_config(args, **store_overrides)
+    kwargs: dict[str, Any] = {"config": args.config, "device": args.device, "dtype": args.dtype}
+    return MiniReranker.from_pretrained(args.model, **(kwargs | store.as_from_pretrained_kwargs() | overrides))
+
+
+#: Placeholders in ``--help`` for the store's options.
+_METAVARS = {"dir": "DIR", "url": "URL", "local_dir": "DIR", "namespace": "WORD"}
+_METAVARS |= {"size_limit": "BYTES", "memory_limit": "BYTES", "ttl": "SECONDS"}
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    """A Literal field's values, for argparse's ``choices``."""
+    return list(get_args(annotation)) if get_origin(annotation) is Literal else None
+
+
+def _number_type(annotation: Any) -> type | None:
+    """``int`` or ``float`` for a numeric field (``int | None`` included); None keeps the text."""
+    kinds = {annotation} | set(get_args(annotation))
+    return int if int in kinds else float if float in kinds else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+from contextlib import closing
+from urllib.parse import quote
 
 from ..errors import MiniRerankError
 from ..store import DiskPrefixStore
@@ -33,42 +35,84 @@ def add_commands(commands: Subparsers) -> None:
         action.set_defaults(handler=handler)
 
 
-def _open_store(directory: str, *, read_only: bool = False) -> DiskPrefixStore | None:
-    """The store at ``directory``, or None (reported on stderr) if there is no usable prefix store there.
-
-    A directory without the prefix store's mark is refused before anything opens it: it may hold another
-    application's cache, whose rows ``verify`` and ``clear`` would delete.
-    """
+def _refusal(directory: str) -> str | None:
+    """Why ``directory`` is not touched, or None. A directory without the prefix store's mark is refused
+    before anything opens it: it may hold another application's cache, whose rows ``verify`` and ``clear``
+    would delete."""
     if not os.path.isfile(os.path.join(directory, "cache.db")):
-        fail(f"no prefix cache in {directory!r} (no cache.db)")
-        return None
+        return f"no prefix cache in {directory!r} (no cache.db)"
     if not is_prefix_store(directory):
-        fail(f"{directory!r} is not a minirerank prefix store (no {MARKER_FILE}); refusing to touch it")
+        return f"{directory!r} is not a minirerank prefix store (no {MARKER_FILE}); refusing to touch it"
+    return None
+
+
+def _unopenable(directory: str, cause: object = None) -> str:
+    because = "" if cause is None else f"{cause}: "
+    return (
+        f"the prefix cache in {directory!r} cannot be opened ({because}damaged or unreadable cache.db); delete the "
+        "directory to rebuild it, its entries are recomputed on demand"
+    )
+
+
+def _open_store(directory: str) -> DiskPrefixStore | None:
+    """The store at ``directory``, or None (reported on stderr) if there is no usable prefix store there."""
+    refusal = _refusal(directory)
+    if refusal is not None:
+        fail(refusal)
         return None
     try:
-        store = DiskPrefixStore(directory, read_only=read_only)
+        store = DiskPrefixStore(directory)
     except MiniRerankError as error:
         fail(error)
         return None
     if not store.available:
-        fail(
-            f"the prefix cache in {directory!r} cannot be opened (damaged or unreadable cache.db); delete the "
-            "directory to rebuild it, its entries are recomputed on demand"
-        )
+        fail(_unopenable(directory))
         return None
     return store
 
 
 def _cache_stats(args: argparse.Namespace) -> int:
-    store = _open_store(args.cache_dir, read_only=True)  # stats never writes
-    if store is None:
-        return EXIT_USAGE
-    with store:
-        entries, volume = len(store), store.stats.bytes
-    print(f"directory: {os.path.abspath(args.cache_dir)}")
+    directory = args.cache_dir
+    refusal = _refusal(directory)
+    if refusal is not None:
+        return fail(refusal)
+    try:
+        entries, volume = _read_only_counts(directory)
+    except (OSError, sqlite3.Error) as error:
+        return fail(_unopenable(directory, error))
+    print(f"directory: {os.path.abspath(directory)}")
     print(f"entries: {entries}")
     print(f"bytes: {volume} ({volume / 2**20:.1f} MiB)")
     return EXIT_OK
+
+
+def _read_only_counts(directory: str) -> tuple[int, int]:
+    """Rows, and bytes of database pages plus value files (as ``diskcache.Cache.volume``), of the store at
+    ``directory``, read without writing anything there.
+
+    A plain read-only connection to a WAL database creates its ``-wal`` and ``-shm`` files when they are
+    absent, so it is used only while a writer holds both (rows it committed but did not yet copy into the
+    database are then counted too). Otherwise the database is opened ``immutable``: no lock and no side
+    file; without a ``-wal`` every committed row is in the database itself
+    (https://www.sqlite.org/uri.html#uriimmutable).
+    """
+    database = os.path.abspath(os.path.join(directory, "cache.db"))
+    live = all(os.path.exists(database + suffix) for suffix in ("-wal", "-shm"))
+    try:
+        return _counts(database, "mode=ro" if live else "mode=ro&immutable=1")
+    except sqlite3.OperationalError:
+        if not live:
+            raise
+        return _counts(database, "mode=ro&immutable=1")  # a -shm this process may not write
+
+
+def _counts(database: str, mode: str) -> tuple[int, int]:
+    with closing(sqlite3.connect(f"file:{quote(database)}?{mode}", uri=True, timeout=60)) as connection:
+        ((entries,),) = connection.execute("SELECT count(*) FROM Cache").fetchall()
+        ((pages,),) = connection.execute("PRAGMA page_count").fetchall()
+        ((page_size,),) = connection.execute("PRAGMA page_size").fetchall()
+        ((files,),) = connection.execute("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchall()
+    return int(entries), int(pages) * int(page_size) + int(files)
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from ..demo_model import DEMO_MODEL
 from ..engine.config import PresetName, RerankConfig
 from ..engine.inputs import Candidate
 from ..errors import ConfigError, InputError
+from ..store.config import StoreConfig
 from .ingest import ingest
 from .report import Outcome, PrecacheReport
 
@@ -31,12 +32,13 @@ logger = logging.getLogger(__name__)
 class _PrecacheWorker:
     """A Ray Data actor: one loaded model, called with batches of JSON-encoded documents."""
 
-    def __init__(self, model: str, load_options: dict[str, Any]) -> None:
+    def __init__(self, model: str, load_options: dict[str, Any], store: dict[str, Any]) -> None:
         from ..engine.reranker import MiniReranker
 
         if isinstance(load_options.get("config"), dict):
             load_options = {**load_options, "config": RerankConfig.model_validate(load_options["config"])}
-        self.engine = MiniReranker.from_pretrained(model, **load_options)
+        settings = StoreConfig.model_validate(store)
+        self.engine = MiniReranker.from_pretrained(model, **load_options, **settings.as_from_pretrained_kwargs())
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         records = [json.loads(str(raw)) for raw in batch["record"]]
@@ -55,14 +57,15 @@ class _PrecacheWorker:
 def precache_on_ray(
     documents: Sequence[Candidate],
     *,
+    store: StoreConfig | dict[str, Any] | None = None,
     cache_url: str | None = None,
     cache_dir: str | Path | None = None,
     model: str | Path = DEMO_MODEL,
     config: RerankConfig | PresetName | None = None,
     workers: int = 2,
     batch_size: int = 8,
-    cache_storage: str = "float32",
-    cache_namespace: str = "minirerank",
+    cache_storage: str | None = None,
+    cache_namespace: str | None = None,
     dtype: str = "float32",
     gpus_per_worker: float | None = None,
     progress: bool = True,
@@ -71,22 +74,38 @@ def precache_on_ray(
 
     Args:
         documents: candidates whose images are paths every worker can read, or base64 text.
-        cache_url: the shared store (``redis://...``); or ``cache_dir``, a directory all workers reach.
-        model, config, cache_storage, cache_namespace, dtype: as in ``MiniReranker.from_pretrained``.
+        store: the shared store's settings (a :class:`StoreConfig` or a dict of one): a Redis ``url``, or a
+            ``dir`` every worker reaches. ``cache_url``, ``cache_dir``, ``cache_storage`` and
+            ``cache_namespace`` are shorthands that set (or change) those settings. The actors keep no
+            memory tier (an ingesting actor never reads its entries back).
+        model, config, dtype: as in ``MiniReranker.from_pretrained``.
         workers: actors in the pool, each with its own loaded model.
         batch_size: documents per call of an actor.
         gpus_per_worker: GPUs per actor; None: 1 when the cluster has a GPU per worker, else 0 (CPU).
         progress: show a progress bar of documents handled.
 
     Resumable: documents whose prefix the store holds are reported as present and not recomputed.
+
+    Raises:
+        ConfigError: invalid store settings, or a store the workers cannot share (none, or memory).
     """
+    settings = StoreConfig.from_options(
+        store=store,
+        cache_url=cache_url,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        cache_storage=cache_storage,
+        cache_namespace=cache_namespace,
+        cache_memory_limit=0,
+    )
+    if settings.kind == "memory":
+        raise ConfigError(
+            "pass a shared store: a Redis url (cache_url) or a directory every worker reaches (cache_dir)"
+        )
     try:
         import ray
         import ray.data
     except ImportError as error:
         raise ConfigError("pre-caching on Ray needs Ray Data: pip install 'minirerank-integrations[ray]'") from error
-    if (cache_url is None) == (cache_dir is None):
-        raise ConfigError("pass exactly one shared store: cache_url (Redis) or cache_dir (a shared directory)")
     if workers < 1 or batch_size < 1:
         raise ConfigError(f"workers ({workers}) and batch_size ({batch_size}) must be >= 1")
     documents = list(documents)
@@ -106,13 +125,7 @@ def precache_on_ray(
         "config": config.model_dump() if isinstance(config, RerankConfig) else config,
         "device": "cuda" if gpus_per_worker > 0 else "cpu",
         "dtype": dtype,
-        "cache_storage": cache_storage,
-        "cache_memory_limit": 0,  # an ingesting actor never reads its entries back
     }
-    if cache_url is not None:
-        load_options.update(cache_url=cache_url, cache_namespace=cache_namespace)
-    else:
-        load_options["cache_dir"] = str(cache_dir)
     items = [
         {"record": json.dumps({"position": i, "id": d.id, "text": d.text, "images": list(d.images)})}
         for i, d in enumerate(documents)
@@ -124,7 +137,7 @@ def precache_on_ray(
         dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
         results = dataset.map_batches(
             _PrecacheWorker,
-            fn_constructor_kwargs={"model": str(model), "load_options": load_options},
+            fn_constructor_kwargs={"model": str(model), "load_options": load_options, "store": settings.model_dump()},
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,

@@ -95,10 +95,12 @@ class StoreConfig(BaseModel):
         description="Redis only: prefix (a word, no whitespace) of every key, so several deployments share a "
         "server without meeting each other's entries.",
     )
-    storage: Storage = Field(
-        "float32",
-        description="Precision of stored keys and values: float32 (lossless), float16 or bfloat16 (half the "
-        "bytes), int8 (a quarter); the error bounds are in the store's codec.",
+    storage: Storage | None = Field(
+        None,
+        description="Precision of the keys and values a directory or Redis stores: float32 (lossless), float16 "
+        "or bfloat16 (half the bytes), int8 (a quarter); the error bounds are in the store's codec. None: the "
+        "model's weights dtype when an engine opens the store (float32 for open_store alone). The memory store "
+        "keeps entries as computed.",
     )
     size_limit: int | None = Field(
         None,

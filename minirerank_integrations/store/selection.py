@@ -31,7 +31,8 @@ def open_store(
     """The prefix store that ``target`` names.
 
     ``target`` is a :class:`StoreConfig` (or a dict of one), or, in the keyword form, a URL or a directory
-    with the other settings as keywords (None leaves a setting at the StoreConfig default):
+    with the other settings as keywords (None leaves a setting at the StoreConfig default; a store opened here
+    without a ``storage`` stores float32):
 
     * None: a :class:`MemoryPrefixStore` of ``size_limit`` bytes (1 GiB by default), for this process only.
     * ``redis://``, ``rediss://`` or ``unix://`` URL: a :class:`RedisPrefixStore` (``namespace``, ``ttl``),
@@ -87,16 +88,17 @@ def _where(target: str | os.PathLike[str] | None) -> dict[str, str | None]:
 def _opened(config: StoreConfig) -> PrefixStore:
     if config.kind == "memory":
         return MemoryPrefixStore(**({} if config.size_limit is None else {"size_limit": config.size_limit}))
+    storage = config.storage or "float32"
     tiers: list[PrefixStore] = []
     if config.memory_limit:
         tiers.append(MemoryPrefixStore(size_limit=config.memory_limit))
     back: PrefixStore
     if config.url is not None:
         if config.local_dir is not None:
-            tiers.append(DiskPrefixStore(os.path.expanduser(config.local_dir), storage=config.storage))
-        back = RedisPrefixStore(config.url, namespace=config.namespace, storage=config.storage, ttl=config.ttl)
+            tiers.append(DiskPrefixStore(os.path.expanduser(config.local_dir), storage=storage))
+        back = RedisPrefixStore(config.url, namespace=config.namespace, storage=storage, ttl=config.ttl)
     else:
         assert config.dir is not None  # kind == "directory"
         kwargs = {} if config.size_limit is None else {"size_limit": config.size_limit}
-        back = DiskPrefixStore(os.path.expanduser(config.dir), storage=config.storage, **kwargs)
+        back = DiskPrefixStore(os.path.expanduser(config.dir), storage=storage, **kwargs)
     return TieredPrefixStore([*tiers, back]) if tiers else back
