@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..engine.config import RerankConfig
-from ..engine.modeling import ADAPT_FILE, CONFIG_FILE, load_backbone
+from ..engine.modeling import ADAPT_FILE, CONFIG_FILE, Backbone, load_backbone
 from ..engine.reranker import MiniReranker
 from ..errors import CacheError, ConfigError, InputError, ScoreError, TrainingError
 from .data.tasks import RerankTask
@@ -337,6 +337,14 @@ def _accumulate(
     return total
 
 
+def _frozen_copy(backbone: Backbone) -> Backbone:
+    """A copy of ``backbone``'s weights that training leaves alone (tokenizer and image processor shared)."""
+    model = copy.deepcopy(backbone.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Backbone(model, backbone.tokenizer, backbone.image_processor, backbone.name)
+
+
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
@@ -558,10 +566,7 @@ def adapt(
 
     if Path(base_name).exists():  # a local base is recorded absolute: the output may be loaded from anywhere
         base_name = str(Path(base_name).resolve())
-    frozen = copy.deepcopy(backbone)  # the teacher and the pruning embedder: the weights we start from
-    for p in frozen.model.parameters():
-        p.requires_grad_(False)
-    frozen.model.eval()
+    frozen = _frozen_copy(backbone)  # the teacher and the pruning embedder: the weights we start from
     target = target.resolve(backbone.num_layers)
     teacher = MiniReranker(frozen, "dense")
     student = MiniReranker(backbone, target, embedder=frozen)
@@ -680,7 +685,7 @@ def load_adapter(
     if not (folder / LORA_WEIGHTS).is_file() or not (folder / LORA_CONFIG).is_file():
         raise ModelLoadError(f"{folder}: not a LoRA folder (needs {LORA_WEIGHTS} and {LORA_CONFIG})")
     backbone = load_backbone(base, device=device, dtype=dtype)
-    embedder = copy.deepcopy(backbone)
+    embedder = _frozen_copy(backbone)
     load_lora(backbone, folder)
     merge_lora(backbone)
     backbone.model.eval()
