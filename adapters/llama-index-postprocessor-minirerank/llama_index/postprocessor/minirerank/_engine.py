@@ -7,13 +7,31 @@ from typing import Any, Literal
 
 import torch
 from llama_index.core.utils import infer_torch_device
-from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig
+from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, StoreConfig
 
 #: The checkpoint loaded when no model is named.
 DEFAULT_MODEL = DEMO_MODEL  # the embedded demo; pass a real checkpoint such as "Qwen/Qwen3-VL-Reranker-2B"
 
 PresetName = Literal["paper", "dense"]
 ModelLike = str | os.PathLike | MiniReranker
+StoreLike = StoreConfig | dict[str, Any]
+
+#: The ``store`` field's description, one text for both components.
+STORE_DESCRIPTION = (
+    "The engine's prefix store: a StoreConfig or a dict of one (a directory or a Redis URL, the precision such as "
+    "int8, size and memory limits in bytes, ttl in seconds); None: in memory. cache_dir and cache_url are "
+    "shorthands for its dir and url. Loading only."
+)
+
+
+def store_settings(
+    store: StoreLike | None, cache_dir: str | os.PathLike | None, cache_url: str | None
+) -> StoreConfig | None:
+    """One :class:`StoreConfig` of ``store`` with the ``cache_dir`` and ``cache_url`` shorthands applied, or None
+    when none was given; ``ConfigError`` naming a bad setting."""
+    if store is None and cache_dir is None and cache_url is None:
+        return None
+    return StoreConfig.from_options(store=store, cache_dir=cache_dir, cache_url=cache_url)
 
 
 def resolve_engine(
@@ -23,29 +41,30 @@ def resolve_engine(
     batch_size: int | None,
     device: str | None,
     dtype: str | None,
-    cache_dir: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None = None,
     cache_url: str | None = None,
+    store: StoreLike | None = None,
 ) -> tuple[MiniReranker, dict[str, Any]]:
     """Load ``model`` by name, or share it if it is already a ``MiniReranker``.
 
     Returns the engine and the values the component records in its fields (what ``to_dict`` writes), so
     that ``from_dict`` loads the same model with the same settings.
 
-    The loading options (``device``, ``dtype``, ``cache_dir``, ``cache_url``) belong to whoever loads the model, and the
-    configuration to the engine: a shared engine is never reconfigured behind the back of the other
-    components that use it, so a conflicting value raises ``ValueError`` instead.
+    The loading options (``device``, ``dtype``, the store: ``store``, ``cache_dir``, ``cache_url``) belong to
+    whoever loads the model, and the configuration to the engine: a shared engine is never reconfigured behind
+    the back of the other components that use it, so a conflicting value raises ``ValueError`` instead. Store
+    settings are checked (``ConfigError``) before the model loads.
     """
     if isinstance(model, MiniReranker):
-        return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir, cache_url)
+        return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir, cache_url, store)
+    settings = store_settings(store, cache_dir, cache_url)
     name = os.fspath(model)
     device = device or infer_torch_device()
     kwargs: dict[str, Any] = {"config": config, "device": device}  # None: the checkpoint's own, else "paper"
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if cache_dir is not None:
-        kwargs["cache_dir"] = cache_dir
-    if cache_url is not None:
-        kwargs["cache_url"] = cache_url
+    if settings is not None:
+        kwargs.update(settings.as_from_pretrained_kwargs())
     engine = MiniReranker.from_pretrained(name, **kwargs)
     if batch_size is not None and batch_size != engine.config.batch_size:
         engine.config = _with_batch_size(engine.config, batch_size)
@@ -55,8 +74,9 @@ def resolve_engine(
         "batch_size": batch_size,
         "device": device,
         "dtype": _dtype_name(engine),
-        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
-        "cache_url": cache_url,
+        "cache_dir": None if settings is None else settings.dir,
+        "cache_url": None if settings is None else settings.url,
+        "store": settings,
     }
     return engine, fields
 
@@ -99,7 +119,8 @@ def _shared_fields(
     device: str | None,
     dtype: str | None,
     cache_dir: str | os.PathLike | None,
-    cache_url: str | None = None,
+    cache_url: str | None,
+    store: StoreLike | None,
 ) -> dict[str, Any]:
     current = engine.config
     if config is not None or batch_size is not None:
@@ -136,6 +157,11 @@ def _shared_fields(
             "cache_url applies only when the model is loaded by name; pass it to "
             "MiniReranker.from_pretrained(..., cache_url=...) when you load the engine you share"
         )
+    if store is not None:
+        raise ValueError(
+            "store applies only when the model is loaded by name; pass its settings to "
+            "MiniReranker.from_pretrained when you load the engine you share"
+        )
     return {
         "model": model_name(engine),
         "config": current,
@@ -144,6 +170,7 @@ def _shared_fields(
         "dtype": _dtype_name(engine),
         "cache_dir": None,
         "cache_url": None,
+        "store": None,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from minirerank_integrations.serve.client import RemoteReranker
 
 #: Options that only shape how a model is loaded in this process; the server loaded its own.
-_LOCAL_ONLY = ("config", "cache_dir", "cache_url", "device", "dtype", "batch_size")
+_LOCAL_ONLY = ("config", "cache_dir", "cache_url", "store", "device", "dtype", "batch_size")
 
 
 def remote_engine(

@@ -23,10 +23,20 @@ from minirerank_integrations import (
     Query,
     RerankConfig,
     RerankResults,
+    StoreConfig,
 )
 
 from ._convert import ImageFetcher, copied_metadata, node_to_candidate, query_to_engine
-from ._engine import DEFAULT_MODEL, ModelLike, PresetName, rebuild_problem, refuse_unrebuildable, resolve_engine
+from ._engine import (
+    DEFAULT_MODEL,
+    STORE_DESCRIPTION,
+    ModelLike,
+    PresetName,
+    StoreLike,
+    rebuild_problem,
+    refuse_unrebuildable,
+    resolve_engine,
+)
 from ._remote import remote_engine
 
 logger = logging.getLogger(__name__)
@@ -71,13 +81,14 @@ class MiniRerank(BaseNodePostprocessor):
     )
     cache_dir: str | None = Field(
         default=None,
-        description="Directory of the engine's persistent prefix store (None: in memory). Loading only.",
+        description="Directory of the engine's persistent prefix store (store.dir; None: in memory). Loading only.",
     )
     cache_url: str | None = Field(
         default=None,
         description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
         "URL or $MINIRERANK_REDIS_PASSWORD), instead of cache_dir. Loading only.",
     )
+    store: StoreConfig | None = Field(default=None, description=STORE_DESCRIPTION)
     device: str | None = Field(
         default=None, description="Torch device of the model (None: cuda, mps or cpu, whichever is present)."
     )
@@ -119,6 +130,7 @@ class MiniRerank(BaseNodePostprocessor):
         config: RerankConfig | PresetName | None = None,
         cache_dir: str | os.PathLike | None = None,
         cache_url: str | None = None,
+        store: StoreLike | None = None,
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
@@ -135,11 +147,11 @@ class MiniRerank(BaseNodePostprocessor):
         load = {"config": config, "batch_size": batch_size, "device": device, "dtype": dtype}
         if base_url is not None:  # remote mode: a server scores (_remote.py)
             engine, fields = remote_engine(
-                base_url, api_key, str(model), **load, cache_dir=cache_dir, cache_url=cache_url
+                base_url, api_key, str(model), **load, cache_dir=cache_dir, cache_url=cache_url, store=store
             )
             kwargs["api_key"] = api_key
         else:
-            engine, fields = resolve_engine(model, **load, cache_dir=cache_dir, cache_url=cache_url)  # type: ignore[arg-type]
+            engine, fields = resolve_engine(model, **load, cache_dir=cache_dir, cache_url=cache_url, store=store)  # type: ignore[arg-type]
         super().__init__(
             top_n=top_n,
             keep_retrieval_score=keep_retrieval_score,

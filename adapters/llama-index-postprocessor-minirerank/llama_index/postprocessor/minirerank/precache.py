@@ -10,10 +10,17 @@ from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode, TransformComponent
-from minirerank_integrations import Candidate, CandidateError, MiniReranker, MiniRerankError, RerankConfig
+from minirerank_integrations import (
+    Candidate,
+    CandidateError,
+    MiniReranker,
+    MiniRerankError,
+    RerankConfig,
+    StoreConfig,
+)
 
 from ._convert import ImageFetcher, node_to_candidate
-from ._engine import DEFAULT_MODEL, ModelLike, PresetName, resolve_engine
+from ._engine import DEFAULT_MODEL, STORE_DESCRIPTION, ModelLike, PresetName, StoreLike, resolve_engine
 from .base import MiniRerank
 
 logger = logging.getLogger(__name__)
@@ -28,7 +35,7 @@ class MiniRerankPrecache(TransformComponent):
     only reused for a node whose text and image are the same at query time. Nodes pass through
     unchanged. Give it the ``MiniRerank`` (or the ``MiniReranker``) that will rerank the nodes, so both
     use one engine and one store; a model name loads a separate engine, useful with a shared on-disk
-    ``cache_dir``.
+    store (``store``, or its ``cache_dir`` shorthand).
 
     The engine's configuration must be vision-first with the document side as prefix (the ``paper``
     preset); otherwise the engine raises ``InputError``.
@@ -41,13 +48,15 @@ class MiniRerankPrecache(TransformComponent):
         "sharing one.",
     )
     cache_dir: str | None = Field(
-        default=None, description="Directory of the engine's persistent prefix store (None: in memory). Loading only."
+        default=None,
+        description="Directory of the engine's persistent prefix store (store.dir; None: in memory). Loading only.",
     )
     cache_url: str | None = Field(
         default=None,
         description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
         "URL or $MINIRERANK_REDIS_PASSWORD), instead of cache_dir. Loading only.",
     )
+    store: StoreConfig | None = Field(default=None, description=STORE_DESCRIPTION)
     device: str | None = Field(default=None, description="Torch device of the model (None: the best present).")
     dtype: str | None = Field(default=None, description="Weights dtype: float32, bfloat16 or float16.")
     batch_size: int | None = Field(
@@ -77,6 +86,7 @@ class MiniRerankPrecache(TransformComponent):
         config: RerankConfig | PresetName | None = None,
         cache_dir: str | os.PathLike | None = None,
         cache_url: str | None = None,
+        store: StoreLike | None = None,
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
@@ -101,6 +111,7 @@ class MiniRerankPrecache(TransformComponent):
             dtype=dtype,
             cache_dir=cache_dir,
             cache_url=cache_url,
+            store=store,
         )
         super().__init__(
             metadata_mode=MetadataMode.EMBED if metadata_mode is None else metadata_mode,
