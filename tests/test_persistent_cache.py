@@ -43,8 +43,7 @@ def test_hits_equal_misses_and_the_reference(tiny4_path, tmp_path):
 
 _CHILD = textwrap.dedent(
     """
-    import json, sys
-    sys.path.insert(0, {tests!r})
+    import json
     from test_persistent_cache import QUERY, documents
     from minirerank_integrations import MiniReranker
     reranker = MiniReranker.from_pretrained({model!r}, config="paper", cache_dir={cache!r})
@@ -57,10 +56,11 @@ _CHILD = textwrap.dedent(
 
 
 def _child(model, cache, n=4, offset=0) -> subprocess.Popen:
-    code = _CHILD.format(
-        tests=str(__import__("pathlib").Path(__file__).parent), model=str(model), cache=str(cache), n=n, offset=offset
+    code = _CHILD.format(model=str(model), cache=str(cache), n=n, offset=offset)
+    tests = __import__("pathlib").Path(__file__).parent  # `python -c` imports from its working directory
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tests, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _result(process: subprocess.Popen) -> dict:
