@@ -7,15 +7,15 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
-from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, RerankResults
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, RerankResults, StoreConfig
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
 from ._inputs import ImageKeys, candidate_from_document, copied_metadata, query_from_text
 from ._remote import remote_reranker
 
 # Options that only shape how a model is loaded; a shared ``MiniReranker`` was configured by its owner.
-_LOAD_OPTIONS = ("config", "cache_dir", "cache_url", "device", "dtype", "batch_size")
+_LOAD_OPTIONS = ("config", "cache_dir", "cache_url", "store", "device", "dtype", "batch_size")
 
 
 class RerankInput(TypedDict):
@@ -80,12 +80,18 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         "the checkpoint, else 'paper'.",
     )
     cache_dir: str | Path | None = Field(
-        None, description="Directory of the persistent prefix store, used when loading; None: in memory."
+        None, description="Directory of the persistent prefix store (store.dir), used when loading; None: in memory."
     )
     cache_url: str | None = Field(
         None,
-        description="A Redis or Valkey server shared by replicas (redis://host:6379/0, rediss://; password in the "
-        "URL or $MINIRERANK_REDIS_PASSWORD), used when loading, instead of cache_dir.",
+        description="A Redis or Valkey server shared by replicas (store.url: redis://host:6379/0, rediss://; password "
+        "in the URL or $MINIRERANK_REDIS_PASSWORD), used when loading, instead of cache_dir.",
+    )
+    store: StoreConfig | None = Field(
+        None,
+        description="The prefix store, used when loading: a StoreConfig or a dict of one (a directory or a Redis URL, "
+        "the precision such as int8, size and memory limits in bytes, ttl in seconds); None: in memory. cache_dir "
+        "and cache_url are shorthands for its dir and url.",
     )
     device: str | None = Field(None, description="Where the model runs, used when loading; None: 'cpu'.")
     dtype: str | None = Field(None, description="Weight dtype, used when loading; None: 'float32'.")
@@ -123,6 +129,12 @@ class MiniRerankCompressor(BaseDocumentCompressor):
 
     _reranker: MiniReranker = PrivateAttr()
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store(cls, value: object) -> object:
+        # The store's own validation and message (ConfigError naming the setting), not a second copy.
+        return None if value is None else StoreConfig.model_validate(value)
+
     @model_validator(mode="after")
     def _load_reranker(self) -> Self:
         """Load the model named by ``model``, or check the options against a shared engine."""
@@ -145,14 +157,14 @@ class MiniRerankCompressor(BaseDocumentCompressor):
                 )
             self._reranker = self.model
             return self
+        store = StoreConfig.from_options(store=self.store, cache_dir=self.cache_dir, cache_url=self.cache_url)
         reranker = MiniReranker.from_pretrained(
             self.model,
             config=self.config,
             device=self.device or "cpu",
             dtype=self.dtype or "float32",
-            cache_dir=self.cache_dir,
-            cache_url=self.cache_url,
             image_fetcher=self.image_fetcher,
+            **store.as_from_pretrained_kwargs(),
         )
         if self.batch_size is not None:
             reranker.config = reranker.config.model_copy(update={"batch_size": self.batch_size})
