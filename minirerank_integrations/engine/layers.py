@@ -9,6 +9,7 @@ concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``co
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,14 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import repeat_kv, rotate_hal
 from ..store import PrefixEntry
 from .modeling import Backbone, SegmentStates
 
-NEG = torch.finfo(torch.float32).min  # additive mask value; finite, so fully masked pad rows give no NaN
+# Masks are boolean, [batch, 1, queries, keys], True where a query may read a key: one byte per entry, built once
+# per call, and never a value that turns into -inf in a narrower dtype (float32's min is -inf in bfloat16).
+# ``None`` means plainly causal over an unpadded batch (SDPA's ``is_causal``; no mask at all for one query).
+# No row is ever fully masked: a left-padding row reads itself. Fused CUDA kernels may return NaN for a row with
+# no key, and that NaN reaches every row of the batch at the next layer (0 x NaN); design notes, section 7.
+Mask = torch.Tensor | None
+
+NEG = torch.finfo(torch.float32).min  # masked score in the eager float32 softmax; finite there
 
 
 def _rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,30 +46,80 @@ def _sdpa_has_gqa() -> bool:
             return False
 
 
-#: How grouped-query attention reaches SDPA without repeating keys/values per head: ``"native"`` passes
-#: ``enable_gqa=True`` (torch >= 2.5); ``"fold"`` folds each query group into the query axis,
-#: [batch, kv_heads, group * queries, head_dim], which any SDPA kernel accepts. Both equal the eager math.
-GQA_MODE: str = "native" if _sdpa_has_gqa() else "fold"
+_HAS_GQA = _sdpa_has_gqa()
+
+#: How grouped-query attention with a mask reaches SDPA without repeating keys/values per head: ``"fold"`` folds
+#: each query group into the query axis, [batch, kv_heads, group * queries, head_dim], which every SDPA kernel
+#: accepts; ``"native"`` passes ``enable_gqa=True`` (torch >= 2.5). On CUDA, flash attention takes grouped heads
+#: but no mask, and the memory-efficient kernel takes a mask but not grouped heads
+#: (``check_batch_size_and_num_heads_dense<false>`` in torch's ``cuda/sdp_utils.cpp``): a masked ``enable_gqa``
+#: call can leave only the math kernel, the fold keeps the memory-efficient one. Unmasked causal calls pass
+#: ``enable_gqa`` with ``is_causal`` where torch has it (flash takes both). Both modes equal the eager math.
+GQA_MODE: str = "fold"
 
 
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale + bias) v through ``scaled_dot_product_attention``, keys/values never repeated.
+def sdpa_arguments(q: torch.Tensor, keys: torch.Tensor, mask: Mask) -> tuple[torch.Tensor, dict]:
+    """The query and keyword arguments :func:`attend` hands ``scaled_dot_product_attention`` (besides keys, values
+    and scale): public so a device check can ask torch which kernel serves this project's masks.
 
-    q [batch, heads, queries, dim]; keys, values [batch, kv_heads, keys, dim]; bias [batch, 1, queries, keys]
-    additive (finite, so fully masked padding rows stay finite). Returns [batch, heads, queries, dim].
+    q [batch, heads, queries, dim]; keys [batch, kv_heads, keys, dim]; ``mask`` as :data:`Mask` (an additive float
+    mask is accepted too, clamped to the query dtype's finite range).
     """
-    bias = bias.to(q.dtype)
-    heads, kv_heads = q.shape[1], keys.shape[1]
+    batch, heads, queries, dim = q.shape
+    kv_heads, n_keys = keys.shape[1], keys.shape[2]
+    if mask is not None and mask.dtype != torch.bool:  # additive: keep it finite in the dtype it is used in
+        mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
+    causal = mask is None and queries > 1  # one query reading every key needs no mask at all
+    if causal and queries != n_keys:
+        raise ValueError(f"an implicit causal mask needs as many keys as queries, got {queries} and {n_keys}")
     if heads == kv_heads:
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale)
-    if GQA_MODE == "native":
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale, enable_gqa=True)
-    batch, _, queries, dim = q.shape
+        return q, {"attn_mask": mask, "is_causal": causal}
+    if causal and _HAS_GQA:
+        return q, {"is_causal": True, "enable_gqa": True}
+    if causal:  # the fold breaks SDPA's notion of causal order: spell the mask out
+        mask = torch.ones(1, 1, queries, n_keys, dtype=torch.bool, device=q.device).tril()
+    if GQA_MODE == "native" and _HAS_GQA:
+        return q, {"attn_mask": mask, "enable_gqa": True}
     group = heads // kv_heads  # head h reads kv head h // group (as repeat_kv lays them out)
-    folded = q.reshape(batch, kv_heads, group * queries, dim)
-    mask = bias[:, :, None].expand(-1, -1, group, -1, -1).reshape(batch, bias.shape[1], group * queries, -1)
-    out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=scale)
-    return out.reshape(batch, heads, queries, dim)
+    folded = q.reshape(batch, kv_heads, group * queries, dim)  # [batch, kv_heads, group * queries, dim]
+    return folded, {"attn_mask": _folded_mask(mask, group) if mask is not None else None}
+
+
+_last_fold: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (mask, group, folded): reused across layers
+
+
+def _folded_mask(mask: torch.Tensor, group: int) -> torch.Tensor:
+    """``mask`` [rows, 1, queries, keys] repeated per query group: [rows, 1, group * queries, keys] (a view when
+    there is one query). Every layer of a call passes the same mask: it is folded once, not once per layer."""
+    global _last_fold
+    last = _last_fold
+    if last is not None and last[0] is mask and last[1] == group:
+        return last[2]
+    rows, _, queries, n_keys = mask.shape
+    folded = mask[:, :, None].expand(rows, 1, group, queries, n_keys).reshape(rows, 1, group * queries, n_keys)
+    _last_fold = (mask, group, folded)  # holds the mask, so its identity cannot be reused while cached
+    return folded
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale, masked) v through ``scaled_dot_product_attention``, keys/values never repeated.
+
+    q [batch, heads, queries, dim]; keys, values [batch, kv_heads, keys, dim]; ``mask`` as :data:`Mask`.
+    Returns [batch, heads, queries, dim].
+    """
+    query, kwargs = sdpa_arguments(q, keys, mask)
+    # looked up at call time, so a test can stand in a kernel that returns NaN for fully masked rows
+    out = F.scaled_dot_product_attention(query, keys, values, scale=scale, **kwargs)
+    return out.reshape(q.shape)
+
+
+def _masked(scores: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """float32 ``scores`` with masked entries at :data:`NEG` (an additive float mask is added instead)."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, NEG)
+    return scores + mask.float()
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -74,7 +132,7 @@ def layer_forward(
     x: torch.Tensor,  # [batch, tokens, hidden]
     cos: torch.Tensor,  # [batch, tokens, head_dim]
     sin: torch.Tensor,
-    bias: torch.Tensor,  # [batch, 1, tokens, past + tokens] additive, float32
+    bias: Mask,  # [batch, 1, tokens, past + tokens] bool, or None: causal, unpadded (see Mask)
     past: tuple[torch.Tensor, torch.Tensor] | None = None,  # [batch, kv_heads, past, head_dim] each
     *,
     last_only: bool = False,
@@ -98,7 +156,8 @@ def layer_forward(
         return None, _rope(k, cos, sin), v, None
     residual = x
     if last_only:  # only the last token's query is read: project it alone
-        h, cos_q, sin_q, bias, residual = h[:, -1:], cos[:, -1:], sin[:, -1:], bias[:, :, -1:], x[:, -1:]
+        h, cos_q, sin_q, residual = h[:, -1:], cos[:, -1:], sin[:, -1:], x[:, -1:]
+        bias = bias[:, :, -1:] if bias is not None else None  # None: the last token reads every key
     else:
         cos_q, sin_q = cos, sin
     q = attn.q_norm(attn.q_proj(h).view(batch, h.shape[1], -1, attn.head_dim)).transpose(1, 2)
@@ -116,21 +175,39 @@ def layer_forward(
 
 
 def eager_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: Mask, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The stock eager attention: (output [batch, heads, queries, dim], probabilities [batch, heads, queries, keys])."""
     n_rep = q.shape[1] // keys.shape[1]
     keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
     scores = torch.matmul(q, keys.transpose(2, 3)) * scale  # [batch, heads, queries, keys]
-    probs = F.softmax(scores.float() + bias, dim=-1).to(q.dtype)
+    if bias is None:  # causal, keys aligned with the queries' end (the last query reads every key)
+        queries, n_keys = scores.shape[-2:]
+        bias = torch.ones(queries, n_keys, dtype=torch.bool, device=q.device).tril(n_keys - queries)
+    probs = F.softmax(_masked(scores.float(), bias), dim=-1).to(q.dtype)
     return torch.matmul(probs, values), probs
 
 
-def _causal(valid: torch.Tensor) -> torch.Tensor:
-    """Additive causal mask [batch, 1, t, t] over left-padded rows; ``valid`` is [batch, t] bool."""
+def causal_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Causal mask [batch, 1, t, t] over left-padded rows (``valid`` [batch, t] bool): a real token reads the real
+    tokens up to itself; a padding row reads itself only, so no row is empty."""
     t = valid.shape[1]
-    allowed = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()[None] & valid[:, None, :]
-    return torch.where(allowed, 0.0, NEG)[:, None]
+    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()  # [t, t]
+    diagonal = torch.eye(t, dtype=torch.bool, device=valid.device)
+    return ((causal[None] & valid[:, None, :]) | diagonal)[:, None]
+
+
+_causal = causal_mask  # the name tests/test_attention.py reads
+
+
+def _self_mask(valid: torch.Tensor, padded: bool) -> Mask:
+    """:func:`causal_mask`, or None (plain causal, fused kernels' favourite) when no row is padded."""
+    return causal_mask(valid) if padded else None
+
+
+def _padded(hidden: Sequence[torch.Tensor]) -> bool:
+    """Whether left-padding these segments to one length pads any of them (known on the host: no sync)."""
+    return len({h.shape[0] for h in hidden}) > 1
 
 
 def _final_logit(backbone: Backbone, last: torch.Tensor) -> torch.Tensor:
@@ -176,8 +253,8 @@ class JoinedPairs:
     valid: torch.Tensor  # [batch, t], False at left padding
     in_suffix: torch.Tensor  # [batch, t]
     deepstack: list[torch.Tensor]  # per DeepStack layer: [batch, t, hidden], zero outside visual tokens
-    band_bias: torch.Tensor  # [batch, 1, t, t]: causal (band layers)
-    within_bias: torch.Tensor  # [batch, 1, t, t]: causal, suffix rows blind to prefix keys
+    band_bias: torch.Tensor  # [batch, 1, t, t] bool mask (see Mask): causal (band layers)
+    within_bias: torch.Tensor  # [batch, 1, t, t] bool mask: causal, suffix rows blind to prefix keys
 
 
 def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> JoinedPairs:
@@ -197,17 +274,10 @@ def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> 
     in_suffix = torch.zeros(batch, t, dtype=torch.bool, device=x.device)  # [batch, t]
     for b, s in enumerate(suffixes):
         in_suffix[b, t - s.length :] = True
-    causal = _causal(valid) == 0  # [batch, 1, t, t] allowed
+    causal = causal_mask(valid)  # [batch, 1, t, t]
     crossing = in_suffix[:, None, :, None] & ~in_suffix[:, None, None, :]  # suffix query, prefix key
-    return JoinedPairs(
-        x,
-        positions,
-        valid,
-        in_suffix,
-        deepstack,
-        torch.where(causal, 0.0, NEG),
-        torch.where(causal & ~crossing, 0.0, NEG),
-    )
+    # a suffix row keeps its own keys, a padding row itself: neither mask has an empty row
+    return JoinedPairs(x, positions, valid, in_suffix, deepstack, causal, causal & ~crossing)
 
 
 class _SharedStart:
@@ -218,7 +288,7 @@ class _SharedStart:
         self.length = shared.length
         self.x = shared.hidden[None]  # [1, k, hidden]
         self.cos, self.sin = _rotary(backbone, self.x, shared.positions[:, None])
-        self.bias = _causal(torch.ones(1, shared.length, dtype=torch.bool, device=self.x.device))
+        self.bias: Mask = None  # one unpadded row: plainly causal
 
     def layer(self, layer: torch.nn.Module, batch: int, kv_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one layer; return its keys and values expanded to the batch."""
@@ -250,9 +320,9 @@ def reference_logits(
     start = _SharedStart(backbone, shared) if shared is not None else None
     if start is not None:  # every token sees the shared start, except suffix tokens outside the band
         k = start.length
-        band_bias = torch.cat([band_bias.new_zeros(batch, 1, t, k), band_bias], dim=-1)
-        hidden_from_suffix = torch.where(in_suffix, NEG, 0.0)[:, None, :, None].expand(batch, 1, t, k)
-        within_bias = torch.cat([hidden_from_suffix, within_bias], dim=-1)
+        band_bias = torch.cat([band_bias.new_ones(batch, 1, t, k), band_bias], dim=-1)
+        seen_from_outside = (~in_suffix)[:, None, :, None].expand(batch, 1, t, k)  # [batch, 1, t, k]
+        within_bias = torch.cat([seen_from_outside, within_bias], dim=-1)
     cos, sin = _rotary(backbone, x, positions)
     for layer_idx in range(exit_layer):
         last = layer_idx == exit_layer - 1
@@ -269,7 +339,7 @@ def single_segment_logits(backbone: Backbone, states: list[SegmentStates], exit_
     """Whole prompts (query-first), batched with left padding: causal attention, early exit. [batch] logits."""
     x, positions, valid, deepstack = _left_pad(states)
     cos, sin = _rotary(backbone, x, positions)
-    bias = _causal(valid)
+    bias = _self_mask(valid, _padded([s.hidden for s in states]))
     for layer_idx in range(exit_layer):
         last = layer_idx == exit_layer - 1
         x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, last_only=last)
@@ -300,10 +370,11 @@ def compute_prefixes(
     x, positions, valid, deepstack = _left_pad(prefixes)
     batch, t, _ = x.shape
     cos, sin = _rotary(backbone, x, positions)
-    bias = _causal(valid)
+    bias = _self_mask(valid, _padded([p.hidden for p in prefixes]))
     head_start = _SharedStart(backbone, shared) if shared is not None else None
-    if head_start is not None:
-        bias = torch.cat([bias.new_zeros(batch, 1, t, head_start.length), bias], dim=-1)
+    if head_start is not None:  # every row reads the shared start, then its own causal part
+        own = bias if bias is not None else causal_mask(valid)
+        bias = torch.cat([own.new_ones(batch, 1, t, head_start.length), own], dim=-1)
     keys, values = [], []  # per band layer: [batch, kv_heads, (shared +) t, head_dim]
     for layer_idx in range(end):
         kv_only = layer_idx == end - 1
@@ -343,7 +414,7 @@ def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start
     """
     x = suffix.hidden[None]  # [1, s, hidden]
     cos, sin = _rotary(backbone, x, suffix.positions[:, None])
-    bias = _causal(torch.ones(1, suffix.length, dtype=torch.bool, device=x.device))
+    bias: Mask = None  # one unpadded row: plainly causal
     for layer_idx in range(band_start):
         x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias)
         if layer_idx < len(suffix.deepstack):
@@ -390,15 +461,16 @@ def pair_logits(
     x, positions, valid, deepstack = _left_pad(suffixes, prebands)
     batch, t, _ = x.shape
     cos, sin = _rotary(backbone, x, positions)
-    self_bias = _causal(valid)  # [batch, 1, t, t]
+    self_bias = _self_mask(valid, _padded(prebands))  # [batch, 1, t, t] or None
     p = max(e.length for e in entries)
     band_layers = end - start
     if band_layers > 0:
         past_k, past_v = gather_prefix_kv(entries, x.device, x.dtype)  # [band layers, batch, kv_heads, p, dim]
         lengths = torch.tensor([e.length for e in entries])  # host side: no device sync
         prefix_valid = (torch.arange(p)[None] < lengths[:, None]).to(x.device, non_blocking=True)  # [batch, p]
-        prefix_bias = torch.where(prefix_valid, 0.0, NEG)[:, None, None, :].expand(batch, 1, t, p)
-        band_bias = torch.cat([prefix_bias, self_bias], dim=-1)  # [batch, 1, t, p + t]
+        prefix_bias = prefix_valid[:, None, None, :].expand(batch, 1, t, p)
+        own = self_bias if self_bias is not None else causal_mask(valid)
+        band_bias = torch.cat([prefix_bias, own], dim=-1)  # [batch, 1, t, p + t] bool
     for layer_idx in range(start, exit_layer):
         last = layer_idx == exit_layer - 1
         if layer_idx < end:
@@ -428,12 +500,13 @@ def last_token_attention_batch(
     """
     x, positions, valid, deepstack = _left_pad(states)
     cos, sin = _rotary(backbone, x, positions)
-    bias = _causal(valid)
+    bias = _self_mask(valid, _padded([s.hidden for s in states]))
+    last_row = bias[:, :, -1:] if bias is not None else None  # the last token reads every real token
     depth = len(backbone.layers) if layers is None else min(layers, len(backbone.layers))
     rows = []
     for layer_idx in range(depth):
         layer = backbone.layers[layer_idx]
-        rows.append(_last_row_probs(layer, x, cos, sin, bias[:, :, -1:]))  # [batch, heads, t]
+        rows.append(_last_row_probs(layer, x, cos, sin, last_row))  # [batch, heads, t]
         if layer_idx == depth - 1:
             break  # the last layer's output is never read
         x, _, _, _ = layer_forward(layer, x, cos, sin, bias)
@@ -445,7 +518,7 @@ def last_token_attention_batch(
 
 
 def _last_row_probs(
-    layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias_last: torch.Tensor
+    layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias_last: Mask
 ) -> torch.Tensor:
     """The last token's attention probabilities [batch, heads, t] in one layer (the eager formula, one row)."""
     attn = layer.self_attn
@@ -459,4 +532,4 @@ def _last_row_probs(
     group = q.shape[1] // k.shape[1]
     scores = torch.einsum("bkgd,bktd->bkgt", q[:, :, 0].view(batch, k.shape[1], group, -1), k) * attn.scaling
     scores = scores.reshape(batch, -1, tokens)  # [batch, heads, t]
-    return F.softmax(scores.float() + bias_last[:, 0], dim=-1)
+    return F.softmax(_masked(scores.float(), bias_last[:, 0] if bias_last is not None else None), dim=-1)
