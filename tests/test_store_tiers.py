@@ -329,3 +329,24 @@ def test_a_directory_serves_entries_on_its_device(tmp_path: Path, storage: str) 
         assert entry is not None and entry.keys.device.type == "meta" and entry.values.device.type == "meta"
         assert entry.keys.dtype == torch.bfloat16 and entry.keys.shape == original.keys.shape
         assert store.stats.rejected == 0
+
+
+def test_open_store_builds_the_hot_tier_and_the_writer(tmp_path: Path) -> None:
+    from minirerank_integrations.errors import ConfigError
+    from minirerank_integrations.store import StoreConfig, open_store
+
+    for target in (tmp_path / "a", StoreConfig(dir=str(tmp_path / "b"), storage="int8")):
+        store = open_store(target, write_behind=True, device="meta")
+        assert isinstance(store, TieredPrefixStore)
+        hot, behind = store.tiers
+        assert isinstance(hot, MemoryPrefixStore) and hot.device == torch.device("meta")
+        assert isinstance(behind, WriteBehindStore) and isinstance(behind.inner, DiskPrefixStore)
+        assert behind.inner.device == torch.device("meta")
+        store.put("k", entry_for(1))
+        assert store.flush(timeout=30) and "k" in behind.inner
+        entry = store.get("k")
+        assert entry is not None and entry.keys.device.type == "meta"
+        store.close()
+    assert open_store(None, device="meta").device == torch.device("meta")  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="write_behind"):
+        open_store(tmp_path / "c", write_behind="yes")  # type: ignore[arg-type]

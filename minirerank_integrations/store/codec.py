@@ -435,7 +435,7 @@ def _check_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
     if storage == "int8":
         for name in ("keys_scale", "values_scale"):
             scales = tensors[name]
-            if scales.numel() and not bool(((scales >= 0) & torch.isfinite(scales)).all()):
+            if scales.numel() and not (all_finite(scales) and float(scales.min()) >= 0):
                 raise CacheError(f"prefix {name} holds negative or non-finite scales")
 
 

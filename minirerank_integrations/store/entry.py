@@ -37,8 +37,8 @@ def all_finite(*tensors: torch.Tensor) -> bool:
     without a mask the size of the tensor; only when a sum overflows is each element checked.
     """
     for tensor in tensors:
-        if not tensor.numel() or not tensor.is_floating_point():
-            continue
+        if not tensor.numel() or not tensor.is_floating_point() or tensor.is_meta:
+            continue  # nothing to check (a meta tensor holds no values)
         if not bool(torch.isfinite(tensor.sum(dtype=torch.float32))) and not bool(torch.isfinite(tensor).all()):
             return False
     return True

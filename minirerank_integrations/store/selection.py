@@ -6,6 +6,8 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+import torch
+
 from ..errors import ConfigError
 from . import codec as _codec
 from .config import DEFAULT_MEMORY_LIMIT, StoreConfig
@@ -14,6 +16,7 @@ from .entry import PrefixStore
 from .memory import MemoryPrefixStore
 from .redis import URL_SCHEMES, RedisPrefixStore
 from .tiered import TieredPrefixStore
+from .writer import WriteBehindStore
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "open_store"]
 
@@ -27,6 +30,8 @@ def open_store(
     local_dir: str | os.PathLike[str] | None = None,
     namespace: str | None = None,
     ttl: float | None = None,
+    write_behind: bool = False,
+    device: str | torch.device | None = None,
 ) -> PrefixStore:
     """The prefix store that ``target`` names.
 
@@ -41,6 +46,10 @@ def open_store(
       default) behind a memory tier.
 
     ``memory_limit`` is the memory tier's size in bytes of decoded entries; 0 leaves it out.
+
+    With either form, ``write_behind=True`` writes the directory and Redis tiers on a writer thread
+    (:class:`~.writer.WriteBehindStore`), and ``device`` (``"cuda"``) keeps the memory tier's entries there
+    and has a directory serve its entries there (:class:`MemoryPrefixStore`, :class:`DiskPrefixStore`).
 
     Raises:
         ConfigError: invalid settings (see :class:`StoreConfig`), or keywords beside a StoreConfig.
@@ -60,7 +69,9 @@ def open_store(
         config = StoreConfig.model_validate(target)
     else:
         config = StoreConfig.from_options(**_where(target), **options)
-    return _opened(config)
+    if not isinstance(write_behind, bool):
+        raise ConfigError(f"write_behind must be True or False, got {write_behind!r}")
+    return _opened(config, write_behind=write_behind, device=device)
 
 
 def _where(target: str | os.PathLike[str] | None) -> dict[str, str | None]:
@@ -85,20 +96,27 @@ def _where(target: str | os.PathLike[str] | None) -> dict[str, str | None]:
     return {"dir": text}
 
 
-def _opened(config: StoreConfig) -> PrefixStore:
+def _opened(
+    config: StoreConfig, *, write_behind: bool = False, device: str | torch.device | None = None
+) -> PrefixStore:
     if config.kind == "memory":
-        return MemoryPrefixStore(**({} if config.size_limit is None else {"size_limit": config.size_limit}))
+        size = {} if config.size_limit is None else {"size_limit": config.size_limit}
+        return MemoryPrefixStore(**size, device=device)
+
+    def slow(store: PrefixStore) -> PrefixStore:
+        return WriteBehindStore(store) if write_behind else store
+
     storage = config.storage or "float32"
     tiers: list[PrefixStore] = []
     if config.memory_limit:
-        tiers.append(MemoryPrefixStore(size_limit=config.memory_limit))
+        tiers.append(MemoryPrefixStore(size_limit=config.memory_limit, device=device))
     back: PrefixStore
     if config.url is not None:
         if config.local_dir is not None:
-            tiers.append(DiskPrefixStore(os.path.expanduser(config.local_dir), storage=storage))
-        back = RedisPrefixStore(config.url, namespace=config.namespace, storage=storage, ttl=config.ttl)
+            tiers.append(slow(DiskPrefixStore(os.path.expanduser(config.local_dir), storage=storage, device=device)))
+        back = slow(RedisPrefixStore(config.url, namespace=config.namespace, storage=storage, ttl=config.ttl))
     else:
         assert config.dir is not None  # kind == "directory"
         kwargs = {} if config.size_limit is None else {"size_limit": config.size_limit}
-        back = DiskPrefixStore(os.path.expanduser(config.dir), storage=storage, **kwargs)
+        back = slow(DiskPrefixStore(os.path.expanduser(config.dir), storage=storage, device=device, **kwargs))
     return TieredPrefixStore([*tiers, back]) if tiers else back
