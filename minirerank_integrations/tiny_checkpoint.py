@@ -75,12 +75,16 @@ def tiny_config(
     vision_depth: int = 3,
     vision_hidden_size: int = 32,
     head_dim: int = 16,
+    vocab_size: int | None = None,
 ) -> Qwen3VLConfig:
-    """A Qwen3-VL config small enough for CPU tests, with DeepStack on every vision layer up to 3."""
+    """A Qwen3-VL config small enough for CPU tests, with DeepStack on every vision layer up to 3.
+
+    ``vocab_size``: rows of the embedding table (at least the tokenizer's length; the real checkpoints pad it).
+    """
     ids = tokenizer.convert_tokens_to_ids
     return Qwen3VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
+            "vocab_size": max(vocab_size or 0, len(tokenizer)),
             "hidden_size": hidden_size,
             "intermediate_size": 2 * hidden_size,
             "num_hidden_layers": num_layers,
@@ -136,17 +140,22 @@ def build_tiny_checkpoint(
     vision_depth: int = 3,
     seed: int = 0,
     weight_scale: float = 4.0,
+    tokenizer: Qwen2TokenizerFast | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """Write a randomly initialised tiny Qwen3-VL checkpoint (model, tokenizer, image processor) to ``path``.
 
     ``weight_scale`` multiplies the default initialisation: at the default scale every pair gets
     nearly the same score, while larger weights make the yes/no head discriminate (tests of
-    ordering need that).
+    ordering need that). ``tokenizer``: another vocabulary than the small trained BPE, e.g. Qwen's own
+    (:func:`minirerank_integrations.qwen_vocab.qwen_tokenizer`, with ``vocab_size`` 151936 as the real checkpoints).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    config = tiny_config(tokenizer, num_layers=num_layers, hidden_size=hidden_size, vision_depth=vision_depth)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    config = tiny_config(
+        tokenizer, num_layers=num_layers, hidden_size=hidden_size, vision_depth=vision_depth, vocab_size=vocab_size
+    )
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config)
     with torch.no_grad():
