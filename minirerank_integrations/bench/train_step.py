@@ -13,7 +13,6 @@ already seen its documents.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..demo_model import DEMO_MODEL
+from ..engine.modeling import Backbone
 from ..engine.reranker import MiniReranker
 from ..quality.data import FAMILIES, generate
 from ..quality.training import TrainSettings, sample_group, training_step
@@ -47,15 +47,17 @@ def main(argv: list[str] | None = None) -> None:
             labels.append([int(task.relevance[i] > 0) for i in group])
         batches.append((pairs, labels))
 
-    base = MiniReranker.from_pretrained(args.model, config="dense", device=args.device)
-    frozen = copy.deepcopy(base.backbone)  # the pruning guide, as in the demo's adaptation
+    def fresh_backbone() -> Backbone:  # every row trains its own copy of the weights, loaded outside the timing
+        return MiniReranker.from_pretrained(args.model, config="dense", device=args.device).backbone
+
+    frozen = fresh_backbone()  # the pruning guide, as in the demo's adaptation
     # The configuration the checkpoint was adapted to (the demo ships one), else the paper preset.
     adapted = MiniReranker.from_pretrained(args.model, device=args.device).config
     rows = [("dense", "dense", True), ("adapted", adapted, True), ("adapted, reference forward", adapted, False)]
     seconds: dict[str, dict[str, float]] = {}
     for vision in ("trained", "frozen"):
         for name, preset, fast in rows:
-            reranker = MiniReranker(copy.deepcopy(base.backbone), preset, embedder=frozen)
+            reranker = MiniReranker(fresh_backbone(), preset, embedder=frozen)
             if vision == "frozen":
                 for p in reranker.backbone.visual.parameters():
                     p.requires_grad_(False)
