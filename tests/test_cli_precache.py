@@ -179,10 +179,10 @@ def test_ctrl_c_exits_130_saying_what_was_stored(redis_server, tiny4_path, tmp_p
     process = subprocess.Popen([*argv, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = redis_server.client()
     try:
-        deadline = time.monotonic() + 120
-        while not any(True for _ in client.scan_iter("minirerank:prefix:*")):  # the first document is stored
+        deadline = time.monotonic() + 180  # loading torch and the model is slow on a busy machine
+        while len(list(client.scan_iter("minirerank:prefix:*"))) < 3:  # the first documents are stored
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no document stored within 120 s"
+            assert time.monotonic() < deadline, "not three documents stored within 180 s"
             time.sleep(0.01)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -200,5 +200,5 @@ def test_ctrl_c_exits_130_saying_what_was_stored(redis_server, tiny4_path, tmp_p
     )
     assert match, last
     stored = len(list(client.scan_iter("minirerank:prefix:*")))
-    # The count is the store's own; an interrupt between a finished write and its count is the one way to differ.
-    assert int(match[1]) in (stored, stored - 1) and 1 <= stored < 400
+    # The count is of writes the server confirmed: one whose reply the interrupt cut off is stored, uncounted.
+    assert int(match[1]) in (stored, stored - 1) and 3 <= stored < 400
