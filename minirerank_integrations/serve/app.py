@@ -78,6 +78,8 @@ class _Service:
             max_bytes=settings.image_fetch_max_bytes,
         )
         self.started = int(time.time())
+        #: Names this server among replicas: the X-Minirerank-Instance header of every answer.
+        self.instance = uuid.uuid4().hex[:12]
 
     def fetch_image(self, url: str) -> bytes:
         """The engine's ``image_fetcher``: the URL policy, then the pixel limit on the bytes fetched."""
@@ -439,15 +441,27 @@ def _install_error_handlers(app: FastAPI, service: _Service) -> None:
 
 class _BodyLimit:
     """Refuses request bodies over ``limit`` bytes with 413 before any handler reads them: by Content-Length
-    when declared, else while the chunks arrive (the body is buffered, at most ``limit`` bytes, and replayed)."""
+    when declared, else while the chunks arrive (the body is buffered, at most ``limit`` bytes, and replayed).
+    Every answer carries ``X-Minirerank-Instance``, naming the replica that gave it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
         self.state = app.state  # type: ignore[attr-defined]  # so tests and the CLI reach the service
+        self._instance = (b"x-minirerank-instance", self.state.service.instance.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        outer = send
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self._instance]}
+            await outer(message)
+
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
