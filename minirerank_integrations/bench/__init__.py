@@ -7,6 +7,10 @@ an empty prefix store (cold) and a precached one read from disk (warm). Models a
 published Qwen3-VL shapes (:mod:`.shapes`): speed depends on shapes and token counts, not on weight values.
 :mod:`.workload` builds the documents, queries and a tokenizer in which the workload's words are single
 tokens; :mod:`.runner` measures and writes JSON, :mod:`.plots` the PNG figures.
+
+The other speed and bytes measurements run as ``python -m minirerank_integrations.bench.<module>``:
+:mod:`.prefix_bytes` (bytes stored per document prefix, measured and estimated per shape), :mod:`.capacity`
+(documents per GiB of Redis, ingestion documents/s) and :mod:`.train_step` (training step time against dense).
 """
 
 from .runner import BenchSettings, run_bench, write_outputs
