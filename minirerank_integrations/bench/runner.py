@@ -144,10 +144,13 @@ class CountingStore(PrefixStore):
 
 
 class PeakMemory:
-    """Peak resident memory (and GPU memory on CUDA) while a block runs, sampled every 20 ms."""
+    """Peak resident memory (and GPU memory on CUDA) while a block runs, sampled every 20 ms.
+
+    GPU memory is read on ``device`` itself ("cuda:1" is not the current device unless made so)."""
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
+        self.device = torch.device(device)
         self.peak_rss = 0
         self.peak_gpu: int | None = None
 
@@ -170,7 +173,7 @@ class PeakMemory:
                 self.peak_rss = max(self.peak_rss, self.rss())
 
         if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         try:
@@ -180,12 +183,13 @@ class PeakMemory:
             thread.join()
             self.peak_rss = max(self.peak_rss, self.rss())
             if self.cuda:
-                self.peak_gpu = torch.cuda.max_memory_allocated()
+                self.peak_gpu = torch.cuda.max_memory_allocated(self.device)
 
 
 def _sync(device: str) -> None:
+    """Wait for ``device``'s queued work (the device asked for, not the current one) before reading a clock."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch.device(device))
 
 
 class Bench:
@@ -593,7 +597,7 @@ class Bench:
             "shape": {"name": self.s.shape, **SHAPES[self.s.shape].describe()},
             "paper_config": {"exit_layer": paper.exit_layer, "band": list(paper.band or ()), "keep": paper.keep_ratio},
             "guide_layers_default": paper.pruning_guide_layers,
-            "machine": machine(),
+            "machine": machine(self.s.device),
             "model_build_seconds": self.build_seconds,
             "query": self.query.text,
             "query_tokens": len(self.tokenizer(" " + (self.query.text or ""), add_special_tokens=False)["input_ids"]),
@@ -615,7 +619,9 @@ class Bench:
         }
 
 
-def machine() -> dict:
+def machine(device: str | None = None) -> dict:
+    """Where a run ran; ``cuda`` names ``device`` when it is a CUDA device (else the first one, if any)."""
+    cuda = torch.device(device) if device is not None and device.startswith("cuda") else None
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -623,7 +629,7 @@ def machine() -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.cuda.get_device_name(cuda or 0) if torch.cuda.is_available() else None,
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
