@@ -40,7 +40,7 @@ clean:
 GPU_WHEELS ?= .gpu-wheels
 GPU_WHEEL_PACKAGES := pydantic pydantic-core annotated-types typing-inspection typing-extensions diskcache tqdm
 .PHONY: gpu-wheels
-gpu-wheels: $(VENV)/.installed
+gpu-wheels: | $(VENV)/.installed
 	pins=$$($(PY) -c 'import sys; from importlib.metadata import version; print(" ".join(f"{p}=={version(p)}" for p in sys.argv[1:]))' $(GPU_WHEEL_PACKAGES)) && \
 	for python in 3.12 $$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); do \
 	  $(PY) -m pip download -q --only-binary=:all: --python-version $$python --platform manylinux2014_x86_64 \

@@ -1,24 +1,53 @@
 #!/usr/bin/env bash
-# The device check, one script, under 5 minutes on one GPU:
-#   1. the fast path against its reference on the device, float32 and bfloat16 (benchmarks/gpu_check.py);
-#   2. the Qwen3-VL-2B-shape bench at 1024x1024, N = 1, 10, 100, cold and warm against dense-official and
-#      dense-batched, bfloat16 weights with the float32 score head.
-# Usage: benchmarks/gpu_check.sh [--cpu] [OUT]   (--cpu: the same steps on this machine, at the small shape)
+# The device check on a bare GPU machine (Python 3.12, torch, transformers and their dependencies, pillow, xxhash,
+# peft; no pydantic, no diskcache, no registry): installs what it lacks from the wheel folder `make gpu-wheels`
+# builds, puts the project on PYTHONPATH and runs benchmarks/gpu_check.py. Everything goes to stdout; the exit
+# status is gpu_check.py's (1: a step failed, 2: no such device, 124: over the time limit).
+#
+#   make gpu-wheels                                  # here, once: .gpu-wheels/
+#   benchmarks/gpu_check.sh [OUT]                    # on the GPU machine; OUT also gets the bench's bench.json
+#   GPU_CHECK_DEVICE=cpu benchmarks/gpu_check.sh     # the same steps here, tiny shapes
+#
+# PY (default python3): the interpreter. GPU_CHECK_WHEELS: the wheel folder (default .gpu-wheels).
+# GPU_CHECK_INSTALL=all: install every wheel that fits this Python, even where the package is installed
+# already (proves the folder is complete). GPU_CHECK_TIMEOUT: seconds for the whole check (default 300 on a GPU,
+# 1200 on the CPU).
+# GPU_CHECK_ARGS: extra arguments for gpu_check.py (e.g. "--skip bench").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-DEVICE=cuda SHAPE=qwen3-vl-2b SIZES="1024" DTYPE=bfloat16 DENSE="--dense-pairs 4 --dense-batch 8"
-if [ "${1:-}" = "--cpu" ]; then
-  shift
-  DEVICE=cpu SHAPE=small SIZES="256" DTYPE=float32 DENSE="--dense-pairs 1 --dense-batch 2"
-fi
-OUT=${1:-bench-gpu-check}
-mkdir -p "$OUT"
+ROOT=$(pwd)
+PY=${PY:-python3}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+LIMIT=${GPU_CHECK_TIMEOUT:-$([ "${DEVICE%%:*}" = cuda ] && echo 300 || echo 1200)}
+WHEELS=${GPU_CHECK_WHEELS:-$ROOT/.gpu-wheels}
 start=$(date +%s)
-timeout 120 "$PY" benchmarks/gpu_check.py --device "$DEVICE" 2>&1 | tee "$OUT/fast_vs_reference.txt"
-# shellcheck disable=SC2086  # the option groups are word lists on purpose
-timeout 420 "$PY" -c "import sys; from minirerank_integrations.cli import main; sys.exit(main())" bench --shape "$SHAPE" --sizes $SIZES --warm-n 1 10 100 \
-  $DENSE --ingest-docs 4 --text-candidates 10 --device "$DEVICE" --dtype "$DTYPE" --guide-layers 2 all \
-  --out "$OUT" 2>"$OUT/bench.log" | tee "$OUT/summary.txt"
-echo "gpu_check: done in $(( $(date +%s) - start )) s; results in $OUT"
+
+TARGET=$(mktemp -d "${TMPDIR:-/tmp}/minirerank-gpu-check.XXXXXX")
+trap 'rm -rf "$TARGET"' EXIT
+if [ -d "$WHEELS" ]; then
+  every=()
+  [ "${GPU_CHECK_INSTALL:-}" = "all" ] && every=(--every-wheel)
+  mapfile -t wheels < <("$PY" "$ROOT/benchmarks/gpu_check.py" --pick-wheels "$WHEELS" "${every[@]}")
+  if [ "${#wheels[@]}" -gt 0 ]; then
+    echo "gpu_check: installing into $TARGET: ${wheels[*]##*/}"
+    if "$PY" -m pip --version >/dev/null 2>&1; then
+      "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$TARGET" "${wheels[@]}"
+    else  # no pip: a wheel is a zip laid out for site-packages
+      "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+        "$TARGET" "${wheels[@]}"
+    fi
+  else
+    echo "gpu_check: every package of $WHEELS is installed already"
+  fi
+else
+  echo "gpu_check: no wheel folder at $WHEELS (run 'make gpu-wheels' before copying the tree to a bare machine)"
+fi
+export PYTHONPATH="$ROOT:$TARGET${PYTHONPATH:+:$PYTHONPATH}"
+
+status=0
+# shellcheck disable=SC2086  # GPU_CHECK_ARGS is a word list on purpose
+timeout "$LIMIT" "$PY" -u "$ROOT/benchmarks/gpu_check.py" --device "$DEVICE" \
+  ${1:+--out "$1"} ${GPU_CHECK_ARGS:-} 2>&1 || status=$?
+if [ "$status" -eq 124 ]; then echo "gpu_check: FAILED: over $LIMIT s"; fi
+echo "gpu_check.sh: exit $status after $(($(date +%s) - start)) s"
+exit "$status"
