@@ -60,6 +60,13 @@ def add_commands(commands: Subparsers) -> None:
     serve.add_argument(
         "--graceful-timeout", type=float, default=60.0, help="seconds SIGTERM waits for requests in flight"
     )
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run --replicas replicas behind Ray Serve (RAY_ADDRESS, else a local cluster); give them one store "
+        "with --cache-url so a page pre-cached through one is warm on all",
+    )
+    serve.add_argument("--replicas", type=int, default=2, help="replicas with --ray, each loading the model once")
     add_engine_options(serve, store_required=False, device_help="where the model runs, e.g. cpu, cuda, cuda:1")
     serve.set_defaults(handler=_serve)
 
@@ -94,6 +101,23 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return fail(f"bad serve option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    if args.ray:
+        from ..serve import ray_serve
+
+        if args.replicas < 1:
+            return fail(f"--replicas must be >= 1, got {args.replicas}")
+        options = {
+            "name_or_path": args.model,
+            "config": args.config,
+            "device": args.device,
+            "dtype": args.dtype,
+            "cache_dir": args.cache_dir,
+            "cache_url": args.cache_url,
+            "cache_namespace": args.cache_namespace,
+            "cache_storage": args.cache_storage,
+        }
+        ray_serve.run(options, settings, replicas=args.replicas, host=args.host, port=args.port)
+        return EXIT_OK
     app = create_app(lambda: load_engine(args), settings)
     uvicorn.run(
         app,
