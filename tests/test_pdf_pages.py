@@ -164,3 +164,9 @@ def test_a_page_that_cannot_be_rendered_is_one_skipped_candidate(tiny4_path, pdf
     results = reranker.rerank("a red page", candidates, on_error="skip")
     assert sorted(r.id for r in results) == ["page", "under a pixel"]
     assert [s.id for s in results.skipped] == ["locked"] and "password" in results.skipped[0].error.lower()
+
+
+@pytest.mark.parametrize(("path", "scale"), [(None, 2.0), (123, 2.0), ("x.pdf", "2"), ("x.pdf", float("inf"))])
+def test_pdf_pages_checks_its_arguments_before_opening(path, scale):
+    with pytest.raises(InputError):
+        pdf_pages(path, scale=scale)

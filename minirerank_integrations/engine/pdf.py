@@ -50,10 +50,12 @@ def pdf_pages(path: str | os.PathLike, *, scale: float = 2.0) -> list[PdfPage]:
     """Every page of the PDF at ``path``, in order, as :class:`PdfPage` sources.
 
     Raises:
+        InputError: ``path`` or ``scale`` is malformed (as :class:`PdfPage` checks them).
         ImageLoadError: pypdfium2 is missing, or ``path`` is not a readable PDF.
     """
+    first = PdfPage(path, index=0, scale=scale)  # checks the path and scale before the file is opened
     with _PDFIUM_LOCK:
-        document = _open(path, os.fspath(path))
+        document = _open(path, os.fsdecode(os.fspath(first.path)))
         try:
             count = len(document)
         finally:
