@@ -62,7 +62,10 @@ def read_corpus(paths: Iterable[str | os.PathLike[str]]) -> list[Candidate | Unr
         if path.is_dir():
             # Every entry of a known type is listed, regular or not: a FIFO named page.png is reported, not
             # silently passed over (symbolic links to folders are not followed).
-            files = sorted(p for p in path.rglob("*") if _kind(p) is not None and not p.is_dir())
+            try:
+                files = sorted(p for p in path.rglob("*") if _kind(p) is not None and not p.is_dir())
+            except OSError as error:  # a folder inside that cannot be listed (permissions)
+                raise InputError(f"{path}: cannot list the folder: {error}") from error
             if not files:
                 raise InputError(f"{path}: the folder holds no image, text, PDF or JSONL files")
             for file in files:
