@@ -118,7 +118,7 @@ def _choices(annotation: Any) -> list[str] | None:
     return list(get_args(annotation)) if get_origin(annotation) is Literal else None
 
 
-def _number_type(annotation: Any) -> type | None:
-    """``int`` or ``float`` for a numeric field (``int | None`` included); None keeps the text."""
+def _number_type(annotation: Any) -> Callable[[str], Any]:
+    """``int`` or ``float`` for a numeric field (``int | None`` included); ``str`` for the others."""
     kinds = {annotation} | set(get_args(annotation))
-    return int if int in kinds else float if float in kinds else None
+    return int if int in kinds else float if float in kinds else str

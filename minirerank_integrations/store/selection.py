@@ -117,6 +117,6 @@ def _opened(
         back = slow(RedisPrefixStore(config.url, namespace=config.namespace, storage=storage, ttl=config.ttl))
     else:
         assert config.dir is not None  # kind == "directory"
-        kwargs = {} if config.size_limit is None else {"size_limit": config.size_limit}
+        kwargs: dict[str, Any] = {} if config.size_limit is None else {"size_limit": config.size_limit}
         back = slow(DiskPrefixStore(os.path.expanduser(config.dir), storage=storage, device=device, **kwargs))
     return TieredPrefixStore([*tiers, back]) if tiers else back
