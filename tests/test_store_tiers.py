@@ -350,3 +350,14 @@ def test_open_store_builds_the_hot_tier_and_the_writer(tmp_path: Path) -> None:
     assert open_store(None, device="meta").device == torch.device("meta")  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="write_behind"):
         open_store(tmp_path / "c", write_behind="yes")  # type: ignore[arg-type]
+
+
+def test_a_directory_read_is_one_buffer_the_tensors_view(tmp_path: Path) -> None:
+    original = entry_for(9, shape=(2, 2, 64, 32), dtype="bfloat16")
+    with DiskPrefixStore(tmp_path, storage="bfloat16", min_file_size=0) as store:
+        store.put("k", original)
+        entry = store.get("k")
+        assert entry is not None and same(entry, original)
+        # keys and values lie back to back in the one buffer the value file was read into: views, not copies
+        # (two allocations are never exactly adjacent: the allocator keeps a header between them)
+        assert entry.values.data_ptr() == entry.keys.data_ptr() + entry.keys.nbytes

@@ -234,7 +234,8 @@ def decode_entry(
     tensors = _view_safetensors(payload)
     _check_tensors(header, tensors)
     if device is not None:
-        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+        # Asynchronous from page-locked memory (a pinned read buffer); the host allocator keeps it until copied.
+        tensors = {name: tensor.to(device, non_blocking=tensor.is_pinned()) for name, tensor in tensors.items()}
     keys, values = _restored(header, tensors)
     return PrefixEntry(keys=keys, values=values, length=header["length"], next_position=header["next_position"])
 

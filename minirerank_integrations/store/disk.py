@@ -82,6 +82,9 @@ class BytesOnlyDisk(diskcache.Disk):
 
     #: Bytes; a value file larger than this is damage (a store sets its size_limit: no entry it keeps is larger).
     max_value_bytes: int = 2**40
+    #: Read value files into page-locked memory (a store serving a CUDA device sets it): torch's caching host
+    #: allocator hands back warm blocks (no page faults per read) and the copy to the GPU runs asynchronously.
+    pinned: bool = False
 
     def __init__(self, directory: str, min_file_size: int = 2**15, pickle_protocol: int = 0, **_: Any) -> None:
         # Extra ``disk_*`` settings read from the database are ignored rather than failing the open.
@@ -112,7 +115,7 @@ class BytesOnlyDisk(diskcache.Disk):
         self._stored().append(filename)
         return len(value), MODE_BINARY, filename, None
 
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes | bytearray:
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes | memoryview:
         if read:
             raise _RefusedValue("file handles are not served; values are read whole")
         if mode == MODE_RAW:
@@ -148,7 +151,7 @@ class BytesOnlyDisk(diskcache.Disk):
             stored = self._local.stored = []
         return stored
 
-    def _read_value_file(self, filename: str | None) -> bytearray:
+    def _read_value_file(self, filename: str | None) -> memoryview:
         """The whole value file, read once into one buffer that the codec then decodes in place."""
         if not self.is_value_file(filename):
             raise _RefusedValue(f"row names value file {filename!r}, not one this cache would have written")
@@ -168,22 +171,27 @@ class BytesOnlyDisk(diskcache.Disk):
                 raise _RefusedValue(f"value file {filename} is not a regular file")
             if info.st_size > self.max_value_bytes:
                 raise _RefusedValue(f"value file {filename} is {info.st_size} bytes, over {self.max_value_bytes}")
-            buffer = bytearray(info.st_size)
-            view = memoryview(buffer)
+            buffer = self._buffer(info.st_size)
             filled = 0
             try:
-                while filled < len(buffer):
-                    count = reader.readinto(view[filled:])
+                while filled < info.st_size:
+                    count = reader.readinto(buffer[filled:])
                     if not count:
-                        raise _RefusedValue(f"value file {filename} shrank while read: {filled} of {len(buffer)} bytes")
+                        raise _RefusedValue(
+                            f"value file {filename} shrank while read: {filled} of {info.st_size} bytes"
+                        )
                     filled += count
                 if reader.read(1):  # value files are written once under a fresh name: one that grows is not ours
-                    raise _RefusedValue(f"value file {filename} grew while read, past {len(buffer)} bytes")
+                    raise _RefusedValue(f"value file {filename} grew while read, past {info.st_size} bytes")
             except OSError as error:
                 raise _RefusedValue(f"value file {filename} cannot be read: {error}") from error
-            finally:
-                view.release()
             return buffer
+
+    def _buffer(self, size: int) -> memoryview:
+        """``size`` writable bytes that a value file is read into and its entry's tensors then view."""
+        if self.pinned:
+            return memoryview(torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy())  # keeps the tensor
+        return memoryview(bytearray(size))
 
 
 def _sql(cache: diskcache.Cache) -> Any:
@@ -205,7 +213,8 @@ class DiskPrefixStore(PrefixStore):
     A row is named by the key and this store's ``storage`` (:func:`.codec.row_key`), so stores of different
     precisions share a directory side by side, and ``key in store`` answers for this store's precision.
     Every blob is bound to its row (see :mod:`.codec`): a row read under another name (swapped or copied
-    rows) or stored in another precision is dropped and recomputed, never served. An entry the storage cannot hold faithfully (float16 or bfloat16 overflow) is not stored: one
+    rows) or stored in another precision is dropped and recomputed, never served. An entry holding NaN or
+    inf, or one the storage cannot hold faithfully (float16 or bfloat16 overflow), is not stored: one
     ``RuntimeWarning`` per store, counted in ``stats.unstorable``.
 
     A store that cannot be written (``read_only=True``, a read-only mount, a full disk) still serves what it
@@ -310,6 +319,7 @@ class DiskPrefixStore(PrefixStore):
                 disk_min_file_size=self._min_file_size,  # bytes; smaller blobs stay in the SQLite row
             )
             self._cache.disk.max_value_bytes = self.size_limit  # no entry this store keeps is larger
+            self._cache.disk.pinned = self.device is not None and self.device.type == "cuda"
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
             self._cache = None
             if os.path.exists(os.path.join(self.directory, _DATABASE)):
