@@ -125,7 +125,7 @@ def tensor_digest(tensor: torch.Tensor, *, on_device: bool | None = None, chunk:
     if not on_device:
         hasher = xxhash.xxh3_128(_header(tensor))
         if tensor.numel():
-            hasher.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy())
+            hasher.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy().data)
         return "x" + hasher.hexdigest()
     lanes = _device_lanes(tensor, chunk).tolist()
     return "m" + xxhash.xxh3_128(_header(tensor) + f"{lanes[0]}:{lanes[1]}".encode()).hexdigest()
@@ -258,18 +258,20 @@ class ModelIdentity:
             # Replaced without a registration hook firing (e.g. a direct write to ``_parameters``): walk again.
             self._check_structure(force=True)
             stale = [slot for slot in self._slots if not slot.current()]
-        on_device = [s for s in stale if s.ref().device.type not in ("cpu", "meta")]
-        device_slots = {id(s) for s in on_device}
+        by_device: dict[torch.device, list[tuple[_Slot, torch.Tensor]]] = {}
         for slot in stale:
             tensor = slot.ref()
+            assert tensor is not None  # registered() held for every stale slot
             slot.pointer, slot.version = tensor.data_ptr(), tensor._version
-            if id(slot) not in device_slots:
+            if tensor.device.type in ("cpu", "meta"):
                 slot.digest = tensor_digest(tensor)
-        if on_device:
-            # One transfer for all of them: the lanes stay on the device until stacked.
-            lanes = torch.stack([_device_lanes(s.ref()) for s in on_device]).tolist()
-            for slot, (a, b) in zip(on_device, lanes):
-                slot.digest = "m" + xxhash.xxh3_128(_header(slot.ref()) + f"{a}:{b}".encode()).hexdigest()
+            else:
+                by_device.setdefault(tensor.device, []).append((slot, tensor))
+        for pending in by_device.values():
+            # One transfer per device: the lanes stay there until stacked.
+            lanes = torch.stack([_device_lanes(tensor) for _, tensor in pending]).tolist()
+            for (slot, tensor), (a, b) in zip(pending, lanes):
+                slot.digest = "m" + xxhash.xxh3_128(_header(tensor) + f"{a}:{b}".encode()).hexdigest()
         return True
 
     def _check_settings(self) -> bool:

@@ -12,7 +12,7 @@ the tokenizer splits at special tokens and encodes the pieces between them on th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,19 +32,59 @@ CLOSING_TOKENS = 5  # "<|im_end|>", "\n", "<|im_start|>", "assistant", "\n": nev
 Side = Literal["query", "document"]
 
 
-@dataclass(frozen=True)
 class PreparedImage:
-    """One image after the official resize; the image processor runs only if the image is encoded."""
+    """One image after the official resize, with its token grid and its identity in cache keys.
 
-    image: Image.Image  # RGB, sides multiples of patch * merge
-    grid_thw: tuple[int, int, int]  # patch grid before the 2x2 merge
-    digest: str  # sha256 of the resized pixels: the image's identity in cache keys
-    merge_size: int = 2
+    The pixels may be held (``image``) or produced on first use by ``loader`` (a seen image whose prefix is
+    stored is never decoded: ``docs/design.md``, "What a prefix key covers"); either way they are the resized RGB
+    image, sides multiples of patch * merge. Two prepared images are equal when grid and digest are.
+    """
+
+    __slots__ = ("_image", "_loader", "digest", "grid_thw", "merge_size")
+
+    def __init__(
+        self,
+        image: Image.Image | None,
+        grid_thw: tuple[int, int, int],
+        digest: str,
+        merge_size: int = 2,
+        *,
+        loader: Callable[[], Image.Image] | None = None,
+    ) -> None:
+        if image is None and loader is None:
+            raise ValueError("PreparedImage needs its image or a loader")
+        self._image, self._loader = image, loader
+        self.grid_thw = grid_thw  # patch grid before the 2x2 merge
+        self.digest = digest  # the image's identity in cache keys
+        self.merge_size = merge_size
+
+    @property
+    def image(self) -> Image.Image:
+        """The resized RGB pixels, decoded on first use when only a loader was given."""
+        if self._image is None:
+            self._image = self._loader()  # type: ignore[misc]
+        return self._image
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the pixels are in memory (False: a seen image not decoded yet)."""
+        return self._image is not None
 
     @property
     def num_tokens(self) -> int:
         t, h, w = self.grid_thw
         return t * h * w // (self.merge_size**2)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PreparedImage):
+            return NotImplemented
+        return (self.grid_thw, self.digest, self.merge_size) == (other.grid_thw, other.digest, other.merge_size)
+
+    def __hash__(self) -> int:
+        return hash((self.grid_thw, self.digest, self.merge_size))
+
+    def __repr__(self) -> str:
+        return f"PreparedImage(grid_thw={self.grid_thw}, digest={self.digest!r}, loaded={self.loaded})"
 
 
 @dataclass(frozen=True)

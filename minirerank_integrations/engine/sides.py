@@ -9,10 +9,11 @@ from typing import Literal
 
 from ..errors import ImageLoadError, InputError
 from .config import RerankConfig
-from .images import ImageFetcher, image_digest, prepare_image
+from .image_keys import key_image
+from .images import ImageFetcher
 from .inputs import Candidate, Query
 from .modeling import Backbone
-from .prompts import SideContent
+from .prompts import PreparedImage, SideContent
 
 __all__ = ["OnError", "candidate_list", "check_on_error", "check_top_n", "pair_list", "prepare_side"]
 
@@ -30,7 +31,10 @@ def prepare_side(
     side: Literal["query", "candidate"] = "candidate",
 ) -> SideContent:
     """Read one side's images and check its text. ``what`` names the item in messages; a candidate's
-    errors are wrapped in :class:`CandidateError` by the caller, so its images are named "image i"."""
+    errors are wrapped in :class:`CandidateError` by the caller, so its images are named "image i".
+
+    An image seen before (same bytes, same resize bounds) is not decoded again: its size is remembered, and its
+    pixels are decoded only if they are encoded (:mod:`.image_keys`)."""
     if item.is_empty:
         raise InputError(f"{what} has neither text nor images")
     if item.text is not None:
@@ -38,11 +42,14 @@ def prepare_side(
     images = []
     for number, source in enumerate(item.images):
         try:
-            image = prepare_image(source, fetcher=fetcher, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+            # Keyed by its source bytes: a source seen before is not decoded again unless its pixels are needed.
+            keyed = key_image(source, fetcher=fetcher, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
         except ImageLoadError as exc:
             label = f"{what}'s image {number}" if side == "query" else f"image {number}"
             raise ImageLoadError(f"{label}: {exc}") from exc
-        images.append(backbone.prepared_image(image, image_digest(image)))
+        width, height = keyed.size
+        grid = (1, height // backbone.patch_size, width // backbone.patch_size)
+        images.append(PreparedImage(keyed.image, grid, keyed.digest, backbone.merge_size, loader=keyed.loader))
     pads = sum(im.num_tokens + 2 for im in images)  # + vision_start and vision_end
     if pads > cfg.max_length:
         raise InputError(f"{what}'s {len(images)} images need {pads} tokens, more than max_length {cfg.max_length}")
