@@ -61,8 +61,8 @@ class URLPolicy:
                 kind = _non_global_kind(ipaddress.ip_address(address.split("%", 1)[0]))
                 if kind is not None:
                     raise URLRefused(
-                        f"image URL host {host!r} resolves to {address}, a {kind} address; such addresses are "
-                        "never fetched unless the server runs with --allow-private-image-addresses"
+                        f"image URL host {host!r} resolves to {address}, a non-global address ({kind}); such "
+                        "addresses are never fetched unless the server runs with --allow-private-image-addresses"
                     )
         return addresses[0]
 
@@ -109,13 +109,13 @@ def _non_global_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
     mapped = getattr(address, "ipv4_mapped", None)
     if mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
         address = mapped
-    for kind, test in (
+    for kind, test in (  # the most specific name first: 127.0.0.1 and 0.0.0.0 are "private" too
         ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("private", address.is_private),
-        ("multicast", address.is_multicast),
         ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
     ):
         if test:
             return kind

@@ -93,7 +93,7 @@ def test_private_address_is_refused_unless_allowed(start_server, image_host, loc
     guarded = start_server(allowed_image_hosts=("localhost",))
     body = {"query": QUERY, "documents": [TEXTS[0], image_item(image_host)]}
     error = _error(httpx.post(f"{guarded.url}/v1/rerank", json=body, timeout=30), 422)
-    assert error["param"] == "documents[1]" and "loopback address" in error["message"]
+    assert error["param"] == "documents[1]" and "non-global address (loopback)" in error["message"]
     guarded.stop()
 
     opened = start_server(allowed_image_hosts=("localhost",), allow_private_addresses=True)
