@@ -25,7 +25,7 @@ ALLOWED = {
 #: Third-party frameworks only the adapters may know.
 FRAMEWORKS = ("llama_index", "langchain", "langchain_core", "langchain_classic")
 #: What may stand at the top of the package, next to the wings.
-TOP_LEVEL = {"__init__.py", "errors.py", "demo.py", "tiny_checkpoint.py", "testing.py", "py.typed"}
+TOP_LEVEL = {"__init__.py", "errors.py", "demo.py", "tiny_checkpoint.py", "qwen_vocab.py", "testing.py", "py.typed"}
 TOP_PACKAGES = {"engine", "store", "quality", "cli", "demo_model", "scale", "bench", "serve"}
 
 
