@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
 
-#: fast path against the naive reference on probabilities, bfloat16 weights (measured worst: about 1e-3; every
-#: layer's activations are rounded to 8 mantissa bits in both paths, in a different order).
+#: fast path against the naive reference on probabilities, bfloat16 weights: measured here 1.2e-3 (empty band) to
+#: 2.4e-3 (band before the exit) on these pairs, 3.8e-3 on gpu_check's; every layer's activations are rounded to
+#: 8 mantissa bits in both paths, in a different order.
 BF16_TOLERANCE = 2e-2
 
 
