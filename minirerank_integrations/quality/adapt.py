@@ -7,15 +7,16 @@ scores and order, so no relevance labels are needed; labels, when the tasks carr
 
 - The teacher scores every candidate of every task once, before training, and the scores are cached on
   disk (safetensors, keyed by the teacher's weight digest and the tasks' content), so epochs and resumed
-  runs never run the teacher again.
+  runs never run the teacher again (:mod:`.teacher`).
 - Each training group is the teacher's top candidates of a task plus others drawn from its list: the
   negatives the teacher finds hardest are always present, without labels.
 - Loss: KL divergence from the teacher's softmax over the group (its order) plus a point-wise binary
   cross-entropy towards sigmoid(teacher logit) (its scores); optionally the labels' listwise + BCE loss.
-- LoRA through ``peft`` (merged at the end, so serving pays nothing for it) or full fine-tuning; the vision
-  tower is frozen unless asked for.
+- LoRA through ``peft`` (merged at the end, so serving pays nothing for it; :mod:`.lora`) or full
+  fine-tuning; the vision tower is frozen unless asked for. Settings: :class:`AdaptSettings` (:mod:`.settings`).
 - Resumable: every ``save_every`` steps the trainable weights, the optimizer, the step and the RNG state are
-  written (safetensors + JSON); a run resumed from them continues exactly as the uninterrupted run would.
+  written (safetensors + JSON, :mod:`.adapt_state`); a run resumed from them continues exactly as the
+  uninterrupted run would.
 - Safe on a GPU: under bfloat16 autocast the score head still runs in float32; the pairs of a step go through
   forward and backward ``micro_batch_pairs`` at a time (whole groups, gradients accumulated), so peak memory
   is bounded whatever the step's size; a non-finite loss or gradient stops the run with a
@@ -29,11 +30,9 @@ settings, the time taken, the cache size), ``teacher_scores.safetensors`` and ``
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -48,15 +47,18 @@ from tqdm.auto import tqdm
 from ..engine.config import RerankConfig
 from ..engine.modeling import ADAPT_FILE, CONFIG_FILE, Backbone, load_backbone
 from ..engine.reranker import MiniReranker
-from ..errors import CacheError, ConfigError, InputError, ScoreError, TrainingError
+from ..errors import ConfigError, InputError, TrainingError
+from .adapt_state import load_state, save_state, trainable
 from .data.tasks import RerankTask
 from .lora import LORA_CONFIG, LORA_WEIGHTS, add_lora, load_lora, lr_schedule, merge_lora, save_lora
 from .settings import AdaptSettings
+from .teacher import TEACHER_FILE, task_digest, teacher_scores
 from .training import save_checkpoint
 
 __all__ = [
     "ADAPT_FILE",
     "LORA_DIR",
+    "TEACHER_FILE",
     "AdaptResult",
     "AdaptSettings",
     "adapt",
@@ -71,8 +73,6 @@ logger = logging.getLogger(__name__)
 
 LORA_DIR = "lora"
 STATE_DIR = "state"
-TEACHER_FILE = "teacher_scores.safetensors"
-EMA_FILE = "ema.safetensors"  # in STATE_DIR: the moving average of the trained weights, when settings.ema > 0
 
 
 @dataclass
@@ -90,107 +90,6 @@ class AdaptResult:
     checkpoint: Path | None = None
     lora: Path | None = None
     finished: bool = False
-
-
-# --- teacher scores --------------------------------------------------------------------------------------
-
-
-def task_digest(tasks: Sequence[RerankTask]) -> str:
-    """A digest of what the teacher sees: every query and candidate (text, image references) in order.
-
-    A local image file is identified by its path, size and modification time, so an image replaced on disk
-    changes the digest; other references (URLs, data URIs, in-memory images) by their text or bytes.
-    """
-    digest = hashlib.blake2b(digest_size=32)
-
-    def image_ref(image: object) -> str:
-        if isinstance(image, (str, os.PathLike)) and Path(image).is_file():
-            stat = Path(image).stat()
-            return f"file:{os.fspath(image)}:{stat.st_size}:{stat.st_mtime_ns}"
-        if isinstance(image, bytes):
-            return "bytes:" + hashlib.blake2b(image, digest_size=16).hexdigest()
-        if hasattr(image, "tobytes"):  # a PIL image
-            return "pixels:" + hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()  # type: ignore[attr-defined]
-        return "ref:" + str(image)
-
-    for task in tasks:
-        items = [task.query, *task.candidates]
-        record = [task.id, [[item.text, [image_ref(im) for im in item.images]] for item in items]]
-        digest.update(json.dumps(record, ensure_ascii=False).encode())
-    return digest.hexdigest()
-
-
-@torch.no_grad()
-def teacher_scores(
-    teacher: MiniReranker,
-    tasks: Sequence[RerankTask],
-    cache: str | Path | None = None,
-    *,
-    batch_pairs: int = 32,
-    progress: bool = True,
-) -> tuple[list[torch.Tensor], bool]:
-    """The teacher's logit(yes) - logit(no) for every candidate of every task, and whether they came from
-    ``cache``.
-
-    With ``cache`` (a ``.safetensors`` path) the scores are read from it when its key (the teacher's weight
-    digest, its configuration and :func:`task_digest`) matches, else computed and written there.
-
-    Raises:
-        CacheError: ``cache`` exists but was written for another teacher, configuration or task list, or is
-            unreadable (it is left untouched; delete it or choose another path).
-        ScoreError: a teacher score is not finite (nothing is cached then).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
-
-    key = {
-        "teacher": teacher.backbone.fingerprint(),
-        "config": teacher.config.model_dump_json(),
-        "tasks": task_digest(tasks),
-        "count": str(len(tasks)),
-    }
-    path = Path(cache) if cache is not None else None
-    if path is not None and path.exists():
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            stored = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CacheError(f"{path}: teacher-score cache is unreadable ({exc}); delete it to recompute") from exc
-        differs = [k for k in key if metadata.get(k) != key[k]]
-        if differs:
-            raise CacheError(
-                f"{path}: teacher-score cache was written for another {', '.join(differs)}; "
-                "delete it or pass another cache path"
-            )
-        return [stored[f"t{i}"] for i in range(len(tasks))], True
-
-    scores: list[torch.Tensor] = []
-    pairs = [(i, j) for i, task in enumerate(tasks) for j in range(len(task.candidates))]
-    flat: list[torch.Tensor] = []
-    for start in tqdm(range(0, len(pairs), batch_pairs), disable=not progress, desc="teacher", unit="batch"):
-        chunk = pairs[start : start + batch_pairs]
-        flat.append(teacher.logits([(tasks[i].query, tasks[i].candidates[j]) for i, j in chunk]).float().cpu())
-    values = torch.cat(flat) if flat else torch.zeros(0)
-    bad = (~torch.isfinite(values)).nonzero()
-    if len(bad):  # a NaN target would reach every weight at the first step
-        i, j = pairs[int(bad[0])]
-        raise ScoreError(
-            f"the teacher's score of task {tasks[i].id!r}, candidate {j} is {float(values[int(bad[0])])}: "
-            f"{len(bad)} of {len(values)} teacher scores are not finite; load the teacher in float32"
-        )
-    offset = 0
-    for task in tasks:
-        scores.append(values[offset : offset + len(task.candidates)].clone())
-        offset += len(task.candidates)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        save_file({f"t{i}": s.contiguous() for i, s in enumerate(scores)}, str(partial), metadata=key)
-        os.replace(partial, path)  # a crash mid-write leaves no half cache under the real name
-    return scores, False
 
 
 # --- groups and loss -------------------------------------------------------------------------------------
@@ -345,117 +244,6 @@ def _frozen_copy(backbone: Backbone) -> Backbone:
     return Backbone(model, backbone.tokenizer, backbone.image_processor, backbone.name)
 
 
-def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _save_state(
-    directory: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    settings: AdaptSettings,
-    averaged: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Trainable weights, optimizer moments, step, RNG state (and the weights' moving average), written to a
-    fresh folder then swapped in."""
-    from safetensors.torch import save_file
-
-    tmp = directory.with_name(directory.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    params = _trainable(model)
-    save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "weights.safetensors"))
-    names = {id(p): k for k, p in params.items()}
-    moments: dict[str, torch.Tensor] = {}
-    counts: dict[str, float] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            for key, value in state.items():
-                if key == "step":
-                    counts[names[id(p)]] = float(value)
-                else:
-                    moments[f"{names[id(p)]}::{key}"] = value.detach().contiguous().cpu()
-    moments["__torch_rng__"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        moments["__cuda_rng__"] = torch.cuda.get_rng_state()
-    save_file(moments, str(tmp / "optimizer.safetensors"))
-    if averaged is not None:
-        save_file({k: v.contiguous().cpu() for k, v in averaged.items()}, str(tmp / EMA_FILE))
-    (tmp / "state.json").write_text(
-        json.dumps({"step": step, "adam_steps": counts, "settings": settings.model_dump()}, indent=1), encoding="utf-8"
-    )
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        os.replace(tmp, directory)
-
-
-# Settings a resumed run may change: its length (the schedule's remaining decay follows), how often it saves,
-# and how many pairs or teacher pairs go through the model at once (the results do not depend on those).
-_RESUMABLE_CHANGES = {"steps", "save_every", "micro_batch_pairs", "teacher_batch"}
-
-
-def _load_state(
-    directory: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    settings: AdaptSettings,
-    averaged: dict[str, torch.Tensor] | None = None,
-) -> int:
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    saved, current = meta.get("settings", {}), settings.model_dump()
-    defaults = AdaptSettings().model_dump()  # a setting added since the state was written had its default then
-    differs = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
-    if differs:
-        raise CacheError(
-            f"{directory}: saved state was trained with other settings ({', '.join(differs)}); start afresh"
-        )
-    if saved.get("steps") != settings.steps:
-        logger.warning(
-            "resuming at step %d with %d total steps instead of %s: the learning-rate decay is re-spread over the rest",
-            meta["step"],
-            settings.steps,
-            saved.get("steps"),
-        )
-    params = _trainable(model)
-    weights = load_file(str(directory / "weights.safetensors"))
-    if set(weights) != set(params):
-        raise CacheError(f"{directory}: saved state holds other trainable weights than this run; start afresh")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name].to(p.device, p.dtype))
-    moments = load_file(str(directory / "optimizer.safetensors"))
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            name = next(k for k, q in params.items() if q is p)
-            if name in meta["adam_steps"]:
-                state = {
-                    key.split("::", 1)[1]: value.to(p.device)
-                    for key, value in moments.items()
-                    if key.startswith(name + "::")
-                }
-                state["step"] = torch.tensor(meta["adam_steps"][name])
-                optimizer.state[p] = state
-    if averaged is not None:
-        saved_average = load_file(str(directory / EMA_FILE))
-        if set(saved_average) != set(averaged):
-            raise CacheError(f"{directory}: saved moving average holds other weights than this run; start afresh")
-        for name, value in averaged.items():
-            value.copy_(saved_average[name].to(value.device, value.dtype))
-    torch.set_rng_state(moments["__torch_rng__"])
-    if "__cuda_rng__" in moments and torch.cuda.is_available():
-        torch.cuda.set_rng_state(moments["__cuda_rng__"])
-    return int(meta["step"])
-
-
 def check_output_folder(
     out: str | Path, base: str | Path | None = None, *, overwrite: bool = False, resume: bool = True
 ) -> Path:
@@ -589,16 +377,16 @@ def adapt(
     else:
         for name, p in model.named_parameters():
             p.requires_grad_(settings.train_vision or ".visual." not in f".{name}")
-    trainable = _trainable(model)
-    params = list(trainable.values())
+    weights = trainable(model)
+    params = list(weights.values())
     # The moving average starts at the weights we start from; a resumed run reads it back from the state.
-    averaged = {k: p.detach().clone() for k, p in trainable.items()} if settings.ema > 0 else None
+    averaged = {k: p.detach().clone() for k, p in weights.items()} if settings.ema > 0 else None
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate(), weight_decay=settings.weight_decay)
 
     state_dir = out / STATE_DIR
     start = 0
     if resume and (state_dir / "state.json").is_file():
-        start = _load_state(state_dir, model, optimizer, settings, averaged)
+        start = load_state(state_dir, model, optimizer, settings, averaged)
         logger.info("resuming from step %d (%s)", start, state_dir)
     schedule = lr_schedule(optimizer, settings.warmup_steps, settings.steps, start=start)
     end = settings.steps if stop_after is None else min(settings.steps, stop_after)
@@ -620,7 +408,7 @@ def adapt(
             schedule.step()
             if averaged is not None:
                 with torch.no_grad():
-                    for name, p in trainable.items():
+                    for name, p in weights.items():
                         averaged[name].lerp_(p.detach(), 1.0 - settings.ema)
             result.losses.append(total)
             window = result.losses[-20:]
@@ -628,7 +416,7 @@ def adapt(
             if on_step is not None:
                 on_step(step, total)
             if (step + 1) % settings.save_every == 0 and step + 1 < end:
-                _save_state(state_dir, model, optimizer, step + 1, settings, averaged)
+                save_state(state_dir, model, optimizer, step + 1, settings, averaged)
     finally:
         optimizer.zero_grad(set_to_none=True)  # a failed step's gradients are dropped, not left on the weights
         model.eval()
@@ -637,12 +425,12 @@ def adapt(
     result.steps_done = end
     if end < settings.steps:  # interrupted on purpose: keep the state, write no checkpoint
         if end > start:
-            _save_state(state_dir, model, optimizer, end, settings, averaged)
+            save_state(state_dir, model, optimizer, end, settings, averaged)
         return result
-    _save_state(state_dir, model, optimizer, end, settings, averaged)
+    save_state(state_dir, model, optimizer, end, settings, averaged)
     if averaged is not None:  # the average is what is served; the state keeps the last weights to resume from
         with torch.no_grad():
-            for name, p in trainable.items():
+            for name, p in weights.items():
                 p.copy_(averaged[name])
         backbone.invalidate_fingerprint()
     if settings.method == "lora":
