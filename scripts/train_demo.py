@@ -11,12 +11,17 @@ checkpoints (``dense``, ``paper``) and a history of the run. The shipped model i
     python scripts/train_demo.py --out build/demo3 --from-dense build/demo3/dense      # adaptation, ~30 min
 
 On a GPU pass --device cuda (same recipe, more steps in the same time). docs/demo-training.md has the record.
+
+The adaptation stage runs ``quality.adapt.adapt`` (the one adaptation path, as ``minirerank adapt``) with the
+labels' loss added to the distillation (``label_weight``). The shipped ``paper`` variant was adapted before
+that path existed, by the supervised trainer with a teacher term (groups with a hard-negative curriculum and
+a 40-minute limit, docs/demo-training.md); this stage now draws groups as ``adapt`` does (the teacher's best
+candidates plus random ones), so re-running it trains by a neighbouring recipe, not the shipped one.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import logging
@@ -28,7 +33,9 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import MiniReranker, Query, RerankConfig
-from minirerank_integrations.engine.modeling import CONFIG_FILE, Backbone
+from minirerank_integrations.engine.modeling import Backbone
+from minirerank_integrations.quality.adapt import AdaptSettings
+from minirerank_integrations.quality.adapt import adapt as adapt_run
 from minirerank_integrations.quality.data import (
     FAMILIES,
     attribute_space,
@@ -38,14 +45,7 @@ from minirerank_integrations.quality.data import (
     query_text,
 )
 from minirerank_integrations.quality.evaluation import evaluate
-from minirerank_integrations.quality.training import (
-    TrainSettings,
-    add_lora,
-    merge_lora,
-    save_checkpoint,
-    train,
-    vision_warm_start,
-)
+from minirerank_integrations.quality.training import TrainSettings, save_checkpoint, train, vision_warm_start
 from minirerank_integrations.tiny_checkpoint import build_image_processor, build_tokenizer, tiny_config
 
 log = logging.getLogger("train_demo")
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="with --continue-dense: first continue the vision warm start on page images alone this many steps",
     )
-    parser.add_argument("--adapt-minutes", type=float, default=40)
     parser.add_argument(
         "--i2t-repeat", type=int, default=2, help="repeat image_to_text tasks this often in the adaptation"
     )
@@ -269,46 +268,47 @@ def vision_stage(
 
 
 def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
-    """Adaptation to ``ADAPTED_CONFIG`` (its band from ``--band``): labels (listwise + BCE) plus distillation
-    of the frozen dense model's order, which also ranks the visual tokens to keep (the pruning embedder)."""
-    embedder = copy.deepcopy(reranker.backbone)
+    """Adaptation to ``ADAPTED_CONFIG`` (its band from ``--band``) through ``quality.adapt``: distillation of the
+    frozen dense model's order (which also ranks the visual tokens to keep, the pruning embedder) plus the
+    labels' listwise + BCE loss. Writes ``out/paper`` as ``minirerank adapt`` writes its folder."""
     config = RerankConfig(**ADAPTED_CONFIG.model_dump() | {"band": tuple(args.band)})  # validated again
-    adapted = MiniReranker(reranker.backbone, config, embedder=embedder)
-    # Trained, the vision tower can move what the pruned tokens carried into the kept ones.
-    for p in reranker.backbone.visual.parameters():
-        p.requires_grad_(args.adapt_vision)
-    if args.lora:
-        add_lora(adapted)
-    adapt_settings = TrainSettings(
+    settings = AdaptSettings(
         steps=args.adapt_steps,
         queries_per_step=8,
-        candidates_per_query=8,
-        lr=args.adapt_lr or (1e-4 if args.lora else 3e-4),
-        warmup_steps=20,
-        bce_weight=0.2,
-        hard_start=0.6,
-        hard_end=0.75,
-        seed=args.seed + 1,
-        time_limit_s=args.adapt_minutes * 60,
+        group_size=8,
+        method="lora" if args.lora else "full",
+        # Trained, the vision tower can move what the pruned tokens carried into the kept ones.
+        train_vision=args.adapt_vision,
+        lr=args.adapt_lr,
         distill_weight=args.distill,
+        score_weight=0.0,
+        label_weight=1.0,
+        seed=args.seed + 1,
     )
-    teacher = MiniReranker(embedder, "dense")  # the frozen dense model: same weights the adaptation starts from
 
     def on_step(step: int, loss: float) -> None:
         if step % 20 == 0:
             log.info("adapt step %d loss %.4f", step, loss)
             history["adapt"].append({"step": step, "loss": loss})
 
-    report = train(adapted, train_tasks, adapt_settings, progress=False, on_step=on_step, teacher=teacher)
-    if args.lora:
-        merge_lora(adapted)
+    base = args.from_dense or str(out / "dense")
+    result = adapt_run(  # overwrite: the build folder is this script's own
+        reranker,
+        train_tasks,
+        config,
+        out / "paper",
+        settings,
+        progress=False,
+        on_step=on_step,
+        base_name=base,
+        overwrite=True,
+    )
+    adapted = MiniReranker.from_pretrained(out / "paper", device=args.device)  # its saved configuration
     history["adapt_summary"] = {
-        "steps": len(report.losses),
-        "mean_step_seconds": report.mean_step_seconds,
+        "steps": result.steps_done,
+        "mean_step_seconds": result.train_seconds / max(1, len(result.losses)),
         "final_val_hit@1": quick_eval(adapted, val_tasks),
     }
-    save_checkpoint(adapted, out / "paper")
-    (out / "paper" / CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n")
     log.info("adapt done: %s", history["adapt_summary"])
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
