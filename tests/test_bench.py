@@ -28,13 +28,14 @@ def test_workload_words_are_single_tokens():
 def test_bench_smoke_run_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "--shape", "small", "--sizes", "64", "48", "--detail-sizes", "64", "--warm-n", "1", "2"]
-    argv += ["--text-candidates", "2"]
+    argv += ["--text-candidates", "2", "--vocabulary", "workload"]
     argv += ["--guide-layers", "1", "all", "--full-kv-max-n", "1", "--out", str(out), "--work-dir", str(tmp_path / "w")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "targets:" in printed and "random weights" in printed
     result = json.loads((out / "bench.json").read_text())
     assert {"settings", "shape", "machine", "rows", "ingestion_stages", "profiles", "notes"} <= set(result)
+    assert result["vocabulary"] == "workload"
     rows = result["rows"]
     assert all(set(row) == set(ROW_FIELDS) for row in rows)
     methods = {(r["workload"], r["method"], r["state"]) for r in rows}

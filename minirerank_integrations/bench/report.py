@@ -67,7 +67,7 @@ def summary(result: dict) -> str:
         "depend on weight values)",
         f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, cuda {machine['cuda']}",
         f"paper: {result['paper_config']}, guide layers {result['guide_layers_default']}; query "
-        f"{result['query_tokens']} tokens",
+        f"{result['query_tokens']} tokens ({result.get('vocabulary', 'workload')} vocabulary)",
         "",
         f"{'workload':<12} {'size':>5} {'method':<30} {'state':<7} {'N':>5} {'s/query':>10} {'s/pair':>9} "
         f"{'vs dense':>9} {'suffix':>6} {'RSS GiB':>7}",

@@ -46,7 +46,7 @@ from ..store import DiskPrefixStore, PrefixEntry, PrefixStore, StoreStats
 from ..store.codec import encode_entry
 from ..tiny_checkpoint import build_image_processor
 from .shapes import SHAPES, random_backbone
-from .workload import QUERIES, page, text_candidate, workload_tokenizer
+from .workload import QUERIES, bench_tokenizer, page, text_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,9 @@ class BenchSettings:
     #: with the default guide (a CPU run's budget goes to the rows its targets read)
     detail_sizes: tuple[int, ...] | None = None
     work_dir: str | None = None  # where the disk stores live (deleted after each method)
+    #: "qwen": Qwen's real vocabulary (the dev extra has its ranks); "workload": a stand-in whose workload words
+    #: are single tokens; "auto": Qwen's when installed. The result names the one used.
+    vocabulary: str = "auto"
     seed: int = 0
 
 
@@ -209,7 +212,7 @@ class Bench:
         self.notes: list[str] = []
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
         started = time.perf_counter()
-        self.tokenizer = workload_tokenizer()
+        self.tokenizer, self.vocabulary = bench_tokenizer(settings.vocabulary)
         self.backbone = random_backbone(
             settings.shape, self.tokenizer, build_image_processor(), device=settings.device, dtype=dtype
         )
@@ -600,6 +603,7 @@ class Bench:
             "machine": machine(self.s.device),
             "model_build_seconds": self.build_seconds,
             "query": self.query.text,
+            "vocabulary": self.vocabulary,
             "query_tokens": len(self.tokenizer(" " + (self.query.text or ""), add_special_tokens=False)["input_ids"]),
             "notes": [
                 "Random weights: speed depends on shapes and token counts, not on weight values.",

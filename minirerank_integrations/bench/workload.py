@@ -1,13 +1,17 @@
-"""The benchmark's inputs: screenshot-like pages, text queries of realistic length, text candidates, and a
-tokenizer in which every word of the workload (and of the prompt templates) is one token, as with Qwen's
-tokenizer for everyday English."""
+"""The benchmark's inputs: screenshot-like pages, text queries of realistic length, text candidates, and the
+tokenizer: Qwen's own vocabulary when its published ranks are installed (the dev extra), else a stand-in in
+which every word of the workload (and of the prompt templates) is one token, as with Qwen's tokenizer for
+everyday English."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..errors import ConfigError
+from ..qwen_vocab import qwen_tokenizer
 from ..tiny_checkpoint import build_tokenizer
 
 _WORDS = (
@@ -26,6 +30,25 @@ QUERIES = [
     "invoice total amount due with payment terms and shipping address",
     "contract clause about liability insurance policy coverage limits",
 ]
+
+
+#: Where the converted Qwen vocabulary is kept between runs (converting the ranks takes seconds).
+_VOCAB_CACHE = Path.home() / ".cache" / "minirerank"
+
+
+def bench_tokenizer(vocabulary: str = "auto") -> tuple[object, str]:
+    """The benchmark's tokenizer and the name of its vocabulary: ``"qwen"`` (Qwen's real vocabulary, so prompt
+    and suffix lengths are the real ones), ``"workload"`` (:func:`workload_tokenizer`), or ``"auto"``: Qwen's
+    when its ranks are installed, else the stand-in."""
+    if vocabulary not in ("auto", "qwen", "workload"):
+        raise ConfigError(f"vocabulary must be 'auto', 'qwen' or 'workload', got {vocabulary!r}")
+    if vocabulary != "workload":
+        try:
+            return qwen_tokenizer(cache_dir=_VOCAB_CACHE), "qwen"
+        except ConfigError:
+            if vocabulary == "qwen":
+                raise
+    return workload_tokenizer(), "workload"
 
 
 def workload_tokenizer():

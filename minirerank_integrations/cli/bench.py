@@ -32,6 +32,12 @@ def add_commands(commands: Subparsers) -> None:
     parser.add_argument("--text-candidates", type=int, default=10, help="N of the image query over text")
     parser.add_argument("--full-kv-max-n", type=int, default=10, help="largest warm N of vision-first alone")
     parser.add_argument("--storage", default="bfloat16", choices=STORAGES)
+    parser.add_argument(
+        "--vocabulary",
+        default="auto",
+        choices=["auto", "qwen", "workload"],
+        help="tokenizer: Qwen's real vocabulary (needs the dev extra's ranks), a stand-in, or Qwen's when installed",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
@@ -72,6 +78,7 @@ def _bench(args: argparse.Namespace) -> int:
         text_candidates=args.text_candidates,
         full_kv_max_n=args.full_kv_max_n,
         storage=args.storage,
+        vocabulary=args.vocabulary,
         guide_layers=tuple(None if g == "all" else int(g) for g in args.guide_layers),
         device=args.device,
         dtype=args.dtype,
