@@ -157,7 +157,7 @@ def test_verify_drops_a_swapped_row(tmp_path):
         store.put("a", entry)
         store.put("b", other)
     with closing(sqlite3.connect(directory / "cache.db")) as con:
-        con.execute("UPDATE Cache SET key = 'c' WHERE key = 'a'")  # a renamed row
+        con.execute("UPDATE Cache SET key = 'c.float32' WHERE key = 'a.float32'")  # a renamed row (key.precision)
         con.commit()
     with DiskPrefixStore(directory) as store:
         assert store.verify() == (1, 1)
@@ -173,7 +173,10 @@ def test_an_int8_entry_is_never_served_to_a_float32_engine(tiny4_path, tmp_path)
 
     engine = MiniReranker.from_pretrained(tiny4_path, config=A, cache_dir=directory)  # float32 storage
     assert scores(engine.rerank(QUERY, docs())) == exact
-    assert engine.counters.prefix_hits == 0 and engine.store.stats.rejected == 3
+    # Precision is part of the row: the int8 rows are neither served nor deleted, they stay beside the float32 ones.
+    assert engine.counters.prefix_hits == 0 and engine.store.stats.rejected == 0
+    again = MiniReranker.from_pretrained(tiny4_path, config=A, cache_dir=directory, cache_storage="int8")
+    assert scores(again.rerank(QUERY, docs())) != exact and again.counters.prefix_hits == 3
 
 
 def test_a_prefix_float16_cannot_hold_is_served_not_stored(tiny4_path, tmp_path):
