@@ -33,10 +33,10 @@ def _layer_inputs(reranker: MiniReranker, text: str, batch: int = 2):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(batch, len(ids), b.layers[0].self_attn.config.hidden_size, generator=generator)
     positions = torch.arange(len(ids)).expand(3, batch, -1)
-    cos, sin = L._rotary(b, x, positions)
+    cos, sin = L.rotary(b, x, positions)
     valid = torch.ones(batch, len(ids), dtype=torch.bool)
     valid[1, :3] = False  # left padding in the second row
-    return x, cos, sin, L._causal(valid)
+    return x, cos, sin, L.causal_mask(valid)
 
 
 @pytest.mark.parametrize("last_only", [False, True])
@@ -63,6 +63,6 @@ def test_last_token_row_equals_the_eager_probabilities(tiny8_path):
     with torch.no_grad():
         for layer in b.layers[:3]:
             _, _, _, probs = L.layer_forward(layer, x, cos, sin, bias, want_probs=True)
-            row = L._last_row_probs(layer, x, cos, sin, bias[:, :, -1:])
+            row = L.last_row_probs(layer, x, cos, sin, bias[:, :, -1:])
             assert (row - probs[:, :, -1]).abs().max() <= 1e-6
             x, _, _, _ = L.layer_forward(layer, x, cos, sin, bias)

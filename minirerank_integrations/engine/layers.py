@@ -1,16 +1,18 @@
 """The layer loop: one explicit pass over ``language_model.layers`` where the band masks, the early
 exit and the pruned positions are visible.
 
-``reference_logits`` is the definition of a configuration (design notes, section 2): the whole
-concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``compute_suffix_preband``,
-``pair_logits``) computes the same numbers with less work, and a test holds them equal.
+``reference_logits`` is the definition of a configuration (``docs/design.md``, "The miniReranker computation"):
+the whole concatenated sequence, a per-layer mask. The fast path (``compute_prefix``, ``compute_suffix_preband``,
+``pair_logits``) computes the same numbers with less work, and a test holds them equal. Every loop, the reference's
+included, is one call of :func:`run_layers`, the one layer-loop body.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +25,14 @@ from .modeling import Backbone, SegmentStates
 # per call, and never a value that turns into -inf in a narrower dtype (float32's min is -inf in bfloat16).
 # ``None`` means plainly causal over an unpadded batch (SDPA's ``is_causal``; no mask at all for one query).
 # No row is ever fully masked: a left-padding row reads itself. Fused CUDA kernels may return NaN for a row with
-# no key, and that NaN reaches every row of the batch at the next layer (0 x NaN); design notes, section 7.
+# no key, and that NaN reaches every row of the batch at the next layer (0 x NaN) ("docs/design.md", "Attention
+# masks").
 Mask = torch.Tensor | None
 
 NEG = torch.finfo(torch.float32).min  # masked score in the eager float32 softmax; finite there
 
 
-def _rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin [batch, tokens, head_dim] for M-RoPE positions [3, batch, tokens]."""
     return backbone.rotary(x, positions)
 
@@ -132,7 +135,7 @@ def layer_forward(
     x: torch.Tensor,  # [batch, tokens, hidden]
     cos: torch.Tensor,  # [batch, tokens, head_dim]
     sin: torch.Tensor,
-    bias: Mask,  # [batch, 1, tokens, past + tokens] bool, or None: causal, unpadded (see Mask)
+    mask: Mask,  # [batch, 1, tokens, past + tokens] bool, or None: causal, unpadded (see Mask)
     past: tuple[torch.Tensor, torch.Tensor] | None = None,  # [batch, kv_heads, past, head_dim] each
     *,
     last_only: bool = False,
@@ -157,7 +160,7 @@ def layer_forward(
     residual = x
     if last_only:  # only the last token's query is read: project it alone
         h, cos_q, sin_q, residual = h[:, -1:], cos[:, -1:], sin[:, -1:], x[:, -1:]
-        bias = bias[:, :, -1:] if bias is not None else None  # None: the last token reads every key
+        mask = mask[:, :, -1:] if mask is not None else None  # None: the last token reads every key
     else:
         cos_q, sin_q = cos, sin
     q = attn.q_norm(attn.q_proj(h).view(batch, h.shape[1], -1, attn.head_dim)).transpose(1, 2)
@@ -165,9 +168,9 @@ def layer_forward(
     keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
     probs = None
     if want_probs:
-        out, probs = eager_attention(q, keys, values, bias, attn.scaling)
+        out, probs = eager_attention(q, keys, values, mask, attn.scaling)
     else:
-        out = attend(q, keys, values, bias, attn.scaling)
+        out = attend(q, keys, values, mask, attn.scaling)
     out = out.transpose(1, 2).reshape(batch, q.shape[2], -1)  # [batch, queries, heads*dim]
     x = residual + attn.o_proj(out)
     x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -175,16 +178,16 @@ def layer_forward(
 
 
 def eager_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: Mask, scale: float
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The stock eager attention: (output [batch, heads, queries, dim], probabilities [batch, heads, queries, keys])."""
     n_rep = q.shape[1] // keys.shape[1]
     keys, values = repeat_kv(keys, n_rep), repeat_kv(values, n_rep)  # [batch, heads, keys, head_dim]
     scores = torch.matmul(q, keys.transpose(2, 3)) * scale  # [batch, heads, queries, keys]
-    if bias is None:  # causal, keys aligned with the queries' end (the last query reads every key)
+    if mask is None:  # causal, keys aligned with the queries' end (the last query reads every key)
         queries, n_keys = scores.shape[-2:]
-        bias = torch.ones(queries, n_keys, dtype=torch.bool, device=q.device).tril(n_keys - queries)
-    probs = F.softmax(_masked(scores.float(), bias), dim=-1).to(q.dtype)
+        mask = torch.ones(queries, n_keys, dtype=torch.bool, device=q.device).tril(n_keys - queries)
+    probs = F.softmax(_masked(scores.float(), mask), dim=-1).to(q.dtype)
     return torch.matmul(probs, values), probs
 
 
@@ -195,9 +198,6 @@ def causal_mask(valid: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()  # [t, t]
     diagonal = torch.eye(t, dtype=torch.bool, device=valid.device)
     return ((causal[None] & valid[:, None, :]) | diagonal)[:, None]
-
-
-_causal = causal_mask  # the name tests/test_attention.py reads
 
 
 def _self_mask(valid: torch.Tensor, padded: bool) -> Mask:
@@ -253,8 +253,12 @@ class JoinedPairs:
     valid: torch.Tensor  # [batch, t], False at left padding
     in_suffix: torch.Tensor  # [batch, t]
     deepstack: list[torch.Tensor]  # per DeepStack layer: [batch, t, hidden], zero outside visual tokens
-    band_bias: torch.Tensor  # [batch, 1, t, t] bool mask (see Mask): causal (band layers)
-    within_bias: torch.Tensor  # [batch, 1, t, t] bool mask: causal, suffix rows blind to prefix keys
+    band_mask: torch.Tensor  # [batch, 1, t, t] bool (see Mask): causal (band layers)
+    within_mask: torch.Tensor  # [batch, 1, t, t] bool: causal, suffix rows blind to prefix keys
+
+    def layer_masks(self, band: tuple[int, int]) -> LayerMasks:
+        """The mask of each layer under ``band``."""
+        return LayerMasks(band, self.band_mask, self.within_mask)
 
 
 def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> JoinedPairs:
@@ -280,21 +284,116 @@ def join_pairs(prefixes: list[SegmentStates], suffixes: list[SegmentStates]) -> 
     return JoinedPairs(x, positions, valid, in_suffix, deepstack, causal, causal & ~crossing)
 
 
+# -- the layer loop -------------------------------------------------------------------------------------------
+
+KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: [batch, kv_heads, tokens, head_dim] each
+#: Keys and values a layer reads in front of its own tokens: (layer index, layer, whether it is the loop's last
+#: layer) -> KV, or None for none.
+PastFn = Callable[[int, torch.nn.Module, bool], "KV | None"]
+#: What the last layer of a loop computes: every token's output; only the last token's (an exit layer: nothing
+#: else is read); only its keys and values (the last band layer of a prefix).
+Finish = Literal["all", "last_token", "kv"]
+
+
+@dataclass(frozen=True)
+class LayerMasks:
+    """The per-layer mask choice of the definition (``docs/design.md``, "The miniReranker computation"): in band
+    layers [start, end) suffix tokens read the prefix (``in_band``); elsewhere each segment reads only itself."""
+
+    band: tuple[int, int]
+    in_band: Mask
+    outside: Mask
+
+    def at(self, layer_idx: int) -> Mask:
+        return self.in_band if self.band[0] <= layer_idx < self.band[1] else self.outside
+
+
+@dataclass
+class LayerRun:
+    """What :func:`run_layers` returns."""
+
+    x: torch.Tensor  # [batch, t, hidden]; [batch, 1, hidden] after a "last_token" finish; unchanged by a "kv" one
+    keys: list[torch.Tensor]  # per layer of keep_kv: [batch, kv_heads, past + t, head_dim]
+    values: list[torch.Tensor]  # as keys
+
+
+def run_layers(
+    backbone: Backbone,
+    x: torch.Tensor,  # [batch, t, hidden]
+    cos: torch.Tensor,  # [batch, t, head_dim]
+    sin: torch.Tensor,
+    deepstack: Sequence[torch.Tensor],  # per DeepStack layer: [batch, t, hidden], zero outside visual tokens
+    layers: range,
+    masks: LayerMasks | Mask,
+    *,
+    past: PastFn | None = None,
+    finish: Finish = "all",
+    keep_kv: range = range(0),
+    on_probs: Callable[[int, torch.Tensor], None] | None = None,
+    before_layer: Callable[[int, torch.nn.Module, torch.Tensor], None] | None = None,
+) -> LayerRun:
+    """The one layer-loop body: decoder ``layers`` in order, each under its mask (:class:`LayerMasks` picks band or
+    within-segment per layer; a plain :data:`Mask` serves every layer), reading the keys and values ``past`` puts in
+    front of its own, then the DeepStack features added after the first layers.
+
+    ``finish``: what the last layer computes (:data:`Finish`). ``keep_kv``: layers whose keys and values (past's in
+    front) are returned. ``on_probs``: called with each layer's attention probabilities [batch, heads, t, past + t]
+    (attention then runs eagerly, the only way that forms them). ``before_layer``: called with each layer's input.
+    """
+    keys: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    for layer_idx in layers:
+        layer = backbone.layers[layer_idx]
+        final = layer_idx == layers[-1]
+        if before_layer is not None:
+            before_layer(layer_idx, layer, x)
+        front = past(layer_idx, layer, final) if past is not None else None
+        mask = masks.at(layer_idx) if isinstance(masks, LayerMasks) else masks
+        last_only = final and finish == "last_token"
+        out, k, v, probs = layer_forward(
+            layer,
+            x,
+            cos,
+            sin,
+            mask,
+            front,
+            last_only=last_only,
+            kv_only=final and finish == "kv",
+            want_probs=on_probs is not None,
+        )
+        if layer_idx in keep_kv:
+            keys.append(k if front is None else torch.cat([front[0], k], 2))  # [batch, kv_heads, past + t, head_dim]
+            values.append(v if front is None else torch.cat([front[1], v], 2))
+        if on_probs is not None:
+            on_probs(layer_idx, probs)  # type: ignore[arg-type]
+        if out is None:  # keys and values only: the output is never read
+            break
+        x = out
+        # DeepStack: vision-encoder features join the visual tokens after the first layers ("docs/design.md",
+        # "Reference semantics"); after an exit layer only the last token is left, and it is never visual.
+        if layer_idx < len(deepstack) and not last_only:
+            x = x + deepstack[layer_idx]
+    return LayerRun(x, keys, values)
+
+
 class _SharedStart:
-    """Text tokens that begin every row of a batch (the system prompt): run once per layer, at batch size 1;
-    every row attends to their keys and values."""
+    """Text tokens that begin every row of a batch (the system prompt), a :data:`PastFn`: each layer runs them once,
+    at batch size 1, and every row reads their keys and values."""
 
-    def __init__(self, backbone: Backbone, shared: SegmentStates) -> None:
-        self.length = shared.length
+    def __init__(self, backbone: Backbone, shared: SegmentStates, batch: int) -> None:
+        self.backbone, self.batch, self.length = backbone, batch, shared.length
         self.x = shared.hidden[None]  # [1, k, hidden]
-        self.cos, self.sin = _rotary(backbone, self.x, shared.positions[:, None])
-        self.bias: Mask = None  # one unpadded row: plainly causal
+        self.cos, self.sin = rotary(backbone, self.x, shared.positions[:, None])
 
-    def layer(self, layer: torch.nn.Module, batch: int, kv_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run one layer; return its keys and values expanded to the batch."""
-        out, k, v, _ = layer_forward(layer, self.x, self.cos, self.sin, self.bias, kv_only=kv_only)
-        self.x = out if out is not None else self.x
-        return k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+    def __call__(self, layer_idx: int, layer: torch.nn.Module, final: bool) -> KV:
+        """Run layer ``layer_idx`` on the shared tokens (keys and values only in the loop's last layer); return
+        their keys and values expanded to the batch, [batch, kv_heads, k, head_dim] each."""
+        one = range(layer_idx, layer_idx + 1)
+        run = run_layers(
+            self.backbone, self.x, self.cos, self.sin, [], one, None, finish="kv" if final else "all", keep_kv=one
+        )
+        self.x = run.x  # plainly causal, text only: no mask, no DeepStack
+        return run.keys[0].expand(self.batch, -1, -1, -1), run.values[0].expand(self.batch, -1, -1, -1)
 
 
 def reference_logits(
@@ -314,38 +413,30 @@ def reference_logits(
     uses it to skip the ~60% of each prompt that never changes.
     """
     pairs = join_pairs(prefixes, suffixes)
-    x, positions, in_suffix, deepstack = pairs.x, pairs.positions, pairs.in_suffix, pairs.deepstack
-    band_bias, within_bias = pairs.band_bias, pairs.within_bias
+    x, in_suffix = pairs.x, pairs.in_suffix
     batch, t, _ = x.shape
-    start = _SharedStart(backbone, shared) if shared is not None else None
+    masks = pairs.layer_masks(band)
+    start = _SharedStart(backbone, shared, batch) if shared is not None else None
     if start is not None:  # every token sees the shared start, except suffix tokens outside the band
         k = start.length
-        band_bias = torch.cat([band_bias.new_ones(batch, 1, t, k), band_bias], dim=-1)
         seen_from_outside = (~in_suffix)[:, None, :, None].expand(batch, 1, t, k)  # [batch, 1, t, k]
-        within_bias = torch.cat([seen_from_outside, within_bias], dim=-1)
-    cos, sin = _rotary(backbone, x, positions)
-    for layer_idx in range(exit_layer):
-        last = layer_idx == exit_layer - 1
-        layer = backbone.layers[layer_idx]
-        bias = band_bias if band[0] <= layer_idx < band[1] else within_bias
-        past = start.layer(layer, batch, kv_only=last) if start is not None else None
-        x, _, _, _ = layer_forward(layer, x, cos, sin, bias, past, last_only=last)
-        if layer_idx < len(deepstack) and not last:  # the last token is never visual
-            x = x + deepstack[layer_idx]
-    return _final_logit(backbone, x[:, -1])
+        masks = LayerMasks(
+            band,
+            torch.cat([masks.in_band.new_ones(batch, 1, t, k), masks.in_band], dim=-1),  # [batch, 1, t, k + t]
+            torch.cat([seen_from_outside, masks.outside], dim=-1),  # [batch, 1, t, k + t]
+        )
+    cos, sin = rotary(backbone, x, pairs.positions)
+    run = run_layers(backbone, x, cos, sin, pairs.deepstack, range(exit_layer), masks, past=start, finish="last_token")
+    return _final_logit(backbone, run.x[:, -1])
 
 
 def single_segment_logits(backbone: Backbone, states: list[SegmentStates], exit_layer: int) -> torch.Tensor:
     """Whole prompts (query-first), batched with left padding: causal attention, early exit. [batch] logits."""
     x, positions, valid, deepstack = _left_pad(states)
-    cos, sin = _rotary(backbone, x, positions)
-    bias = _self_mask(valid, _padded([s.hidden for s in states]))
-    for layer_idx in range(exit_layer):
-        last = layer_idx == exit_layer - 1
-        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, last_only=last)
-        if layer_idx < len(deepstack) and not last:  # the last token is never visual
-            x = x + deepstack[layer_idx]
-    return _final_logit(backbone, x[:, -1])
+    cos, sin = rotary(backbone, x, positions)
+    mask = _self_mask(valid, _padded([s.hidden for s in states]))
+    run = run_layers(backbone, x, cos, sin, deepstack, range(exit_layer), mask, finish="last_token")
+    return _final_logit(backbone, run.x[:, -1])
 
 
 def compute_prefix(backbone: Backbone, prefix: SegmentStates, band: tuple[int, int]) -> PrefixEntry:
@@ -369,36 +460,27 @@ def compute_prefixes(
     end = end if end > start else 0  # an empty band reads nothing from the prefix: run no layer
     x, positions, valid, deepstack = _left_pad(prefixes)
     batch, t, _ = x.shape
-    cos, sin = _rotary(backbone, x, positions)
-    bias = _self_mask(valid, _padded([p.hidden for p in prefixes]))
-    head_start = _SharedStart(backbone, shared) if shared is not None else None
+    cos, sin = rotary(backbone, x, positions)
+    mask = _self_mask(valid, _padded([p.hidden for p in prefixes]))
+    head_start = _SharedStart(backbone, shared, batch) if shared is not None else None
     if head_start is not None:  # every row reads the shared start, then its own causal part
-        own = bias if bias is not None else causal_mask(valid)
-        bias = torch.cat([own.new_ones(batch, 1, t, head_start.length), own], dim=-1)
-    keys, values = [], []  # per band layer: [batch, kv_heads, (shared +) t, head_dim]
-    for layer_idx in range(end):
-        kv_only = layer_idx == end - 1
-        layer = backbone.layers[layer_idx]
-        past = head_start.layer(layer, batch, kv_only) if head_start is not None else None
-        out, k, v, _ = layer_forward(layer, x, cos, sin, bias, past, kv_only=kv_only)
-        if layer_idx >= start:
-            keys.append(k if past is None else torch.cat([past[0], k], 2))
-            values.append(v if past is None else torch.cat([past[1], v], 2))
-        if out is not None:
-            x = out + deepstack[layer_idx] if layer_idx < len(deepstack) else out
+        own = mask if mask is not None else causal_mask(valid)  # [batch, 1, t, t]
+        mask = torch.cat([own.new_ones(batch, 1, t, head_start.length), own], dim=-1)  # [batch, 1, t, k + t]
+    run = run_layers(
+        backbone, x, cos, sin, deepstack, range(end), mask, past=head_start, finish="kv", keep_kv=range(start, end)
+    )
     attn = backbone.layers[0].self_attn
     kv_heads, head_dim = attn.config.num_key_value_heads, attn.head_dim
     head = shared.length if shared is not None else 0
     entries = []
-    for b, prefix in enumerate(prefixes):
+    for b, prefix in enumerate(prefixes):  # each row's shared start and its own tokens, left padding dropped
         rows = torch.cat([torch.arange(head), torch.arange(head + t - prefix.length, head + t)]).to(x.device)
         length = head + prefix.length
+        empty = x.new_zeros(0, kv_heads, length, head_dim)
         entries.append(
             PrefixEntry(
-                keys=torch.stack([k[b][:, rows] for k in keys]) if keys else x.new_zeros(0, kv_heads, length, head_dim),
-                values=torch.stack([v[b][:, rows] for v in values])
-                if values
-                else x.new_zeros(0, kv_heads, length, head_dim),
+                keys=torch.stack([k[b][:, rows] for k in run.keys]) if run.keys else empty,  # [band, kv, len, dim]
+                values=torch.stack([v[b][:, rows] for v in run.values]) if run.values else empty,
                 length=length,
                 next_position=prefix.next_position,
             )
@@ -412,14 +494,9 @@ def compute_suffix_preband(backbone: Backbone, suffix: SegmentStates, band_start
     RoPE is relative, so the suffix's own positions (from 0) give the same states wherever it is
     placed: computed once per distinct suffix and shared by every prefix it is paired with.
     """
-    x = suffix.hidden[None]  # [1, s, hidden]
-    cos, sin = _rotary(backbone, x, suffix.positions[:, None])
-    bias: Mask = None  # one unpadded row: plainly causal
-    for layer_idx in range(band_start):
-        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias)
-        if layer_idx < len(suffix.deepstack):
-            x[0, suffix.visual] += suffix.deepstack[layer_idx]
-    return x[0]
+    x, positions, _, deepstack = _left_pad([suffix])  # one row, no padding: [1, s, hidden]
+    cos, sin = rotary(backbone, x, positions)
+    return run_layers(backbone, x, cos, sin, deepstack, range(band_start), None).x[0]  # plainly causal
 
 
 def gather_prefix_kv(
@@ -460,28 +537,25 @@ def pair_logits(
     start, end = band
     x, positions, valid, deepstack = _left_pad(suffixes, prebands)
     batch, t, _ = x.shape
-    cos, sin = _rotary(backbone, x, positions)
-    self_bias = _self_mask(valid, _padded(prebands))  # [batch, 1, t, t] or None
-    p = max(e.length for e in entries)
-    band_layers = end - start
-    if band_layers > 0:
+    cos, sin = rotary(backbone, x, positions)
+    self_mask = _self_mask(valid, _padded(prebands))  # [batch, 1, t, t] or None
+    band_mask: Mask = None
+    if end > start:
         past_k, past_v = gather_prefix_kv(entries, x.device, x.dtype)  # [band layers, batch, kv_heads, p, dim]
+        p = past_k.shape[3]
         lengths = torch.tensor([e.length for e in entries])  # host side: no device sync
         prefix_valid = (torch.arange(p)[None] < lengths[:, None]).to(x.device, non_blocking=True)  # [batch, p]
-        prefix_bias = prefix_valid[:, None, None, :].expand(batch, 1, t, p)
-        own = self_bias if self_bias is not None else causal_mask(valid)
-        band_bias = torch.cat([prefix_bias, own], dim=-1)  # [batch, 1, t, p + t] bool
-    for layer_idx in range(start, exit_layer):
-        last = layer_idx == exit_layer - 1
-        if layer_idx < end:
-            i = layer_idx - start
-            past, bias = (past_k[i], past_v[i]), band_bias
-        else:
-            past, bias = None, self_bias
-        x, _, _, _ = layer_forward(backbone.layers[layer_idx], x, cos, sin, bias, past, last_only=last)
-        if layer_idx < len(deepstack) and not last:
-            x = x + deepstack[layer_idx]
-    return _final_logit(backbone, x[:, -1])
+        own = self_mask if self_mask is not None else causal_mask(valid)
+        band_mask = torch.cat([prefix_valid[:, None, None, :].expand(batch, 1, t, p), own], -1)  # [batch, 1, t, p + t]
+
+    def cached(layer_idx: int, _layer: torch.nn.Module, _final: bool) -> KV | None:
+        return (past_k[layer_idx - start], past_v[layer_idx - start]) if layer_idx < end else None
+
+    masks = LayerMasks(band, band_mask, self_mask)
+    run = run_layers(
+        backbone, x, cos, sin, deepstack, range(start, exit_layer), masks, past=cached, finish="last_token"
+    )
+    return _final_logit(backbone, run.x[:, -1])
 
 
 def last_token_attention(backbone: Backbone, states: SegmentStates, layers: int | None = None) -> torch.Tensor:
@@ -499,28 +573,29 @@ def last_token_attention_batch(
     last token's row of probabilities is formed (eagerly, the same math), since nothing else is read.
     """
     x, positions, valid, deepstack = _left_pad(states)
-    cos, sin = _rotary(backbone, x, positions)
-    bias = _self_mask(valid, _padded([s.hidden for s in states]))
-    last_row = bias[:, :, -1:] if bias is not None else None  # the last token reads every real token
+    cos, sin = rotary(backbone, x, positions)
+    mask = _self_mask(valid, _padded([s.hidden for s in states]))
+    last_row = mask[:, :, -1:] if mask is not None else None  # the last token reads every real token
     depth = len(backbone.layers) if layers is None else min(layers, len(backbone.layers))
-    rows = []
-    for layer_idx in range(depth):
-        layer = backbone.layers[layer_idx]
-        rows.append(_last_row_probs(layer, x, cos, sin, last_row))  # [batch, heads, t]
-        if layer_idx == depth - 1:
-            break  # the last layer's output is never read
-        x, _, _, _ = layer_forward(layer, x, cos, sin, bias)
-        if layer_idx < len(deepstack):
-            x = x + deepstack[layer_idx]
+    rows: list[torch.Tensor] = []  # per layer: [batch, heads, t]
+
+    def probe(_layer_idx: int, layer: torch.nn.Module, layer_input: torch.Tensor) -> None:
+        rows.append(last_row_probs(layer, layer_input, cos, sin, last_row))
+
+    x = run_layers(backbone, x, cos, sin, deepstack, range(depth - 1), mask, before_layer=probe).x
+    probe(depth - 1, backbone.layers[depth - 1], x)  # the last layer's output is never read: not run
     stacked = torch.stack(rows, 1)  # [batch, layers, heads, t]
     t = x.shape[1]
     return [stacked[b, :, :, t - s.length :] for b, s in enumerate(states)]
 
 
-def _last_row_probs(
-    layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias_last: Mask
+def last_row_probs(
+    layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask
 ) -> torch.Tensor:
-    """The last token's attention probabilities [batch, heads, t] in one layer (the eager formula, one row)."""
+    """The last token's attention probabilities [batch, heads, t] in one layer (the eager formula, one row).
+
+    x [batch, t, hidden]; cos, sin [batch, t, head_dim]; ``mask`` the last row's, [batch, 1, 1, t], or None.
+    """
     attn = layer.self_attn
     batch, tokens, _ = x.shape
     shape = (batch, tokens, -1, attn.head_dim)
@@ -529,7 +604,9 @@ def _last_row_probs(
     q = attn.q_norm(attn.q_proj(h[:, -1:]).view(batch, 1, -1, attn.head_dim)).transpose(1, 2)  # [batch, heads, 1, d]
     q = _rope(q, cos[:, -1:], sin[:, -1:])  # the last position's rotation
     k = _rope(k, cos, sin)
-    group = q.shape[1] // k.shape[1]
-    scores = torch.einsum("bkgd,bktd->bkgt", q[:, :, 0].view(batch, k.shape[1], group, -1), k) * attn.scaling
+    kv_heads = k.shape[1]
+    group = q.shape[1] // kv_heads
+    grouped = q[:, :, 0].view(batch, kv_heads, group, -1)  # [batch, kv_heads, group, head_dim]: head h reads h // group
+    scores = torch.einsum("bkgd,bktd->bkgt", grouped, k) * attn.scaling  # [batch, kv_heads, group, t]
     scores = scores.reshape(batch, -1, tokens)  # [batch, heads, t]
-    return F.softmax(_masked(scores.float(), bias_last[:, 0] if bias_last is not None else None), dim=-1)
+    return F.softmax(_masked(scores.float(), mask[:, 0] if mask is not None else None), dim=-1)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..engine.config import RerankConfig
-from ..engine.layers import _rotary, join_pairs, layer_forward
+from ..engine.layers import join_pairs, rotary, run_layers
 from ..engine.modeling import Backbone, SegmentStates
 from ..errors import InputError
 from .evaluation import METRICS, OVERALL, evaluate
@@ -157,25 +157,23 @@ def _suffix_to_prefix_shares(
     attention the suffix pays to the prefix. Returns [layers, batch]: per layer and pair, the attention mass on
     prefix keys, averaged over heads and suffix tokens.
 
-    Built by ``layers.join_pairs``, as ``reference_logits`` is, so the shares describe exactly the forward
-    the engine defines.
+    Built by ``layers.join_pairs`` and run by ``layers.run_layers``, as ``reference_logits`` is, so the shares
+    describe exactly the forward the engine defines (``docs/design.md``, "The miniReranker computation").
     """
     pairs = join_pairs(prefixes, suffixes)
-    x, in_suffix, deepstack = pairs.x, pairs.in_suffix, pairs.deepstack
+    in_suffix = pairs.in_suffix  # [batch, t]
     in_prefix = pairs.valid & ~in_suffix  # [batch, t]; left padding is neither
-    band_bias, within_bias = pairs.band_bias, pairs.within_bias
-    positions = pairs.positions
-    cos, sin = _rotary(backbone, x, positions)
     suffix_tokens = in_suffix.sum(dim=1).float()  # [batch]
-    rows = []
-    for layer_idx, layer in enumerate(backbone.layers):
-        bias = band_bias if band[0] <= layer_idx < band[1] else within_bias
-        x, _, _, probs = layer_forward(layer, x, cos, sin, bias, want_probs=True)  # probs [batch, heads, t, t]
+    rows: list[torch.Tensor] = []  # per layer: [batch]
+
+    def record(_layer_idx: int, probs: torch.Tensor) -> None:  # probs [batch, heads, t, t]
         on_prefix = (probs.float() * in_prefix[:, None, None, :]).sum(dim=-1)  # [batch, heads, t] per query token
         per_token = on_prefix.mean(dim=1)  # [batch, t] averaged over heads
         rows.append((per_token * in_suffix).sum(dim=1) / suffix_tokens)  # [batch] averaged over suffix tokens
-        if layer_idx < len(deepstack):
-            x = x + deepstack[layer_idx]
+
+    cos, sin = rotary(backbone, pairs.x, pairs.positions)
+    every_layer = range(len(backbone.layers))
+    run_layers(backbone, pairs.x, cos, sin, pairs.deepstack, every_layer, pairs.layer_masks(band), on_probs=record)
     return torch.stack(rows)  # [layers, batch]
 
 
