@@ -98,18 +98,16 @@ class _Service:
         Images and the fixed prompt template are not counted."""
         assert self.engine is not None
         present = [t for t in texts if t]
-        counts = (
-            iter(len(ids) for ids in self.engine.backbone.tokenizer(present, add_special_tokens=False)["input_ids"])
-            if present
-            else iter(())
-        )
-        return [next(counts) if t else 0 for t in texts]
+        ids = self.engine.backbone.tokenizer(present, add_special_tokens=False)["input_ids"] if present else []
+        counts = iter(ids)
+        return [len(next(counts)) if t else 0 for t in texts]
 
 
-def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: ServeSettings | None = None) -> FastAPI:
-    """The service over ``engine``, or over what ``engine()`` returns: that loader runs on a thread after the
-    server starts, and ``/health`` answers 503 until it returns. The engine's ``image_fetcher`` is replaced by
-    the service's guarded one (allowlist, address checks, size and time limits)."""
+def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: ServeSettings | None = None) -> ASGIApp:
+    """The service (an ASGI app) over ``engine``, or over what ``engine()`` returns: that loader runs on a thread
+    after the server starts, and ``/health`` answers 503 until it returns. The engine's ``image_fetcher`` is
+    replaced by the service's guarded one (allowlist, address checks, size and time limits). ``app.state.service``
+    holds the running state (engine, batcher, metrics)."""
     settings = settings or ServeSettings()
     service = _Service(settings)
 
@@ -119,8 +117,6 @@ def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: Serv
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        loader: threading.Thread | None = None
-        ready = asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def start_batcher() -> None:
@@ -128,7 +124,6 @@ def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: Serv
             batcher = MicroBatcher(service.engine, settings, service.metrics)
             batcher.start()
             service.batcher = batcher
-            ready.set()
 
         if isinstance(engine, MiniReranker):
             install(engine)
@@ -144,8 +139,7 @@ def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: Serv
                     return
                 loop.call_soon_threadsafe(start_batcher)
 
-            loader = threading.Thread(target=load, name="minirerank-load", daemon=True)
-            loader.start()
+            threading.Thread(target=load, name="minirerank-load", daemon=True).start()
         try:
             yield
         finally:
@@ -210,7 +204,7 @@ def create_app(engine: MiniReranker | Callable[[], MiniReranker], settings: Serv
 
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return _BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]  # an ASGI app around the app
+    return _BodyLimit(app, settings.max_body_bytes)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
