@@ -411,3 +411,10 @@ def test_int8_and_float32_stores_share_a_namespace(redis_server):
     assert "d" * 64 in compact and "d" * 64 not in exact and exact.get("d" * 64) is None
     assert exact.stats.rejected == 0 and compact.stats.rejected == 0
     assert len(exact) == 3
+
+
+def test_len_and_clear_of_an_unreachable_server_are_zero_not_errors():
+    store = RedisPrefixStore(f"redis://127.0.0.1:{free_port()}/0", namespace="gone")
+    with pytest.warns(RuntimeWarning, match="cannot be reached"):
+        assert len(store) == 0
+    assert store.clear() == 0 and store.get("a" * 64) is None  # in the backoff: no second warning

@@ -142,3 +142,25 @@ def test_open_store_opens_what_the_config_describes(tmp_path: Path) -> None:
         open_store(tmp_path / "b", memory_limit="big")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="open_store takes"):
         open_store(123)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"cache_dir": 123}, "directory"),
+        ({"cache_memory_limit": "abc"}, "memory_limit"),
+        ({"cache_size_limit": "1GB"}, "size_limit"),
+        ({"cache_url": "redis://127.0.0.1:99999/0"}, "url"),
+        ({"cache_url": REDIS, "cache_ttl": math.inf}, "ttl"),
+        ({"cache_url": REDIS, "cache_namespace": 5}, "namespace"),
+        ({"cache_url": REDIS, "cache_local_dir": 3}, "local_dir"),
+        ({"cache_storage": "int4"}, "storage"),
+    ],
+)
+def test_from_pretrained_store_options_of_a_wrong_type_are_config_errors(
+    tiny4_path: Path, options: dict, named: str
+) -> None:
+    from minirerank_integrations import MiniReranker
+
+    with pytest.raises(ConfigError, match=named):
+        MiniReranker.from_pretrained(tiny4_path, **options)
