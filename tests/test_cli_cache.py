@@ -207,7 +207,8 @@ def test_a_malformed_store_option_is_one_line_before_the_model_loads(
     store += [option, value] if option not in ("--cache-url", "--cache-dir") else []
     commands = [["rerank", "--model", missing_model, "--query", "q", "--text", "a", *store]]
     if option != "--cache-memory-limit":  # precache sets its own (0: ingestion never reads entries back)
-        commands.append(["precache", str(tmp_path / "doc.txt"), "--model", missing_model, "--no-progress", *store])
+        precache = ["precache", str(tmp_path / "doc.txt"), "--model", missing_model, "--no-progress", *store]
+        commands += [precache, [*precache, "--ray"]]  # with --ray, before Ray starts
     for argv in commands:
         assert main(argv) == 2
         err = capsys.readouterr().err

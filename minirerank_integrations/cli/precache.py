@@ -6,13 +6,13 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..demo_model import DEMO_MODEL
-from ._common import EXIT_FAILED, EXIT_OK, Subparsers, add_engine_options, fail, load_engine
+from ._common import EXIT_FAILED, EXIT_OK, Subparsers, add_engine_options, fail, load_engine, store_config
 
 if TYPE_CHECKING:  # the commands import the engine when they run, so that --help stays fast
     from ..engine.inputs import Candidate
     from ..engine.reranker import MiniReranker
     from ..scale.documents import UnreadableDocument
-    from ..scale.report import PrecacheReport
+    from ..scale.report import IngestReport
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
@@ -64,14 +64,11 @@ def _precache(args: argparse.Namespace) -> int:
         if args.ray:
             report = precache_on_ray(
                 documents,
-                cache_url=args.cache_url,
-                cache_dir=args.cache_dir,
+                store=store_config(args),  # every --cache-* option, checked before Ray starts
                 model=args.model,
                 config=args.config,
                 workers=args.workers,
                 batch_size=args.batch_size,
-                cache_storage=args.cache_storage,
-                cache_namespace=args.cache_namespace,
                 dtype=args.dtype,
                 progress=not args.no_progress,
             )
@@ -88,8 +85,8 @@ def _precache(args: argparse.Namespace) -> int:
 
 
 def _with_unreadable(
-    report: PrecacheReport, corpus: list[Candidate | UnreadableDocument], positions: list[int]
-) -> PrecacheReport:
+    report: IngestReport, corpus: list[Candidate | UnreadableDocument], positions: list[int]
+) -> IngestReport:
     """``report`` (over the readable documents) with the unreadable ones as failures, in corpus order."""
     from dataclasses import replace
 
