@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .demo_model import DEMO_MODEL
 from .errors import (
     CacheError,
+    CallCancelled,
     CandidateError,
     ConfigError,
     ImageLoadError,
@@ -19,13 +20,16 @@ from .errors import (
     MiniRerankError,
     ModelLoadError,
     ScoreError,
+    TrainingError,
 )
 
 if TYPE_CHECKING:
-    from .engine.config import RerankConfig
+    from .engine.config import PresetName, RerankConfig
     from .engine.counters import WorkCounters
-    from .engine.inputs import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
+    from .engine.images import ImageFetcher, fetch_image, is_image_string
+    from .engine.inputs import Candidate, OnError, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
     from .engine.pdf import pdf_pages
+    from .engine.precache_report import PrecacheOutcome, PrecacheReport
     from .engine.request import RerankRequest
     from .engine.reranker import MiniReranker
     from .store.config import StoreConfig
@@ -33,8 +37,15 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it.
 _LAZY = {
     "RerankConfig": ".engine.config",
+    "PresetName": ".engine.config",
+    "ImageFetcher": ".engine.images",
+    "fetch_image": ".engine.images",
+    "is_image_string": ".engine.images",
+    "OnError": ".engine.inputs",
     "Candidate": ".engine.inputs",
     "PdfPage": ".engine.inputs",
+    "PrecacheOutcome": ".engine.precache_report",
+    "PrecacheReport": ".engine.precache_report",
     "Query": ".engine.inputs",
     "RerankResult": ".engine.inputs",
     "RerankResults": ".engine.inputs",
@@ -49,15 +60,21 @@ _LAZY = {
 __all__ = [
     "DEMO_MODEL",
     "CacheError",
+    "CallCancelled",
     "Candidate",
     "CandidateError",
     "ConfigError",
+    "ImageFetcher",
     "ImageLoadError",
     "InputError",
     "MiniRerankError",
     "MiniReranker",
     "ModelLoadError",
+    "OnError",
     "PdfPage",
+    "PrecacheOutcome",
+    "PrecacheReport",
+    "PresetName",
     "Query",
     "RerankConfig",
     "RerankResult",
@@ -66,7 +83,10 @@ __all__ = [
     "ScoreError",
     "SkippedCandidate",
     "StoreConfig",
+    "TrainingError",
     "WorkCounters",
+    "fetch_image",
+    "is_image_string",
     "pdf_pages",
 ]
 

@@ -6,16 +6,22 @@ import minirerank_integrations
 def test_all_is_pinned():
     assert sorted(minirerank_integrations.__all__) == [
         "CacheError",
+        "CallCancelled",
         "Candidate",
         "CandidateError",
         "ConfigError",
         "DEMO_MODEL",
+        "ImageFetcher",
         "ImageLoadError",
         "InputError",
         "MiniRerankError",
         "MiniReranker",
         "ModelLoadError",
+        "OnError",
         "PdfPage",
+        "PrecacheOutcome",
+        "PrecacheReport",
+        "PresetName",
         "Query",
         "RerankConfig",
         "RerankRequest",
@@ -24,7 +30,10 @@ def test_all_is_pinned():
         "ScoreError",
         "SkippedCandidate",
         "StoreConfig",
+        "TrainingError",
         "WorkCounters",
+        "fetch_image",
+        "is_image_string",
         "pdf_pages",
     ]
     for name in minirerank_integrations.__all__:
@@ -34,5 +43,14 @@ def test_all_is_pinned():
 def test_errors_share_one_base():
     from minirerank_integrations import errors
 
-    for name in ["CacheError", "CandidateError", "ConfigError", "ImageLoadError", "InputError", "ModelLoadError", "ScoreError"]:
+    for name in [
+        "CacheError",
+        "CallCancelled",
+        "CandidateError",
+        "ConfigError",
+        "ImageLoadError",
+        "InputError",
+        "ModelLoadError",
+        "ScoreError",
+    ]:
         assert issubclass(getattr(errors, name), errors.MiniRerankError)

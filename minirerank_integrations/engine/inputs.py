@@ -7,11 +7,15 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union
 
 from PIL import Image
 
 from ..errors import InputError
+
+#: What a call does with a bad candidate: raise :class:`CandidateError` naming it, or leave it out and list it
+#: in ``results.skipped`` (``"skip"`` covers whatever one candidate raises).
+OnError = Literal["raise", "skip"]
 
 #: Bounds of ``PdfPage.scale`` (pixels per PDF point): 0.01 is under 1 dpi, 100 is 7200 dpi. The pixel
 #: limit of a render (``max_source_pixels``) is checked when the page is rendered, against its real size.

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from ..errors import CandidateError, InputError, MiniRerankError
 from .config import RerankConfig
-from .inputs import Candidate, Query, SkippedCandidate, as_candidate, as_query
+from .inputs import Candidate, OnError, Query, SkippedCandidate, as_candidate, as_query
 from .prompts import SideContent
-from .sides import OnError, candidate_list, check_on_error, check_top_n
+from .sides import candidate_list, check_on_error, check_top_n
 
 __all__ = ["PreparedRequest", "RerankRequest", "candidate_error", "prepare_request"]
 

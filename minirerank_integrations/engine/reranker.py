@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,15 +22,16 @@ from .counters import WorkCounters
 from .encoder import FeatureCache, SegmentEncoder
 from .execution import compute_prefix_entry, plan_logits, trainable_logits
 from .images import ImageFetcher
-from .inputs import Candidate, Query, RerankResult, RerankResults, as_candidate, as_query
+from .inputs import Candidate, OnError, Query, RerankResult, RerankResults, as_candidate, as_query
 from .keys import prefix_key
 from .layers import reference_logits
 from .loading import load
 from .modeling import Backbone, SegmentStates
 from .plan import CallPlan, pair_segments, plan_call
+from .precache_report import PrecacheOutcome, PrecacheReport
 from .prompts import Segment, SideContent
 from .request import RerankRequest, candidate_error, prepare_request
-from .sides import OnError, candidate_list, check_on_error, pair_list, prepare_side
+from .sides import candidate_list, check_on_error, pair_list, prepare_side
 
 __all__ = ["MiniReranker", "RerankRequest", "WorkCounters"]
 
@@ -287,34 +289,47 @@ class MiniReranker:
 
     def precache(
         self, candidates: Iterable[_CandidateLike], *, progress: bool = True, on_error: OnError = "raise"
-    ) -> int:
+    ) -> PrecacheReport:
         """Compute and store the document-side prefixes of ``candidates`` ahead of queries.
 
-        Resumable: prefixes already in the store are skipped. A bad candidate raises
-        :class:`CandidateError` (``on_error="raise"``) or is logged and passed over (``"skip"``).
-        Returns how many prefixes were computed.
+        Resumable: prefixes already in the store are not computed again (``present``). A bad candidate raises
+        :class:`CandidateError` (``on_error="raise"``; what came before it is stored) or is ``skipped`` with
+        its reason (``"skip"``). Returns one outcome per candidate, in order: ``stored``, ``present`` or
+        ``skipped``; an entry the store of record does not hold once the call's writes are flushed (a write
+        that failed, an entry evicted by later ones) is ``skipped`` too, naming the store.
         """
         check_on_error(on_error)
         items = candidate_list(candidates, "precache")
         cfg = self._config  # every prefix of this run is computed and keyed under one configuration
         if cfg.format != "vision_first" or cfg.prefix_side == "query":
             raise InputError("precache needs format='vision_first' with the document side as prefix")
-        computed = 0
+        outcomes: list[PrecacheOutcome] = []
         for index, raw in enumerate(tqdm(items, disable=not progress, desc="precache", unit="doc")):
+            candidate_id = raw.id if isinstance(raw, Candidate) else None
             try:
                 side = self.prepare(as_candidate(raw), f"candidate {index}", cfg)
             except Exception as exc:  # whatever one candidate raises is that candidate's error (skip covers it)
-                error = candidate_error(index, exc, raw.id if isinstance(raw, Candidate) else None)
+                error = candidate_error(index, exc, candidate_id)
                 if on_error == "raise":
                     raise error from exc
-                logger.warning("precache skips %s", error)
+                outcomes.append(PrecacheOutcome(index, candidate_id, "skipped", str(error.cause), error=error))
                 continue
             with self._lock:
                 key, prefix = self.document_prefix(side, cfg)
-                if key not in self.store:
-                    self.store.put(key, compute_prefix_entry(self.encoder, prefix, cfg))
-                    computed += 1
-        return computed
+                if key in self.store:
+                    outcomes.append(PrecacheOutcome(index, candidate_id, "present", key=key))
+                    continue
+                entry = compute_prefix_entry(self.encoder, prefix, cfg)
+                self.store.put(key, entry)
+            outcomes.append(PrecacheOutcome(index, candidate_id, "stored", key=key, bytes=entry.nbytes()))
+        # A store logs a failed write instead of raising it; asking the store of record once its queued writes
+        # are done is what tells a stored entry from one that was not kept.
+        self.store.flush()
+        lost = f"the prefix store did not keep the entry ({self.store!r}; see the warnings logged)"
+        for position, outcome in enumerate(outcomes):
+            if outcome.status == "stored" and outcome.key not in self.store:
+                outcomes[position] = replace(outcome, status="skipped", reason=lost, bytes=0)
+        return PrecacheReport(tuple(outcomes))
 
     # -- the pieces of a call, for tools built on the engine (bench, analysis, calibration) ----------
 

@@ -11,14 +11,12 @@ from ..errors import ImageLoadError, InputError
 from .config import RerankConfig
 from .image_keys import key_image
 from .images import ImageFetcher
-from .inputs import Candidate, Query
+from .inputs import Candidate, OnError, Query
 from .modeling import Backbone
 from .prompts import PreparedImage, SideContent
 
 __all__ = ["OnError", "candidate_list", "check_on_error", "check_top_n", "pair_list", "prepare_side"]
 
-#: What a call does with a bad candidate: raise :class:`CandidateError`, or leave it out and list it.
-OnError = Literal["raise", "skip"]
 
 
 def prepare_side(
