@@ -52,5 +52,6 @@ def test_errors_share_one_base():
         "InputError",
         "ModelLoadError",
         "ScoreError",
+        "TrainingError",
     ]:
         assert issubclass(getattr(errors, name), errors.MiniRerankError)
