@@ -1,4 +1,4 @@
-"""The stock transformers forward on a prompt written out by hand from the design notes: the yardstick
+"""The stock transformers forward on a prompt written out by hand from ``docs/design.md`` ("Reference semantics"): the yardstick
 the engine is held to (invariants 1 and 2)."""
 
 from __future__ import annotations

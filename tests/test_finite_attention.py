@@ -1,7 +1,7 @@
 """Every score stays finite under an attention kernel that returns NaN for a fully masked row.
 
 Fused CUDA kernels (cuDNN, memory-efficient) may return NaN for a query row whose keys are all masked, and one
-NaN row reaches every row of the batch at the next layer (design notes, section 7). CPU kernels return 0 there,
+NaN row reaches every row of the batch at the next layer (``docs/design.md``, "Attention masks"). CPU kernels return 0 there,
 so these tests stand in such a kernel for ``torch.nn.functional.scaled_dot_product_attention`` and check that
 no path in the layer loop or the pruning embedder ever hands it such a row, in float32 and bfloat16.
 """

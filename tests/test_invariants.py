@@ -1,4 +1,4 @@
-"""The four invariants of the design notes (section 3), on tiny offline checkpoints in float32."""
+"""The invariants of ``docs/design.md`` ("Invariants the tests prove"), on tiny offline checkpoints in float32."""
 
 from __future__ import annotations
 

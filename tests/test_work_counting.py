@@ -1,4 +1,4 @@
-"""The fast path's plan, checked through the engine's own counters (design notes, section 2)."""
+"""The fast path's plan, checked through the engine's own counters (``docs/design.md``, "The computation plan")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The engine's configuration: one validated pydantic model, plus the named presets.
 
 A configuration is (format, band, exit layer, keep ratio, pruning guide); its meaning is fixed by the
-naive reference in ``layers.py`` (design notes, section 2).
+naive reference in ``layers.py`` (``docs/design.md``, "The miniReranker computation").
 """
 
 from __future__ import annotations
