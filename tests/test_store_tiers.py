@@ -361,3 +361,19 @@ def test_a_directory_read_is_one_buffer_the_tensors_view(tmp_path: Path) -> None
         # keys and values lie back to back in the one buffer the value file was read into: views, not copies
         # (two allocations are never exactly adjacent: the allocator keeps a header between them)
         assert entry.values.data_ptr() == entry.keys.data_ptr() + entry.keys.nbytes
+
+
+def test_read_buffers_are_reused_only_once_no_entry_views_them(tmp_path: Path) -> None:
+    a, b = (entry_for(seed, shape=(2, 2, 64, 32), dtype="bfloat16") for seed in (1, 2))
+    with DiskPrefixStore(tmp_path, storage="bfloat16", min_file_size=0) as store:
+        store.put("a", a)
+        store.put("b", b)
+        first = store.get("a")
+        second = store.get("b")  # the first entry still views its buffer: this read gets another one
+        assert first is not None and second is not None
+        assert first.keys.data_ptr() != second.keys.data_ptr()
+        address = second.keys.data_ptr()
+        del second  # its buffer is free again
+        third = store.get("a")
+        assert third is not None and third.keys.data_ptr() == address  # warm buffer reused
+        assert same(first, a) and same(third, a)  # and the live entry was not written over
