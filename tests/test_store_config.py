@@ -164,3 +164,19 @@ def test_from_pretrained_store_options_of_a_wrong_type_are_config_errors(
 
     with pytest.raises(ConfigError, match=named):
         MiniReranker.from_pretrained(tiny4_path, **options)
+
+
+def test_the_settings_and_the_store_options_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from minirerank_integrations.store import StoreConfig, Storage\n"
+        "import minirerank_integrations.cli._common, minirerank_integrations.cli.cache\n"
+        "StoreConfig(url='redis://127.0.0.1:6379/0', storage='int8', ttl=60)\n"
+        "print(sorted(m for m in ('torch', 'redis', 'diskcache') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args, get_origin
 
 from ..errors import ConfigError
-from ..store.codec import Storage
 from ..store.config import StoreConfig
+from ..store.precision import Storage
 
 if TYPE_CHECKING:
     from ..engine.reranker import MiniReranker

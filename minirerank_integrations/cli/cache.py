@@ -6,12 +6,14 @@ import argparse
 import os
 import sqlite3
 from contextlib import closing
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import MiniRerankError
-from ..store import DiskPrefixStore
-from ..store.disk import MARKER_FILE, is_prefix_store
 from ._common import EXIT_DROPPED, EXIT_OK, EXIT_USAGE, Subparsers, fail
+
+if TYPE_CHECKING:
+    from ..store.disk import DiskPrefixStore
 
 
 def add_commands(commands: Subparsers) -> None:
@@ -39,6 +41,8 @@ def _refusal(directory: str) -> str | None:
     """Why ``directory`` is not touched, or None. A directory without the prefix store's mark is refused
     before anything opens it: it may hold another application's cache, whose rows ``verify`` and ``clear``
     would delete."""
+    from ..store.disk import MARKER_FILE, is_prefix_store  # torch: imported when a command runs, not for --help
+
     if not os.path.isfile(os.path.join(directory, "cache.db")):
         return f"no prefix cache in {directory!r} (no cache.db)"
     if not is_prefix_store(directory):
@@ -56,6 +60,8 @@ def _unopenable(directory: str, cause: object = None) -> str:
 
 def _open_store(directory: str) -> DiskPrefixStore | None:
     """The store at ``directory``, or None (reported on stderr) if there is no usable prefix store there."""
+    from ..store.disk import DiskPrefixStore
+
     refusal = _refusal(directory)
     if refusal is not None:
         fail(refusal)

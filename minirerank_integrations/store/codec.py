@@ -54,7 +54,7 @@ import json
 import math
 import struct
 import warnings
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 import xxhash
@@ -62,13 +62,13 @@ from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
 from .entry import PrefixEntry, all_finite
+from .precision import Storage  # named once, without torch
 
 __all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry", "row_key"]
 
 # 2: the header binds the key. 3: xxh3-128 checksum, payload aligned, non-finite entries refused.
 # Bump on any change to the layout or the header; older blobs then decode as CacheError (a miss, recomputed).
 CODEC_VERSION = 3
-Storage = Literal["float32", "float16", "bfloat16", "int8"]
 
 # Decoded tensors view the caller's buffer. For bytes (a Redis reply, a SQLite row) torch.frombuffer warns, once
 # per process, that the view could write to an immutable object; entries are never written in place, so the

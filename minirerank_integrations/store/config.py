@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
-from .codec import Storage
-from .redis import MAX_TTL_SECONDS, URL_SCHEMES, check_url, redacted
+from .precision import Storage
+from .urls import MAX_TTL_SECONDS, URL_SCHEMES, check_url, redacted
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "MAX_TTL_SECONDS", "StoreConfig"]
 

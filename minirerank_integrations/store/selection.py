@@ -14,8 +14,9 @@ from .config import DEFAULT_MEMORY_LIMIT, StoreConfig
 from .disk import DiskPrefixStore
 from .entry import PrefixStore
 from .memory import MemoryPrefixStore
-from .redis import URL_SCHEMES, RedisPrefixStore
+from .redis import RedisPrefixStore
 from .tiered import TieredPrefixStore
+from .urls import URL_SCHEMES
 from .writer import WriteBehindStore
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "open_store"]
