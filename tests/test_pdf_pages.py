@@ -160,7 +160,13 @@ def test_a_page_that_cannot_be_rendered_is_one_skipped_candidate(tiny4_path, pdf
         Candidate(images=[PdfPage(encrypted, index=0)], id="locked"),
         Candidate(images=[PdfPage(pdf_path, index=0, scale=0.01)], id="under a pixel"),  # 1x2 pixels: fine
     ]
-    assert reranker.precache(candidates, on_error="skip", progress=False) == 2
+    report = reranker.precache(candidates, on_error="skip", progress=False)
+    assert [(o.id, o.status) for o in report] == [
+        ("page", "stored"),
+        ("locked", "skipped"),
+        ("under a pixel", "stored"),
+    ]
+    assert "password" in report[1].reason.lower()
     results = reranker.rerank("a red page", candidates, on_error="skip")
     assert sorted(r.id for r in results) == ["page", "under a pixel"]
     assert [s.id for s in results.skipped] == ["locked"] and "password" in results.skipped[0].error.lower()

@@ -143,8 +143,13 @@ def test_unusable_cache_directory_still_reranks_with_one_warning(tiny4_path, tmp
 def test_precache_fills_the_store_and_resumes(tiny4_path, tmp_path):
     docs = documents()
     reranker = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=tmp_path / "cache")
-    assert reranker.precache(docs[:2], progress=False) == 2
-    assert reranker.precache(docs, progress=True) == len(docs) - 2  # already stored ones are skipped
+    first = reranker.precache(docs[:2], progress=False)
+    assert [(o.index, o.id, o.status) for o in first] == [(0, docs[0].id, "stored"), (1, docs[1].id, "stored")]
+    assert all(o.bytes > 0 and o.key is not None for o in first)
+    report = reranker.precache(docs, progress=True)
+    assert [o.status for o in report] == ["present"] * 2 + ["stored"] * (len(docs) - 2)
+    assert (report.stored, report.present, report.skipped) == (len(docs) - 2, 2, 0)
+    assert [o.key for o in report][:2] == [o.key for o in first]  # resumed: the same keys, found present
     reranker.counters.reset()
     reranker.rerank(QUERY, docs)
     assert (reranker.counters.prefix_hits, reranker.counters.prefix_computations) == (len(docs), 0)
@@ -202,6 +207,29 @@ def test_precache_skips_bad_documents_on_request(tiny4_path, tmp_path):
     reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
     with pytest.raises(CandidateError, match="missing.png"):
         reranker.precache(docs, progress=False)
-    assert reranker.precache(docs, progress=False, on_error="skip") == 0  # the good ones were stored before the error
+    report = reranker.precache(docs, progress=False, on_error="skip")
+    # The good ones were stored before the error; the bad one is skipped with its reason and error.
+    assert [o.status for o in report] == ["present", "present", "present", "skipped"]
+    bad = report[3]
+    assert (bad.index, bad.id, bad.key, bad.bytes) == (3, "bad", None, 0)
+    assert "missing.png" in bad.reason and isinstance(bad.error, CandidateError) and bad.error.index == 3
     fresh = MiniReranker.from_pretrained(tiny4_path, config="paper")
-    assert fresh.precache(docs, progress=False, on_error="skip") == len(docs) - 1
+    report = fresh.precache(docs, progress=False, on_error="skip")
+    assert (report.stored, report.present, report.skipped) == (len(docs) - 1, 0, 1)
+
+
+def test_precache_reports_an_entry_the_store_did_not_keep(tiny4_path):
+    from minirerank_integrations.store import MemoryPrefixStore
+
+    docs = documents(2)
+    reranker = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    sizes = [o.bytes for o in reranker.precache(docs, progress=False)]
+    # Room for the largest entry only: a larger one is refused, each one kept pushes out the one before it.
+    reranker.store = MemoryPrefixStore(size_limit=max(sizes))
+    report = reranker.precache(docs, progress=False)
+    assert report.stored == 1 and report.present == 0 and report.skipped == len(docs) - 1
+    kept = next(o for o in report if o.status == "stored")
+    assert kept.key in reranker.store and kept.bytes == max(sizes)
+    for lost in (o for o in report if o.status == "skipped"):
+        assert lost.key not in reranker.store and lost.bytes == 0
+        assert lost.reason.startswith("the prefix store did not keep the entry (MemoryPrefixStore")

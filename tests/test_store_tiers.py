@@ -78,10 +78,10 @@ def test_precache_in_int8_then_float32_computes_the_float32_prefixes(tiny4_path,
     docs = documents()
     directory = tmp_path / "cache"
     compact = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=directory, cache_storage="int8")
-    assert compact.precache(docs, progress=False) == len(docs)
+    assert compact.precache(docs, progress=False).stored == len(docs)
     exact = MiniReranker.from_pretrained(tiny4_path, config="paper", cache_dir=directory)
-    assert exact.precache(docs, progress=False) == len(docs)  # not "already stored": those rows are int8
-    assert exact.precache(docs, progress=False) == 0
+    assert exact.precache(docs, progress=False).stored == len(docs)  # not "already stored": those rows are int8
+    assert exact.precache(docs, progress=False).present == len(docs)
     for engine in (compact, exact):
         fresh = MiniReranker.from_pretrained(
             tiny4_path, config="paper", cache_dir=directory, cache_storage=engine.store.back.storage
@@ -278,7 +278,7 @@ def test_ingestion_through_the_writer_thread_serves_a_fresh_engine(tiny4_path, t
     writer = MiniReranker.from_pretrained(tiny4_path, config="paper")
     behind = WriteBehindStore(DiskPrefixStore(directory))
     writer.store = TieredPrefixStore([MemoryPrefixStore(), behind])
-    assert writer.precache(docs, progress=False) == len(docs)
+    assert writer.precache(docs, progress=False).stored == len(docs)
     expected = writer.score([(QUERY, d) for d in docs])
     assert writer.counters.prefix_computations == len(docs)  # the queued entries were served, not recomputed
     assert writer.store.flush(timeout=60)

@@ -24,7 +24,7 @@ from ..engine.inputs import Candidate
 from ..errors import ConfigError, InputError
 from ..store.config import StoreConfig
 from .ingest import ingest
-from .report import Outcome, PrecacheReport
+from .report import IngestReport, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def precache_on_ray(
     dtype: str = "float32",
     gpus_per_worker: float | None = None,
     progress: bool = True,
-) -> PrecacheReport:
+) -> IngestReport:
     """Pre-cache ``documents`` on the current Ray cluster (``ray.init()`` first, or a local one starts).
 
     Args:
@@ -116,7 +116,7 @@ def precache_on_ray(
             )
     start = time.perf_counter()
     if not documents:
-        return PrecacheReport(workers=workers)
+        return IngestReport(workers=workers)
     if not ray.is_initialized():
         ray.init()
     if gpus_per_worker is None:
@@ -158,4 +158,4 @@ def precache_on_ray(
                 bar.update(1)
     finally:
         context.enable_progress_bars = ray_bars
-    return PrecacheReport.of(outcomes, seconds=time.perf_counter() - start, workers=workers)
+    return IngestReport.of(outcomes, seconds=time.perf_counter() - start, workers=workers)

@@ -1,4 +1,5 @@
-"""What a pre-caching run did: one outcome per document, summed up in a report."""
+"""What a pre-caching run did: one outcome per document (what ``MiniReranker.precache`` reported for it, a
+skipped document counted as ``failed``), summed up with the run's throughput."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class Outcome:
     id: str | None
     status: Status
     reason: str | None = None  # why it failed
-    bytes: int = 0  # encoded bytes written to the store of record
+    bytes: int = 0  # the stored prefix's keys and values, as computed (before the store's encoding)
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,19 @@ class Failure:
 
 
 @dataclass
-class PrecacheReport:
+class IngestReport:
     """The sum of a run: counts, bytes, throughput and the failures with their reasons."""
 
     documents: int = 0
     stored: list[str | None] = field(default_factory=list)  # ids of the documents stored by this run
     present: list[str | None] = field(default_factory=list)  # ids already in the store (skipped)
     failures: list[Failure] = field(default_factory=list)
-    bytes_stored: int = 0
+    bytes_stored: int = 0  # the stored prefixes' keys and values as computed (an int8 store writes about half)
     seconds: float = 0.0  # wall clock of the whole run, model loading included
     workers: int = 1
 
     @classmethod
-    def of(cls, outcomes: list[Outcome], *, seconds: float, workers: int) -> PrecacheReport:
+    def of(cls, outcomes: list[Outcome], *, seconds: float, workers: int) -> IngestReport:
         ordered = sorted(outcomes, key=lambda o: o.position)
         return cls(
             documents=len(ordered),
