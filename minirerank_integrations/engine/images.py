@@ -62,7 +62,9 @@ MAX_FILE_BYTES = 4 * MAX_SOURCE_PIXELS
 #: qwen-vl-utils refuses images more elongated than this; the resize rule degenerates beyond it.
 MAX_ASPECT_RATIO = 200
 
-_IMAGE_EXTENSIONS = (
+#: File name endings read as images: the one rule for every reader of documents (a folder's image files, an
+#: image named in a JSONL record or a framework's metadata). Compared lowercased.
+IMAGE_SUFFIXES = (
     ".png",
     ".jpg",
     ".jpeg",
@@ -79,6 +81,16 @@ _IMAGE_EXTENSIONS = (
     ".heic",
     ".jfif",
 )
+
+
+def is_image_file(path: str | os.PathLike[str], media_type: object = None) -> bool:
+    """Whether ``path`` names an image file: its ending is one of :data:`IMAGE_SUFFIXES`, or ``media_type`` (a
+    reader's record of the file's type, such as LlamaIndex's ``file_type``) is ``image/*``."""
+    if isinstance(media_type, str) and media_type.lower().startswith("image/"):
+        return True
+    return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
+
+
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Longest text still shown verbatim in messages; longer text is summarised (it is likely base64).
 _MAX_SHOWN_CHARS = 260
@@ -283,7 +295,7 @@ def _shorten(text: str) -> str:
 def _looks_like_path(text: str) -> bool:
     # Only consulted once the text is not a readable file; base64 also uses '/', so callers try base64
     # before concluding a path is missing.
-    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(_IMAGE_EXTENSIONS)
+    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _load_str(
