@@ -96,10 +96,17 @@ def rebuild_problem(engine: MiniReranker) -> str | None:
     loaded = engine.loaded_as
     if loaded is None:
         return "it was not loaded by MiniReranker.from_pretrained"
-    extra = sorted(set(loaded) - _REBUILT_OPTIONS)
+    extra = [_spelled(option, loaded[option]) for option in sorted(set(loaded) - _REBUILT_OPTIONS)]
     if extra:
         return f"it was loaded with {', '.join(extra)}, which the component's fields do not carry"
     return None
+
+
+def _spelled(option: str, value: object) -> str:
+    """``option`` as a user passed it: store settings by their ``from_pretrained`` keywords too."""
+    if option == "store" and isinstance(value, dict) and value:
+        return f"store ({', '.join('cache_' + name for name in value)})"
+    return option
 
 
 def refuse_unrebuildable(component: str, problem: str | None) -> None:
