@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any
 
 import torch
 
 from ..demo_model import DEMO_MODEL, demo_checkpoint
 from ..errors import ConfigError
-from ..store import PrefixStore, Storage, open_store
+from ..store import PrefixStore, StoreConfig, open_store
 from .config import PresetName, RerankConfig
 from .modeling import ADAPT_FILE, CONFIG_FILE, Backbone, load_backbone
 
@@ -51,37 +52,29 @@ def load(
     config: RerankConfig | PresetName | None,
     device: str | torch.device,
     dtype: str | torch.dtype | None,
-    store_options: dict[str, object],
+    store: StoreConfig | dict[str, Any] | None,
+    store_options: dict[str, Any],
     embedder: str | Path | Backbone | None,
     image_fetcher: object,
 ) -> Loaded:
-    """Load the checkpoint, resolve its configuration and embedder, and open the prefix store."""
-    cache_dir, cache_url = store_options["cache_dir"], store_options["cache_url"]
-    storage = store_options["cache_storage"]
-    size_limit = store_options["cache_size_limit"]
-    # Store settings are checked before minutes of model loading, not after.
-    if size_limit is not None and (not isinstance(size_limit, int) or isinstance(size_limit, bool) or size_limit <= 0):
-        raise ConfigError(f"cache_size_limit must be a positive number of bytes or None, got {size_limit!r}")
-    if cache_dir is not None and not str(cache_dir).strip():
-        raise ConfigError("cache_dir is an empty string (it would be the current directory); pass a directory")
-    if storage is not None and storage not in get_args(Storage):
-        raise ConfigError(f"cache_storage {storage!r} is unknown; use {', '.join(get_args(Storage))}")
-    if cache_dir is not None and cache_url is not None:
+    """Load the checkpoint, resolve its configuration and embedder, and open the prefix store.
+
+    ``store`` and the flat ``cache_*`` ``store_options`` become one :class:`StoreConfig`, checked here, before
+    minutes of model loading, not after."""
+    settings = StoreConfig.from_options(store=store, **store_options)
+    if config is not None and not isinstance(config, (str, RerankConfig)):
         raise ConfigError(
-            f"pass cache_dir ({cache_dir!r}) or cache_url, not both; "
-            "use cache_local_dir for a local directory in front of Redis"
+            f"config must be a RerankConfig or a preset name, got {type(config).__name__}"
+            + (" (build one with RerankConfig(**settings))" if isinstance(config, dict) else "")
         )
+    if embedder is not None and not isinstance(embedder, (str, os.PathLike, Backbone)):
+        raise ConfigError(f"embedder must be a checkpoint path or name, got {type(embedder).__name__} {embedder!r}")
     dtype = resolve_dtype(dtype, device)
     loaded_as: dict[str, object] = {"name_or_path": str(name_or_path), "device": str(device), "dtype": str(dtype)}
-    for option, value, default in (
-        ("embedder", embedder, None),
-        ("cache_dir", cache_dir, None),
-        ("cache_size_limit", size_limit, None),
-        ("cache_storage", storage, None),
-        ("image_fetcher", image_fetcher, None),
-    ):
-        if value != default:
-            loaded_as[option] = value if isinstance(value, (str, int)) else str(value)
+    store_set = settings.model_dump(exclude_defaults=True, mode="json")
+    for option, value in (("embedder", embedder), ("store", store_set or None), ("image_fetcher", image_fetcher)):
+        if value is not None:
+            loaded_as[option] = value if isinstance(value, (str, int, dict)) else str(value)
     if str(name_or_path) == DEMO_MODEL:
         # The dense weights for the query-first format (the preset or a configuration), else the adapted ones.
         dense = config == "dense" or (isinstance(config, RerankConfig) and config.format == "query_first")
@@ -110,17 +103,12 @@ def load(
         _warn_unvalidated(str(name_or_path), unvalidated, saved is not None)
     if isinstance(embedder, (str, Path)):
         embedder = load_backbone(embedder, device=device, dtype=dtype)
-    store = open_store(
-        cache_url if cache_url is not None else cache_dir,  # type: ignore[arg-type]
+    if settings.storage is None:
         # Stored prefixes keep the model's own precision by default: a bfloat16 model's entries are bfloat16.
-        storage=storage if storage is not None else _storage_of(backbone.dtype),  # type: ignore[arg-type]
-        size_limit=size_limit,  # type: ignore[arg-type]
-        memory_limit=store_options["cache_memory_limit"],  # type: ignore[arg-type]
-        local_dir=store_options["cache_local_dir"],  # type: ignore[arg-type]
-        namespace=store_options["cache_namespace"],  # type: ignore[arg-type]
-        ttl=store_options["cache_ttl"],  # type: ignore[arg-type]
-    )
-    return Loaded(backbone, resolved, store, embedder, loaded_as)
+        settings = StoreConfig(**{**settings.model_dump(), "storage": _storage_of(backbone.dtype)})
+    # On a GPU the memory tier holds decoded entries on the device: a hot prefix never crosses the bus again.
+    tier_device = backbone.device if backbone.device.type == "cuda" else None
+    return Loaded(backbone, resolved, open_store(settings, device=tier_device), embedder, loaded_as)
 
 
 def _storage_of(dtype: torch.dtype) -> str:

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL
 from ..errors import CandidateError, ConfigError, InputError, MiniRerankError, ScoreError
-from ..store import DEFAULT_MEMORY_LIMIT, MemoryPrefixStore, PrefixStore, Storage
+from ..store import MemoryPrefixStore, PrefixStore, Storage, StoreConfig
 from .config import PresetName, RerankConfig
 from .counters import WorkCounters
 from .encoder import FeatureCache, SegmentEncoder
@@ -79,13 +80,14 @@ class MiniReranker:
         config: RerankConfig | PresetName | None = None,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = "auto",
+        store: StoreConfig | dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
-        cache_size_limit: int | None = None,
-        cache_storage: Storage | None = None,
         cache_url: str | None = None,
-        cache_namespace: str = "minirerank",
+        cache_storage: Storage | None = None,
+        cache_size_limit: int | None = None,
+        cache_namespace: str | None = None,
         cache_ttl: float | None = None,
-        cache_memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        cache_memory_limit: int | None = None,
         cache_local_dir: str | Path | None = None,
         embedder: str | Path | Backbone | None = None,
         image_fetcher: ImageFetcher | None = None,
@@ -103,18 +105,12 @@ class MiniReranker:
             device: where the weights live.
             dtype: how they are stored: ``"auto"`` (default) is bfloat16 on CUDA (with TF32 for float32
                 matmuls) and float32 elsewhere; scores are computed in float32 regardless.
-            cache_dir: a directory for the persistent prefix store; None keeps prefixes in memory.
-            cache_size_limit: bytes the prefix store may hold (memory or directory; Redis uses its maxmemory).
-            cache_storage: precision of stored keys/values; None (default) keeps the model's dtype. float16,
-                bfloat16 and int8 trade a bounded score deviation (see README) for a half or a quarter of the bytes.
-            cache_url: a Redis or Valkey server shared by processes and hosts (``redis://host:6379/0``,
-                ``rediss://`` for TLS; a password in the URL or in ``$MINIRERANK_REDIS_PASSWORD``), instead
-                of ``cache_dir``. When it cannot be reached, reranking goes on without it (one warning).
-            cache_namespace: prefix of the Redis keys, so that several deployments share one server.
-            cache_ttl: seconds a Redis entry lives after it is written; None: until Redis evicts it.
-            cache_memory_limit: bytes of decoded entries kept in memory in front of a directory or Redis
-                (hot prefixes are then neither fetched nor decoded per query); 0: none.
-            cache_local_dir: a local directory in front of Redis (a second tier, per host).
+            store: the prefix store's settings, a :class:`StoreConfig` (or a dict of one): a directory or a Redis
+                URL, the stored precision, size and memory limits, TTL (each field documents its unit). None
+                keeps prefixes in this process's memory. On CUDA its memory tier holds entries on the device.
+            cache_dir, cache_url, cache_storage, cache_size_limit, cache_namespace, cache_ttl, cache_memory_limit,
+                cache_local_dir: shorthands for the StoreConfig fields ``dir``, ``url``, ``storage``, ... (they
+                change ``store`` where both are given). A store that cannot be reached never fails a call.
             embedder: the checkpoint that ranks visual tokens for pruning; defaults to the reranker's own.
             image_fetcher: called with an http(s) URL to get the image's bytes; without it URLs are refused.
         """
@@ -123,11 +119,12 @@ class MiniReranker:
             config=config,
             device=device,
             dtype=dtype,
+            store=store,
             store_options={
                 "cache_dir": cache_dir,
-                "cache_size_limit": cache_size_limit,
-                "cache_storage": cache_storage,
                 "cache_url": cache_url,
+                "cache_storage": cache_storage,
+                "cache_size_limit": cache_size_limit,
                 "cache_namespace": cache_namespace,
                 "cache_ttl": cache_ttl,
                 "cache_memory_limit": cache_memory_limit,
@@ -159,6 +156,13 @@ class MiniReranker:
             resolved = config.resolve(depth)
         else:
             raise ConfigError(f"config must be a RerankConfig or a preset name, got {type(config).__name__}")
+        guide_depth = self.encoder.embedder.num_layers
+        if resolved.keep_ratio < 1 and resolved.pruning_guide == "embedder" and resolved.pruning_guide_layers:
+            if resolved.pruning_guide_layers > guide_depth:
+                raise ConfigError(
+                    f"pruning_guide_layers {resolved.pruning_guide_layers} is more than the embedder's "
+                    f"{guide_depth} layers; use at most {guide_depth}, or None for all of them"
+                )
         # Taken under the call lock: a call in progress finishes on the configuration it started with.
         with self._lock:
             self._config = resolved
