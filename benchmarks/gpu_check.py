@@ -134,7 +134,7 @@ def sdpa_backends(checks: Checks, device: str) -> None:
     """Which kernel serves each dtype with the masks the layer loop builds, at the 2B model's head layout."""
     import torch
 
-    from minirerank_integrations.engine import layers as L
+    from minirerank_integrations.engine import attention as L
 
     heads, kv_heads, dim, t, p = 16, 8, 128, 48, 32  # Qwen3-VL-2B: 16 query heads, 8 KV heads of 128
     valid = torch.ones(2, t, dtype=torch.bool, device=device)

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from minirerank_integrations import MiniReranker
+from minirerank_integrations.engine import attention as A
 from minirerank_integrations.engine import layers as L
 
 
 @pytest.fixture(params=["native", "fold"])
 def gqa_mode(request, monkeypatch):
-    monkeypatch.setattr(L, "GQA_MODE", request.param)
+    monkeypatch.setattr(A, "GQA_MODE", request.param)
     return request.param
 
 
@@ -19,10 +20,10 @@ def test_attend_equals_eager_with_grouped_heads_and_masked_rows(gqa_mode):
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 5, 16, generator=generator)
     k, v = torch.randn(2, 2, 9, 16, generator=generator), torch.randn(2, 2, 9, 16, generator=generator)
-    bias = torch.where(torch.rand(2, 1, 5, 9, generator=generator) > 0.3, 0.0, L.NEG)
-    bias[0, 0, 0] = L.NEG  # a fully masked (padding) row stays finite, as in the eager math
-    expected, _ = L.eager_attention(q, k, v, bias, 0.25)
-    got = L.attend(q, k, v, bias, 0.25)
+    bias = torch.where(torch.rand(2, 1, 5, 9, generator=generator) > 0.3, 0.0, A.NEG)
+    bias[0, 0, 0] = A.NEG  # a fully masked (padding) row stays finite, as in the eager math
+    expected, _ = A.eager_attention(q, k, v, bias, 0.25)
+    got = A.attend(q, k, v, bias, 0.25)
     assert torch.isfinite(got).all()
     assert (got - expected).abs().max() <= 1e-5
 
@@ -36,7 +37,7 @@ def _layer_inputs(reranker: MiniReranker, text: str, batch: int = 2):
     cos, sin = L.rotary(b, x, positions)
     valid = torch.ones(batch, len(ids), dtype=torch.bool)
     valid[1, :3] = False  # left padding in the second row
-    return x, cos, sin, L.causal_mask(valid)
+    return x, cos, sin, A.causal_mask(valid)
 
 
 @pytest.mark.parametrize("last_only", [False, True])
