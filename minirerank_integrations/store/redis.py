@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 PASSWORD_ENV = "MINIRERANK_REDIS_PASSWORD"
 
 
-
 def _redis_module() -> Any:
     try:
         import redis
