@@ -1,14 +1,15 @@
 """The shared prefix store: codec bytes in Redis (>= 7) or Valkey, read by every replica of a reranker.
 
 One Redis serves many processes and hosts: each prefix is one string value (the :mod:`.codec` blob)
-under ``{namespace}:prefix:{key}.{storage}``, so several models or deployments share a server without seeing each
-other's entries. A name splits one way only: the key part never holds a ``:`` (the engine's keys are hex
-digests; any other key has ``%`` and ``:`` percent-encoded), so whatever a namespace holds (``:prefix:``,
-glob characters), the namespace is everything before the last ``:prefix:``. ``len`` and ``clear`` SCAN
-with the namespace escaped for Redis's glob and keep only names whose key part has no ``:``: namespace
-``a`` never counts nor deletes ``a:prefix:b:prefix:...``, the entries of namespace ``a:prefix:b``. Eviction is left to the server: run it with ``maxmemory`` and
-``maxmemory-policy allkeys-lru`` so the least recently read prefixes go first (a missing entry is only a
-recomputation). Entries may also expire after ``ttl`` seconds.
+under ``{namespace}:prefix:{key}.{storage}``, so several models or deployments share a server without
+seeing each other's entries. A name splits one way only: the key part never holds a ``:`` (the engine's
+keys are hex digests; any other key has ``%`` and ``:`` percent-encoded), so whatever a namespace holds
+(``:prefix:``, glob characters), the namespace is everything before the last ``:prefix:``. ``len`` and
+``clear`` SCAN with the namespace escaped for Redis's glob and keep only names whose key part has no
+``:``: namespace ``a`` never counts nor deletes ``a:prefix:b:prefix:...``, the entries of namespace
+``a:prefix:b``. Eviction is left to the server: run it with ``maxmemory`` and ``maxmemory-policy
+allkeys-lru`` so the least recently read prefixes go first (a missing entry is only a recomputation).
+Entries may also expire after ``ttl`` seconds.
 
 The store never fails a rerank call. A bad value (damaged, truncated, written under another key, a
 pickle or any other foreign bytes) is refused by the codec, deleted, counted in ``stats.rejected`` and
