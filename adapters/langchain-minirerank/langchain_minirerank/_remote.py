@@ -6,7 +6,10 @@ files and base64), so the server scores the same pixels as a model loaded in thi
 
 from __future__ import annotations
 
-from minirerank_integrations.serve.client import RemoteReranker
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when remote mode is used: httpx is needed only then
+    from minirerank_integrations.serve.client import RemoteReranker
 
 
 def remote_reranker(base_url: str, api_key: str | None, model: object, given: list[str]) -> RemoteReranker:
@@ -22,4 +25,6 @@ def remote_reranker(base_url: str, api_key: str | None, model: object, given: li
             f"{', '.join(given)} only apply when MiniRerankCompressor loads the model; with base_url the server's "
             "own model and configuration are used (set them with `minirerank serve`)"
         )
+    from minirerank_integrations.serve.client import RemoteReranker
+
     return RemoteReranker(base_url, api_key=api_key, model=model)

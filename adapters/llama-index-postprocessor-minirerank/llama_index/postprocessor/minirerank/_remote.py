@@ -4,9 +4,10 @@ parts (data URIs for local files and bytes), so the server scores the same pixel
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minirerank_integrations.serve.client import RemoteReranker
+if TYPE_CHECKING:  # imported when remote mode is used: httpx is needed only then
+    from minirerank_integrations.serve.client import RemoteReranker
 
 #: Options that only shape how a model is loaded in this process; the server loaded its own.
 _LOCAL_ONLY = ("config", "cache_dir", "cache_url", "store", "device", "dtype", "batch_size")
@@ -23,4 +24,6 @@ def remote_engine(
             f"{', '.join(given)} only apply when MiniRerank loads the model itself; with base_url the server's "
             "own model and configuration are used (set them with `minirerank serve`)"
         )
+    from minirerank_integrations.serve.client import RemoteReranker
+
     return RemoteReranker(base_url, api_key=api_key, model=model), {"model": model, "base_url": base_url}
