@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import ConfigError
 from .config import RerankConfig
 from .counters import WorkCounters
 from .modeling import Backbone, SegmentStates
@@ -31,6 +32,15 @@ class SegmentEncoder:
         self.embedder = embedder
         self.counters = counters
         self._importance: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def check(self, cfg: RerankConfig) -> None:
+        """Refuse a configuration whose pruning guide reads more layers than the embedder has."""
+        depth = self.embedder.num_layers
+        if cfg.keep_ratio < 1 and cfg.pruning_guide == "embedder" and (cfg.pruning_guide_layers or 0) > depth:
+            raise ConfigError(
+                f"pruning_guide_layers {cfg.pruning_guide_layers} is more than the embedder's {depth} layers; "
+                f"use at most {depth}, or None for all of them"
+            )
 
     @property
     def cached_importances(self) -> int:

@@ -14,7 +14,7 @@ from contextlib import closing
 
 import torch
 
-from ..errors import CallCancelled
+from ..errors import CallCancelled, ScoreError
 from ..store import PrefixEntry, PrefixStore
 from .config import RerankConfig
 from .encoder import FeatureCache, SegmentEncoder
@@ -30,7 +30,7 @@ from .modeling import SegmentStates
 from .plan import CallPlan, cut_shared_start, distinct_segments, pair_segments
 from .prompts import Segment, SideContent
 
-__all__ = ["FETCH_WINDOW", "CallCancelled", "compute_prefix_entry", "plan_logits", "trainable_logits"]
+__all__ = ["FETCH_WINDOW", "CallCancelled", "finite_scores", "compute_prefix_entry", "plan_logits", "trainable_logits"]
 
 #: Pairs whose prefixes one store lookup fetches. The next window is fetched (read, checked, decoded) on a
 #: reader thread while this one is scored, so only the first window's read is not hidden behind compute; two
@@ -171,3 +171,15 @@ def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) ->
             pending = pool.submit(read, batch)
             yield current
         yield pending.result()
+
+
+def finite_scores(logits: torch.Tensor, pair_indices: Sequence[int]) -> list[float]:
+    """sigmoid of each logit; a non-finite logit fails the call, naming its pair."""
+    bad = (~torch.isfinite(logits)).nonzero().flatten().tolist()
+    if bad:
+        named = ", ".join(str(pair_indices[i]) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise ScoreError(
+            f"the score of pair(s) {named} is not finite (NaN or inf): the model overflowed in its dtype; load it "
+            "in float32 or bfloat16 (float16 overflows on large activations)"
+        )
+    return torch.sigmoid(logits).tolist()

@@ -16,16 +16,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL
-from ..errors import CandidateError, ConfigError, InputError, MiniRerankError, ScoreError
+from ..errors import CandidateError, ConfigError, InputError, MiniRerankError
 from ..store import MemoryPrefixStore, PrefixStore, Storage, StoreConfig
 from .config import PresetName, RerankConfig
 from .counters import WorkCounters
 from .encoder import FeatureCache, SegmentEncoder
-from .execution import compute_prefix_entry, plan_logits, trainable_logits
+from .execution import compute_prefix_entry, finite_scores, plan_logits, trainable_logits
 from .images import ImageFetcher
 from .inputs import Candidate, OnError, Query, RerankResult, RerankResults, as_candidate, as_query
 from .keys import prefix_key
-from .layers import reference_logits
 from .loading import load
 from .modeling import Backbone, SegmentStates
 from .plan import CallPlan, pair_segments, plan_call
@@ -67,9 +66,8 @@ class MiniReranker:
         self.encoder = SegmentEncoder(backbone, embedder or backbone, self.counters)
         self._lock = threading.RLock()
         self.config = config  # type: ignore[assignment]  # validated by the setter
-        #: The :meth:`from_pretrained` arguments this engine was loaded with (``name_or_path`` as given, e.g.
-        #: ``"minirerank-demo"``, and any option other than its default); None when built directly. What a
-        #: framework component may write down so that loading it again gives the same engine.
+        #: The :meth:`from_pretrained` arguments it was loaded with (name as given, options not at their default),
+        #: None when built directly: what a framework component writes down to load the same engine again.
         self.loaded_as: dict[str, object] | None = None
 
     @classmethod
@@ -156,13 +154,7 @@ class MiniReranker:
             resolved = config.resolve(depth)
         else:
             raise ConfigError(f"config must be a RerankConfig or a preset name, got {type(config).__name__}")
-        guide_depth = self.encoder.embedder.num_layers
-        if resolved.keep_ratio < 1 and resolved.pruning_guide == "embedder" and resolved.pruning_guide_layers:
-            if resolved.pruning_guide_layers > guide_depth:
-                raise ConfigError(
-                    f"pruning_guide_layers {resolved.pruning_guide_layers} is more than the embedder's "
-                    f"{guide_depth} layers; use at most {guide_depth}, or None for all of them"
-                )
+        self.encoder.check(resolved)
         # Taken under the call lock: a call in progress finishes on the configuration it started with.
         with self._lock:
             self._config = resolved
@@ -278,18 +270,9 @@ class MiniReranker:
         per-layer-masked loop (``docs/design.md``, "The miniReranker computation"). For verification."""
         cfg = self._config
         sides = self.prepare_pairs(pair_list(pairs), cfg)
-        out = []
         with self._lock:
-            for q, d in sides:
-                first, second = pair_segments(self.backbone, q, d, cfg)
-                p_states = self.encoder.states(first, cfg)
-                if second is None:
-                    s_states = p_states.select(torch.zeros_like(p_states.visual))  # nothing after it
-                else:
-                    s_states = self.encoder.states(second, cfg).shifted(p_states.next_position)
-                logit = reference_logits(self.backbone, [p_states], [s_states], cfg.band, cfg.exit_layer)
-                out.extend(_finite_scores(logit, [len(out)]))
-        return out
+            logits = [trainable_logits(self.encoder, [pair], cfg, fast=False) for pair in sides]  # one pair a pass
+        return finite_scores(torch.cat(logits), range(len(sides))) if sides else []
 
     def precache(
         self, candidates: Iterable[_CandidateLike], *, progress: bool = True, on_error: OnError = "raise"
@@ -414,16 +397,4 @@ class MiniReranker:
         with self._lock:
             plan = plan_call(self.backbone, self.encoder.embedder, pairs, cfg)
             logits = plan_logits(plan, self.encoder, self.store, cancelled)
-        return _finite_scores(logits, range(len(pairs)))
-
-
-def _finite_scores(logits: torch.Tensor, pair_indices: Sequence[int]) -> list[float]:
-    """sigmoid of each logit; a non-finite logit fails the call, naming its pair."""
-    bad = (~torch.isfinite(logits)).nonzero().flatten().tolist()
-    if bad:
-        named = ", ".join(str(pair_indices[i]) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise ScoreError(
-            f"the score of pair(s) {named} is not finite (NaN or inf): the model overflowed in its dtype; load it "
-            "in float32 or bfloat16 (float16 overflows on large activations)"
-        )
-    return torch.sigmoid(logits).tolist()
+        return finite_scores(logits, range(len(pairs)))
