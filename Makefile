@@ -20,7 +20,8 @@ demo: $(VENV)/.installed
 redis-server:
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
-test: $(VENV)/.installed redis-server
+# The tests include the GPU check run on the CPU from the wheel folder a bare GPU machine is given (gpu-wheels).
+test: $(VENV)/.installed redis-server gpu-wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
