@@ -26,7 +26,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .engine.config import PresetName, RerankConfig
     from .engine.counters import WorkCounters
-    from .engine.images import ImageFetcher, fetch_image, is_image_string
+    from .engine.images import ImageFetcher, fetch_image, is_image_file, is_image_string
     from .engine.inputs import Candidate, OnError, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
     from .engine.pdf import pdf_pages
     from .engine.precache_report import PrecacheOutcome, PrecacheReport
@@ -40,6 +40,7 @@ _LAZY = {
     "PresetName": ".engine.config",
     "ImageFetcher": ".engine.images",
     "fetch_image": ".engine.images",
+    "is_image_file": ".engine.images",
     "is_image_string": ".engine.images",
     "OnError": ".engine.inputs",
     "Candidate": ".engine.inputs",
@@ -86,6 +87,7 @@ __all__ = [
     "TrainingError",
     "WorkCounters",
     "fetch_image",
+    "is_image_file",
     "is_image_string",
     "pdf_pages",
 ]

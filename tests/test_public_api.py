@@ -33,6 +33,7 @@ def test_all_is_pinned():
         "TrainingError",
         "WorkCounters",
         "fetch_image",
+        "is_image_file",
         "is_image_string",
         "pdf_pages",
     ]

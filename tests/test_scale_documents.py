@@ -49,7 +49,8 @@ def test_files_folders_and_the_three_jsonl_shapes(tmp_path):
     ]
     assert docs[0].text == "a text file" and docs[1].images == (str(pages / "p0.png"),)
     assert docs[3].text == "caption" and docs[3].images == (str(tmp_path / "pages" / "p0.png"),)
-    assert docs[4].images == (encoded,) and docs[4].text is None
+    # The image as the LlamaIndex postprocessor sends it (a data URI): the same text, hence the same prefix key.
+    assert docs[4].images == (f"data:image/*;base64,{encoded}",) and docs[4].text is None
     assert docs[5].text == "a llama text" and not docs[5].images
     assert docs[6].text == "a chain text" and docs[6].images == (str(pages / "p1.png"),)
     assert docs[7].text == "dumped"
@@ -159,10 +160,14 @@ def test_an_unreadable_document_file_keeps_its_place_and_the_rest_are_read(tmp_p
         (b'{"id": "a", "images": [null], "text": "x"}', "images must be non-empty strings .*got NoneType"),
         (b'{"id": "a", "text": 5}', "text must be a string, got int"),
         (b'{"id": ["a"], "text": "x"}', "id must be a string or an integer, got list"),
-        (b'{"page_content": 5}', "text must be a string, got int"),
-        (b'{"page_content": "x", "metadata": "m"}', "metadata must be a JSON object, got str"),
-        (b'{"page_content": "x", "metadata": {"image_path": 5}}', "images must be non-empty strings"),
-        (b'{"id_": "n", "text": "x", "metadata": []}', "metadata must be a JSON object, got list"),
+        (b'{"page_content": 5}', "not a LangChain Document: page_content: Input should be a valid string"),
+        (b'{"page_content": "x", "metadata": "m"}', "not a LangChain Document: metadata: Input should be a valid dict"),
+        (b'{"id_": "n", "text": "x", "metadata": []}', "not a LlamaIndex node: metadata: Input should be a valid dict"),
+        (
+            b'{"lc": 1, "type": "constructor", "id": ["x", "Prompt"], "kwargs": {}}',
+            r"a LangChain dump of \['x', 'Prompt'\], not of a Document",
+        ),
+        (b'{"id_": "n", "class_name": "Pipeline"}', "class_name 'Pipeline' is not a LlamaIndex node class"),
         (b'{"id": "a", "text": "caf\xe9"}', r"not UTF-8 text \(invalid continuation byte at byte \d+\)"),
         (b"[" * 100_000, "not a JSON object"),
     ],

@@ -21,7 +21,7 @@ from ...engine.inputs import Candidate, ImageSource, Query
 from ...errors import InputError
 from .tasks import RerankTask
 
-__all__ = ["TASKS_FILE", "load_tasks", "save_tasks"]
+__all__ = ["TASKS_FILE", "load_tasks", "read_images", "read_object", "read_text", "save_tasks"]
 
 TASKS_FILE = "tasks.jsonl"
 IMAGES_DIR = "images"
@@ -114,6 +114,38 @@ def load_tasks(path: str | os.PathLike) -> list[RerankTask]:
     return tasks
 
 
+def read_object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object; an :class:`InputError` naming ``where`` otherwise."""
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_text(record: Mapping[str, Any], where: str) -> str | None:
+    """A record's ``text``: a string or null (absent)."""
+    text = record.get("text")
+    if text is not None and not isinstance(text, str):
+        raise InputError(f"{where}: 'text' must be a string or null, got {type(text).__name__}")
+    return text
+
+
+def read_images(record: Mapping[str, Any], root: Path, where: str) -> list[str]:
+    """A record's ``images``: path strings read from ``root`` (each must exist) or URIs kept as written."""
+    images = record.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise InputError(f"{where}: 'images' must be a list of path strings, got {images!r}")
+    resolved = []
+    for image in images:
+        if image.startswith(_PASS_THROUGH_PREFIXES):
+            resolved.append(image)
+            continue
+        path = (root / image) if not os.path.isabs(image) else Path(image)
+        if not path.is_file():
+            raise InputError(f"{where}: image file {image!r} not found (looked at {path})")
+        resolved.append(str(path.resolve()))
+    return resolved
+
+
 # --- internals -------------------------------------------------------------------------------------------
 
 
@@ -133,8 +165,10 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
     if not isinstance(task_id, str) or not task_id:
         raise InputError(f"{where}: 'id' must be a non-empty string, got {task_id!r}")
     family = record.get("family", "custom")
-    query_record = _object(record["query"], f"{where}, query")
-    query = Query(text=_text(query_record, f"{where}, query"), images=_images(query_record, root, f"{where}, query"))
+    query_record = read_object(record["query"], f"{where}, query")
+    query = Query(
+        text=read_text(query_record, f"{where}, query"), images=read_images(query_record, root, f"{where}, query")
+    )
     if query.is_empty:
         raise InputError(f"{where}: the query has neither text nor images")
     raw_candidates = record["candidates"]
@@ -143,12 +177,12 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
     candidates, attributes = [], []
     for j, raw in enumerate(raw_candidates):
         place = f"{where}, candidate {j}"
-        candidate_record = _object(raw, place)
+        candidate_record = read_object(raw, place)
         candidate_id = candidate_record.get("id", f"{task_id}/{j}")
         if not isinstance(candidate_id, str):
             raise InputError(f"{place}: 'id' must be a string, got {candidate_id!r}")
         candidate = Candidate(
-            text=_text(candidate_record, place), images=_images(candidate_record, root, place), id=candidate_id
+            text=read_text(candidate_record, place), images=read_images(candidate_record, root, place), id=candidate_id
         )
         if candidate.is_empty:
             raise InputError(f"{place}: the candidate has neither text nor images")
@@ -173,35 +207,6 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
         candidate_attributes=attributes if all(attributes) else [],
         labelled=labelled,
     )
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _text(record: Mapping[str, Any], where: str) -> str | None:
-    text = record.get("text")
-    if text is not None and not isinstance(text, str):
-        raise InputError(f"{where}: 'text' must be a string or null, got {type(text).__name__}")
-    return text
-
-
-def _images(record: Mapping[str, Any], root: Path, where: str) -> list[str]:
-    images = record.get("images", [])
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise InputError(f"{where}: 'images' must be a list of path strings, got {images!r}")
-    resolved = []
-    for image in images:
-        if image.startswith(_PASS_THROUGH_PREFIXES):
-            resolved.append(image)
-            continue
-        path = (root / image) if not os.path.isabs(image) else Path(image)
-        if not path.is_file():
-            raise InputError(f"{where}: image file {image!r} not found (looked at {path})")
-        resolved.append(str(path.resolve()))
-    return resolved
 
 
 def _attributes(record: Mapping[str, Any], where: str) -> dict[str, str]:

@@ -1,9 +1,11 @@
 """Adaptation groups from a retriever the user already has: documents plus the candidate ids it returned.
 
-Documents are a folder (each file one document: an image file is an image candidate, a ``.txt``/``.md`` file
-a text candidate; its id is its path relative to the folder) or a JSONL file of
-``{"id": ..., "text": ..., "images": [...]}`` lines (image paths relative to that file). Queries are a JSONL
-file, one line per query::
+Documents are read by the engine's one document reader (:mod:`...engine.documents`, as ``minirerank
+precache`` reads them): a folder (each image or text file one document, each PDF one per page; its id is its
+path relative to the folder, ``file.pdf#page=N`` for a page) or JSONL files of ``{"id": ..., "text": ...,
+"images": [...]}`` lines (image paths relative to that file) or LlamaIndex / LangChain dumps (read by their
+adapter packages into what the adapters score). Every document needs a unique id. Queries are a JSONL file,
+one line per query::
 
     {"id": "q1", "text": "red header invoice", "images": [], "candidates": ["doc-17", "doc-3", ...]}
 
@@ -18,48 +20,36 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...engine.documents import read_documents
 from ...engine.inputs import Candidate, Query
 from ...errors import InputError
-from .jsonl import _images, _object, _text
+from .jsonl import read_images, read_object, read_text
 from .tasks import RerankTask
 
-__all__ = ["IMAGE_SUFFIXES", "TEXT_SUFFIXES", "load_documents", "load_retrieved"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-TEXT_SUFFIXES = (".txt", ".md")
+__all__ = ["load_documents", "load_retrieved"]
 
 
 def load_documents(source: str | os.PathLike) -> dict[str, Candidate]:
     """Documents by id, from a folder or a JSONL file (see the module docstring).
 
     Raises:
-        InputError: the source is missing, a line breaks the format, an id repeats, or the folder holds no
-            document.
+        InputError: the source is missing, a line breaks the format or has no id, an id repeats, a document
+            file cannot be read, or the folder holds no document.
     """
     path = Path(source)
+    folder = path.is_dir()
+    if not folder and not path.is_file():
+        raise InputError(f"{path}: no such file or folder")
     documents: dict[str, Candidate] = {}
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            doc_id = file.relative_to(path).as_posix()
-            suffix = file.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                documents[doc_id] = Candidate(images=[str(file.resolve())], id=doc_id)
-            elif suffix in TEXT_SUFFIXES:
-                documents[doc_id] = Candidate(text=file.read_text(encoding="utf-8"), id=doc_id)
-        if not documents:
-            raise InputError(f"{path}: no documents (image files or {', '.join(TEXT_SUFFIXES)} files) in the folder")
-        return documents
-    for where, record in _lines(path):
-        doc = _object(record, where)
-        doc_id = doc.get("id")
+    for document in read_documents([path], require_ids=not folder):
+        doc_id = document.id
+        if folder and doc_id is not None and Path(doc_id).is_relative_to(path):
+            doc_id = Path(doc_id).relative_to(path).as_posix()  # a file's id: its path within the folder
         if not isinstance(doc_id, str) or not doc_id:
-            raise InputError(f"{where}: 'id' must be a non-empty string, got {doc_id!r}")
+            raise InputError(f"{path}: a document has no id ({document!r})")
         if doc_id in documents:
-            raise InputError(f"{where}: document id {doc_id!r} already used; ids must be unique")
-        candidate = Candidate(text=_text(doc, where), images=_images(doc, path.parent, where), id=doc_id)
-        if candidate.is_empty:
-            raise InputError(f"{where}: document {doc_id!r} has neither text nor images")
-        documents[doc_id] = candidate
+            raise InputError(f"{path}: document id {doc_id!r} already used; ids must be unique")
+        documents[doc_id] = Candidate(text=document.text, images=document.images, id=doc_id)
     return documents
 
 
@@ -76,12 +66,14 @@ def load_retrieved(documents: str | os.PathLike, queries: str | os.PathLike) -> 
     tasks: list[RerankTask] = []
     seen: set[str] = set()
     for where, raw in _lines(path):
-        record = _object(raw, where)
+        record = read_object(raw, where)
         query_id = record.get("id")
         if not isinstance(query_id, str) or not query_id or query_id in seen:
             raise InputError(f"{where}: 'id' must be a unique non-empty string, got {query_id!r}")
         seen.add(query_id)
-        query = Query(text=_text(record, f"{where}, query"), images=_images(record, path.parent, f"{where}, query"))
+        query = Query(
+            text=read_text(record, f"{where}, query"), images=read_images(record, path.parent, f"{where}, query")
+        )
         if query.is_empty:
             raise InputError(f"{where}: query {query_id!r} has neither text nor images")
         ids = record.get("candidates")

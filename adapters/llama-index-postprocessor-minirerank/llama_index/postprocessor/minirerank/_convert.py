@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import mimetypes
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
-from minirerank_integrations import Candidate, PdfPage, Query
+from minirerank_integrations import Candidate, PdfPage, Query, is_image_file
 from minirerank_integrations.engine.images import fetch_image
 
 logger = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def node_image(node: BaseNode) -> str | None:
 
 def _metadata_image(node: BaseNode) -> str | None:
     file_path = node.metadata.get("file_path")
-    if isinstance(file_path, str) and _is_image_file(file_path, node.metadata.get("file_type")):
+    if isinstance(file_path, str) and is_image_file(file_path, node.metadata.get("file_type")):
         return file_path
     return None
 
@@ -149,13 +148,6 @@ def _copied(value: Any, path: set[int]) -> Any:
         finally:
             path.discard(id(value))
     return value
-
-
-def _is_image_file(path: str, file_type: object) -> bool:
-    if isinstance(file_type, str) and file_type.startswith("image/"):
-        return True
-    guessed, _ = mimetypes.guess_type(path)
-    return guessed is not None and guessed.startswith("image/")
 
 
 def _data_uri(payload: str, mimetype: str | None) -> str:
