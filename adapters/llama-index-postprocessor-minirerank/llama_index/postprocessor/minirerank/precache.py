@@ -135,20 +135,23 @@ class MiniRerankPrecache(TransformComponent):
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
         """Pre-cache ``nodes`` and return them as they came (the same objects)."""
         progress = bool(kwargs.get("show_progress", self.show_progress))
-        pending: list[tuple[int, Candidate]] = []
+        positions: list[int] = []  # each candidate's place among the nodes
+        candidates: list[Candidate] = []
         for position, node in enumerate(nodes):
             try:
-                pending.append((position, node_to_candidate(node, self.metadata_mode, self.image_fetcher)))
+                candidates.append(node_to_candidate(node, self.metadata_mode, self.image_fetcher))
+                positions.append(position)
             except MiniRerankError as exc:  # a failed download
                 self._reject(CandidateError(position, exc, node.node_id))
-        while pending:
-            try:
-                self._engine.precache([candidate for _, candidate in pending], progress=progress)
-                break
-            except CandidateError as exc:
-                self._reject(CandidateError(pending[exc.index][0], exc.cause, exc.candidate_id))
-                # Prefixes before the bad node are stored already; resume after it.
-                pending = pending[exc.index + 1 :]
+        try:
+            report = self._engine.precache(candidates, progress=progress, on_error=self.on_error)
+        except CandidateError as exc:  # on_error="raise": the first bad node (those before it are stored)
+            raise CandidateError(positions[exc.index], exc.cause, exc.candidate_id) from exc.cause
+        for outcome in report:
+            if outcome.error is not None:  # a bad node, skipped
+                self._reject(CandidateError(positions[outcome.index], outcome.error.cause, outcome.id))
+            elif outcome.status == "skipped":  # the store did not keep its entry: not the node's fault
+                logger.warning("MiniRerankPrecache did not cache node %s: %s", outcome.id, outcome.reason)
         return nodes
 
     async def acall(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
