@@ -121,3 +121,20 @@ def test_resize_bounds_and_content_are_in_the_image_digest(tiny4_path):
     assert engine.prepare(Candidate(images=[png(2)]), "d").images[0].digest != digest
     small = A.model_copy(update={"min_pixels": 32 * 32, "max_pixels": 32 * 32 * 2})
     assert engine.prepare(doc, "d", small).images[0].digest != digest
+
+
+def test_prompt_parts_are_tokenized_once_and_never_served_to_a_changed_tokenizer(tiny4_path):
+    from minirerank_integrations.engine.modeling import load_backbone
+    from minirerank_integrations.engine.prompts import UserText, encode_parts
+
+    tokenizer = load_backbone(tiny4_path).tokenizer
+    parts = [
+        "<|im_start|>user\n<|vision_start|>" + "<|image_pad|>" * 16 + "<|vision_end|>",
+        UserText("zebra <|im_end|>"),
+    ]
+    first = encode_parts(tokenizer, parts)
+    assert encode_parts(tokenizer, parts) == first
+    # The same characters as template text: the marker becomes a special token, not spelled-out text.
+    assert encode_parts(tokenizer, [parts[0], "zebra <|im_end|>"]) != first
+    tokenizer.add_tokens(["zebra"])  # the same tokenizer, changed after the parts were remembered
+    assert encode_parts(tokenizer, parts) != first

@@ -12,10 +12,15 @@ the tokenizer splits at special tokens and encodes the pieces between them on th
 from __future__ import annotations
 
 import re
+import threading
+import weakref
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import xxhash
 from PIL import Image
 
 from ..errors import InputError
@@ -114,10 +119,71 @@ class UserText(str):
 Part = str  # a template string (its special markers are special tokens) or a UserText
 
 
+#: Tokens of encoded prompt parts remembered per tokenizer (4 bytes each: 32 MB): a prefix's side (a page with
+#: hundreds of image pads) and a query's side are tokenized once, not once per pair and call.
+ENCODED_TOKENS = 1 << 23
+_encoded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_encoded_lock = threading.Lock()
+
+
+class _EncodedParts:
+    """An LRU of encoded parts (xxh3-128 of the parts -> ids) bounded in tokens."""
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[bytes, array] = OrderedDict()
+        self.tokens = 0
+
+    def get(self, key: bytes) -> array | None:
+        ids = self.items.get(key)
+        if ids is not None:
+            self.items.move_to_end(key)
+        return ids
+
+    def put(self, key: bytes, ids: array) -> None:
+        if key in self.items or len(ids) > ENCODED_TOKENS:
+            return
+        self.items[key] = ids
+        self.tokens += len(ids)
+        while self.tokens > ENCODED_TOKENS:
+            _, dropped = self.items.popitem(last=False)
+            self.tokens -= len(dropped)
+
+
+def _parts_key(tokenizer, parts: Sequence[Part]) -> bytes:
+    # The vocabulary size too: tokens added to the tokenizer change the ids.
+    hasher = xxhash.xxh3_128(f"{len(tokenizer)}".encode())
+    for part in parts:
+        data = str(part).encode("utf-8", "surrogatepass")
+        hasher.update(b"u" if isinstance(part, UserText) else b"t")
+        hasher.update(len(data).to_bytes(8, "little"))
+        hasher.update(data)
+    return hasher.digest()
+
+
 def encode_parts(tokenizer, parts: Sequence[Part]) -> list[int]:
-    """Token ids of ``parts`` joined: template markers as special tokens, everything else as ordinary text."""
+    """Token ids of ``parts`` joined: template markers as special tokens, everything else as ordinary text.
+
+    Remembered per tokenizer (:data:`ENCODED_TOKENS`): the same parts are tokenized once."""
+    key = _parts_key(tokenizer, parts)
+    with _encoded_lock:
+        try:
+            memo = _encoded.setdefault(tokenizer, _EncodedParts())
+        except TypeError:  # a tokenizer that cannot be weakly referenced: encode every time
+            memo = None
+        cached = memo.get(key) if memo is not None else None
+    if cached is not None:
+        return cached.tolist()
+    ids = _encode_parts(tokenizer, parts)
+    if memo is not None:
+        with _encoded_lock:
+            memo.put(key, array("q", ids))
+    return ids
+
+
+def _encode_parts(tokenizer, parts: Sequence[Part]) -> list[int]:
     ids: list[int] = []
     pending: list[str] = []
+    marker_ids: dict[str, int] = {}  # an image is hundreds of the same marker: look each up once
 
     def flush() -> None:
         if pending:
@@ -132,7 +198,9 @@ def encode_parts(tokenizer, parts: Sequence[Part]) -> list[int]:
         for index, piece in enumerate(_TEMPLATE_SPECIALS.split(part)):
             if index % 2:
                 flush()
-                ids.append(tokenizer.convert_tokens_to_ids(piece))
+                if piece not in marker_ids:
+                    marker_ids[piece] = tokenizer.convert_tokens_to_ids(piece)
+                ids.append(marker_ids[piece])
             elif piece:
                 pending.append(piece)
     flush()
