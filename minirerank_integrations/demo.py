@@ -93,9 +93,9 @@ def run_demo(
         jobs = [_Job(t.query, list(t.candidates), t) for t in tasks]
 
     started = time.perf_counter()
-    computed = fast.precache(documents, progress=False)
+    report = fast.precache(documents, progress=False)
     emit(
-        f"pre-cached {computed} document prefixes in {time.perf_counter() - started:.1f} s "
+        f"pre-cached {report.stored} document prefixes in {time.perf_counter() - started:.1f} s "
         "(once, as at ingestion; every text query below reuses them)"
     )
     _warm_up(fast, dense, documents[:2])
