@@ -155,8 +155,8 @@ def test_an_unreadable_file_in_a_folder_fails_alone_and_the_rest_is_stored(tiny4
     [
         (b'{"id": "a", "text": "caf\xe9"}', "docs.jsonl:1: not UTF-8 text"),
         (b'{"id": "a", "images": "abc"}', 'docs.jsonl:1: "images" must be a list'),
-        (b'{"page_content": "x", "metadata": ["image_path"]}', "docs.jsonl:1: metadata must be a JSON object"),
-        (b'{"id_": "n", "text": 7}', "docs.jsonl:1: text must be a string, got int"),
+        (b'{"page_content": "x", "metadata": ["image_path"]}', "docs.jsonl:1: not a LangChain Document: metadata"),
+        (b'{"id_": "n", "text": 7}', "docs.jsonl:1: not a LlamaIndex node: text"),
     ],
 )
 def test_a_malformed_dump_is_one_line_on_stderr(tiny4_path, tmp_path, capsys, line, message):
