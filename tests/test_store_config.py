@@ -120,11 +120,11 @@ def test_round_trips_as_a_dict_and_as_json(tmp_path: Path) -> None:
 def test_from_options_reads_the_flat_keywords_and_changes_a_base() -> None:
     config = StoreConfig.from_options(cache_url=REDIS, cache_ttl=60, cache_storage="int8", cache_namespace=None)
     assert (config.url, config.ttl, config.storage, config.namespace) == (REDIS, 60.0, "int8", "minirerank")
-    assert config.as_from_pretrained_kwargs() == {"cache_url": REDIS, "cache_ttl": 60.0, "cache_storage": "int8"}
-    assert StoreConfig.from_options(**config.as_from_pretrained_kwargs()) == config
+    assert config.model_dump(exclude_defaults=True) == {"url": REDIS, "ttl": 60.0, "storage": "int8"}
+    assert StoreConfig.from_options(**config.model_dump()) == config
     changed = StoreConfig.from_options(store={"url": REDIS, "ttl": 5}, memory_limit=0)
     assert (changed.ttl, changed.memory_limit) == (5.0, 0)
-    assert StoreConfig().as_from_pretrained_kwargs() == {}
+    assert StoreConfig.from_options() == StoreConfig()
 
 
 def test_open_store_opens_what_the_config_describes(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def load_engine(args: argparse.Namespace, **overrides: Any) -> MiniReranker:
     store_overrides = {k: overrides.pop(k) for k in list(overrides) if k.startswith("cache_") or k == "store"}
     store = store_config(args, **store_overrides)
     kwargs: dict[str, Any] = {"config": args.config, "device": args.device, "dtype": args.dtype}
-    return MiniReranker.from_pretrained(args.model, **(kwargs | store.as_from_pretrained_kwargs() | overrides))
+    return MiniReranker.from_pretrained(args.model, **(kwargs | {"store": store} | overrides))
 
 
 #: Placeholders in ``--help`` for the store's options.

@@ -38,7 +38,7 @@ class _PrecacheWorker:
         if isinstance(load_options.get("config"), dict):
             load_options = {**load_options, "config": RerankConfig.model_validate(load_options["config"])}
         settings = StoreConfig.model_validate(store)
-        self.engine = MiniReranker.from_pretrained(model, **load_options, **settings.as_from_pretrained_kwargs())
+        self.engine = MiniReranker.from_pretrained(model, **load_options, store=settings)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         records = [json.loads(str(raw)) for raw in batch["record"]]

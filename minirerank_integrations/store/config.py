@@ -228,11 +228,6 @@ class StoreConfig(BaseModel):
         finally:
             _SPELLED.reset(token)
 
-    def as_from_pretrained_kwargs(self) -> dict[str, Any]:
-        """The keywords that load an engine over this store with ``MiniReranker.from_pretrained`` (the flat
-        ``cache_*`` ones, for the settings that differ from their defaults)."""
-        return {_FLAT[name]: value for name, value in self.model_dump(exclude_defaults=True).items()}
-
 
 #: While :meth:`StoreConfig.from_options` builds one: each field's name as the caller spelled it.
 _SPELLED: ContextVar[dict[str, str] | None] = ContextVar("_SPELLED", default=None)

@@ -164,7 +164,7 @@ class MiniRerankCompressor(BaseDocumentCompressor):
             device=self.device or "cpu",
             dtype=self.dtype or "float32",
             image_fetcher=self.image_fetcher,
-            **store.as_from_pretrained_kwargs(),
+            store=store,
         )
         if self.batch_size is not None:
             reranker.config = reranker.config.model_copy(update={"batch_size": self.batch_size})

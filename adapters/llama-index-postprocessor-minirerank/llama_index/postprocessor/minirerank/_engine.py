@@ -64,7 +64,7 @@ def resolve_engine(
     if dtype is not None:
         kwargs["dtype"] = dtype
     if settings is not None:
-        kwargs.update(settings.as_from_pretrained_kwargs())
+        kwargs["store"] = settings
     engine = MiniReranker.from_pretrained(name, **kwargs)
     if batch_size is not None and batch_size != engine.config.batch_size:
         engine.config = _with_batch_size(engine.config, batch_size)
