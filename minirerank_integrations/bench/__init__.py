@@ -13,7 +13,21 @@ The other speed and bytes measurements run as ``python -m minirerank_integration
 (documents per GiB of Redis, ingestion documents/s) and :mod:`.train_step` (training step time against dense).
 """
 
-from .runner import BenchSettings, run_bench, write_outputs
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .shapes import SHAPES, ModelShape
 
+if TYPE_CHECKING:
+    from .runner import BenchSettings, run_bench, write_outputs
+
 __all__ = ["SHAPES", "BenchSettings", "ModelShape", "run_bench", "write_outputs"]
+
+
+def __getattr__(name: str) -> object:
+    # The runner imports torch and the engine: loaded on first use, so the shapes table does not need them.
+    if name in ("BenchSettings", "run_bench", "write_outputs"):
+        return getattr(import_module(".runner", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

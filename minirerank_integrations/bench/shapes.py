@@ -8,11 +8,13 @@ vocabulary is the benchmark tokenizer's: speed does not depend on it (the score 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+if TYPE_CHECKING:  # the shapes table itself imports no torch: `minirerank --help` lists its names
+    import torch
+    from transformers import Qwen3VLConfig
 
-from ..engine.modeling import Backbone
+    from ..engine.modeling import Backbone
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ SHAPES: dict[str, ModelShape] = {
 
 def shape_config(shape: ModelShape, tokenizer) -> Qwen3VLConfig:
     """A ``Qwen3VLConfig`` of ``shape`` whose special token ids are the tokenizer's."""
+    from transformers import Qwen3VLConfig
+
     ids = tokenizer.convert_tokens_to_ids
     return Qwen3VLConfig(
         text_config={
@@ -93,10 +97,16 @@ def shape_config(shape: ModelShape, tokenizer) -> Qwen3VLConfig:
 
 
 def random_backbone(
-    name: str, tokenizer, image_processor, *, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+    name: str, tokenizer, image_processor, *, device: str = "cpu", dtype: torch.dtype | None = None, seed: int = 0
 ) -> Backbone:
     """A random-weight model of shape ``name``, built in memory (nothing written to disk)."""
     shape = SHAPES[name]
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from ..engine.modeling import Backbone
+
+    dtype = torch.float32 if dtype is None else dtype
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen3VLForConditionalGeneration(shape_config(shape, tokenizer))
