@@ -176,3 +176,29 @@ def test_wrong_types_in_a_dump_are_input_errors_naming_the_line(tmp_path, line, 
     (tmp_path / "dump.jsonl").write_bytes(b'{"id": "ok", "text": "fine"}\n' + line + b"\n")
     with pytest.raises(InputError, match=rf"dump.jsonl:2: {message}"):
         read_documents([tmp_path / "dump.jsonl"])
+
+
+def test_adapt_documents_are_read_by_the_same_reader(tmp_path):
+    from PIL import Image
+
+    from minirerank_integrations.quality.data import load_documents
+    from minirerank_integrations.testing import write_pdf
+
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    drawn_image(48, 48, seed=1).save(folder / "sub" / "a.png")
+    (folder / "b.md").write_text("a note", encoding="utf-8")
+    write_pdf(folder / "c.pdf", [Image.new("RGB", (96, 96), (200, 30, 30))] * 2)
+    documents = load_documents(folder)
+    # Ids are paths within the folder; the candidates are the ones minirerank precache reads.
+    assert list(documents) == ["b.md", "c.pdf#page=1", "c.pdf#page=2", "sub/a.png"]
+    read = read_documents([folder])
+    assert [(d.text, d.images) for d in documents.values()] == [(d.text, d.images) for d in read]
+
+    dump = tmp_path / "docs.jsonl"
+    dump.write_text('{"id": "x", "image": "docs/sub/a.png"}\n{"text": "no id"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"docs.jsonl:2: the document has no id"):
+        load_documents(dump)
+    dump.write_text('{"id": "x", "image": "docs/sub/a.png"}\n{"id": "x", "text": "again"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="document id 'x' already used"):
+        load_documents(dump)

@@ -233,8 +233,8 @@ def _document(record: dict[str, Any], folder: Path, where: str) -> Candidate:
             candidate = reader.candidate_from_dump(record, where)
             if candidate.is_empty:
                 raise InputError(f"{where}: the document has neither text nor images")
-            images = tuple(_resolved(image, folder) for image in candidate.images)
-            return dataclasses.replace(candidate, images=images, id=candidate.id if candidate.id is not None else where)
+            resolved = tuple(_resolved(image, folder) for image in candidate.images)
+            return dataclasses.replace(candidate, images=resolved, id=where if candidate.id is None else candidate.id)
     text, images, doc_id = _ours(record, where)
     if not all(isinstance(image, str) and image for image in images):
         shown = ", ".join(sorted({type(image).__name__ for image in images if not isinstance(image, str)})) or "str"
@@ -243,10 +243,10 @@ def _document(record: dict[str, Any], folder: Path, where: str) -> Candidate:
         raise InputError(f"{where}: text must be a string, got {type(text).__name__}")
     if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
         raise InputError(f"{where}: id must be a string or an integer, got {type(doc_id).__name__}")
-    resolved = [_resolved(image, folder) for image in images]
-    if not (text and text.strip()) and not resolved:
+    listed = [_resolved(image, folder) for image in images]
+    if not (text and text.strip()) and not listed:
         raise InputError(f"{where}: the document has neither text nor images")
-    return Candidate(text=text or None, images=resolved, id=str(doc_id) if doc_id is not None else where)
+    return Candidate(text=text or None, images=listed, id=str(doc_id) if doc_id is not None else where)
 
 
 def _ours(record: dict[str, Any], where: str) -> tuple[Any, list[Any], Any]:
