@@ -199,7 +199,7 @@ def _named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Modul
 class ModelIdentity:
     """The fingerprint of ``model`` (weights, config) and an image processor, recomputed only where they changed.
 
-    :meth:`digest` costs a pass over the tensors' version counters (about 0.1 ms for the 2B's 630 tensors)
+    :meth:`digest` costs a pass over the tensors' version counters (0.3 ms for the 2B shape's 629 tensors)
     when nothing changed; a changed tensor is digested again, alone.
     """
 
