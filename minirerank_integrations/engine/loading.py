@@ -18,7 +18,7 @@ from ..store import PrefixStore, StoreConfig, open_store
 from .config import PresetName, RerankConfig
 from .modeling import ADAPT_FILE, CONFIG_FILE, Backbone, load_backbone
 
-__all__ = ["Loaded", "load", "resolve_dtype", "saved_config", "saved_embedder", "unvalidated_parts"]
+__all__ = ["Loaded", "default_device", "load", "resolve_dtype", "saved_config", "saved_embedder", "unvalidated_parts"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ class Loaded:
     store: PrefixStore
     embedder: Backbone | None
     loaded_as: dict[str, object]
+
+
+def default_device() -> str:
+    """The device a component loads on when none is named: ``cuda`` when present, else ``mps``, else ``cpu``
+    (what both framework adapters use, so their defaults agree)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> str | torch.dtype:

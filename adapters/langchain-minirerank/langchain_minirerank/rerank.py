@@ -2,12 +2,21 @@
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
-from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, RerankResults, StoreConfig
+from minirerank_integrations import (
+    DEMO_MODEL,
+    MiniReranker,
+    OnError,
+    PresetName,
+    RerankConfig,
+    RerankResults,
+    StoreConfig,
+)
+from minirerank_integrations.engine.loading import default_device
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
@@ -65,16 +74,16 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         "load, or a loaded MiniReranker to share between components. Default: the embedded demo model, "
         "trained on synthetic data only.",
     )
-    top_n: int | None = Field(3, ge=1, description="Documents returned, best first; None returns all.")
+    top_n: int | None = Field(5, ge=1, description="Documents returned, best first; None returns all.")
     score_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Documents scoring below this P(relevant) are left out; None keeps all."
     )
-    on_error: Literal["raise", "skip"] = Field(
+    on_error: OnError = Field(
         "raise",
         description="A document whose image cannot be read: 'raise' raises the engine's CandidateError "
         "naming it; 'skip' leaves it out (and logs a warning).",
     )
-    config: RerankConfig | Literal["paper", "dense"] | None = Field(
+    config: RerankConfig | PresetName | None = Field(
         None,
         description="The engine's RerankConfig or preset name, used when loading; None: the configuration saved with "
         "the checkpoint, else 'paper'.",
@@ -93,8 +102,12 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         "the precision such as int8, size and memory limits in bytes, ttl in seconds); None: in memory. cache_dir "
         "and cache_url are shorthands for its dir and url.",
     )
-    device: str | None = Field(None, description="Where the model runs, used when loading; None: 'cpu'.")
-    dtype: str | None = Field(None, description="Weight dtype, used when loading; None: 'float32'.")
+    device: str | None = Field(
+        None, description="Where the model runs, used when loading; None: cuda, mps or cpu, whichever is present."
+    )
+    dtype: str | None = Field(
+        None, description="Weight dtype, used when loading; None: 'auto' (bfloat16 on CUDA, float32 elsewhere)."
+    )
     batch_size: int | None = Field(
         None, gt=0, description="Pairs per forward pass, used when loading; None: the config's value."
     )
@@ -161,8 +174,8 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         reranker = MiniReranker.from_pretrained(
             self.model,
             config=self.config,
-            device=self.device or "cpu",
-            dtype=self.dtype or "float32",
+            device=self.device or default_device(),
+            dtype=self.dtype or "auto",
             image_fetcher=self.image_fetcher,
             store=store,
         )

@@ -26,7 +26,7 @@ def test_retriever_is_a_retriever() -> None:
 def test_shared_engine_and_defaults(engine: MiniReranker) -> None:
     compressor = MiniRerankCompressor(model=engine)
     assert compressor.reranker is engine
-    assert compressor.top_n == 3
+    assert compressor.top_n == 5
     assert compressor.on_error == "raise"
     assert compressor.image_path_keys == ("image_path",)
     assert compressor.image_base64_keys == ("image_base64",)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from llama_index.core.utils import infer_torch_device
-from minirerank_integrations import DEMO_MODEL, MiniReranker, RerankConfig, StoreConfig
+from minirerank_integrations import DEMO_MODEL, MiniReranker, PresetName, RerankConfig, StoreConfig
+from minirerank_integrations.engine.loading import default_device
 
 #: The checkpoint loaded when no model is named.
 DEFAULT_MODEL = DEMO_MODEL  # the embedded demo; pass a real checkpoint such as "Qwen/Qwen3-VL-Reranker-2B"
 
-PresetName = Literal["paper", "dense"]
 ModelLike = str | os.PathLike | MiniReranker
 StoreLike = StoreConfig | dict[str, Any]
 
@@ -59,7 +58,7 @@ def resolve_engine(
         return model, _shared_fields(model, config, batch_size, device, dtype, cache_dir, cache_url, store)
     settings = store_settings(store, cache_dir, cache_url)
     name = os.fspath(model)
-    device = device or infer_torch_device()
+    device = device or default_device()
     kwargs: dict[str, Any] = {"config": config, "device": device}  # None: the checkpoint's own, else "paper"
     if dtype is not None:
         kwargs["dtype"] = dtype

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -20,6 +20,7 @@ from minirerank_integrations import (
     CandidateError,
     MiniReranker,
     MiniRerankError,
+    OnError,
     Query,
     RerankConfig,
     RerankResults,
@@ -41,8 +42,6 @@ from ._remote import remote_engine
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
-
-OnError = Literal["raise", "skip"]
 
 
 @dataclass
