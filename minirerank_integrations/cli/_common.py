@@ -30,7 +30,7 @@ Handler: TypeAlias = Callable[[argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 STORAGES = list(get_args(Storage))  # the codec's precisions, spelled once
-DTYPES = ["float32", "bfloat16", "float16"]
+DTYPES = ["auto", "float32", "bfloat16", "float16"]  # auto: bfloat16 on CUDA, float32 elsewhere
 
 
 def fail(message: object, status: int = EXIT_USAGE) -> int:
@@ -78,8 +78,12 @@ def add_engine_options(
             metavar=metavar,
             help=(field.description or "").replace("%", "%%") + default,
         )
-    parser.add_argument("--device", default="cpu", help=device_help)
-    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument(
+        "--device", default=None, help=device_help + " (default: cuda, mps or cpu, whichever is present)"
+    )
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPES, help="weights dtype (default: bfloat16 on CUDA, float32 elsewhere)"
+    )
 
 
 def store_config(args: argparse.Namespace, **overrides: Any) -> StoreConfig:
@@ -100,11 +104,12 @@ def load_engine(args: argparse.Namespace, **overrides: Any) -> MiniReranker:
     """``MiniReranker.from_pretrained`` with the options of ``add_engine_options`` (and ``--model``,
     ``--config``); ``overrides`` adds or replaces keyword arguments (``cache_*`` ones change the store). The
     store's settings are checked before the model loads."""
+    from ..engine.loading import default_device
     from ..engine.reranker import MiniReranker
 
     store_overrides = {k: overrides.pop(k) for k in list(overrides) if k.startswith("cache_") or k == "store"}
     store = store_config(args, **store_overrides)
-    kwargs: dict[str, Any] = {"config": args.config, "device": args.device, "dtype": args.dtype}
+    kwargs: dict[str, Any] = {"config": args.config, "device": args.device or default_device(), "dtype": args.dtype}
     return MiniReranker.from_pretrained(args.model, **(kwargs | {"store": store} | overrides))
 
 

@@ -60,7 +60,7 @@ def load(
     name_or_path: str | Path,
     *,
     config: RerankConfig | PresetName | None,
-    device: str | torch.device,
+    device: str | torch.device | None,
     dtype: str | torch.dtype | None,
     store: StoreConfig | dict[str, Any] | None,
     store_options: dict[str, Any],
@@ -79,6 +79,7 @@ def load(
         )
     if embedder is not None and not isinstance(embedder, (str, os.PathLike, Backbone)):
         raise ConfigError(f"embedder must be a checkpoint path or name, got {type(embedder).__name__} {embedder!r}")
+    device = default_device() if device is None else device
     dtype = resolve_dtype(dtype, device)
     loaded_as: dict[str, object] = {"name_or_path": str(name_or_path), "device": str(device), "dtype": str(dtype)}
     store_set = settings.model_dump(exclude_defaults=True, mode="json")

@@ -76,7 +76,7 @@ class MiniReranker:
         name_or_path: str | Path = DEMO_MODEL,
         *,
         config: RerankConfig | PresetName | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = "cpu",
         dtype: str | torch.dtype | None = "auto",
         store: StoreConfig | dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
@@ -100,7 +100,7 @@ class MiniReranker:
             config: a :class:`RerankConfig` or a preset name (``"paper"``, ``"dense"``), checked against
                 the model's depth here. None: the configuration the checkpoint was adapted to, when its folder
                 holds one (``minirerank_config.json``, as the demo's adapted variant does), else ``"paper"``.
-            device: where the weights live.
+            device: where the weights live; None: cuda, mps or cpu, whichever is present.
             dtype: how they are stored: ``"auto"`` (default) is bfloat16 on CUDA (with TF32 for float32
                 matmuls) and float32 elsewhere; scores are computed in float32 regardless.
             store: the prefix store's settings, a :class:`StoreConfig` (or a dict of one): a directory or a Redis

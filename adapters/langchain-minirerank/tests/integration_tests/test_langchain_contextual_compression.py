@@ -52,10 +52,10 @@ def test_invoke_and_ainvoke_match_the_engine(engine, documents, candidates_by_id
     assert got(asyncio.run(retriever.ainvoke(query))) == want
 
 
-def test_default_top_n_is_three(engine, documents) -> None:
+def test_default_top_n_is_five(engine, documents) -> None:
     retriever = build_retriever(MiniRerankCompressor(model=engine), documents, k=7)
     results = retriever.invoke("quarterly report")
-    assert len(results) == 3
+    assert len(results) == 5  # as the LlamaIndex postprocessor's default
     scores = [document.metadata["relevance_score"] for document in results]
     assert scores == sorted(scores, reverse=True)
 
