@@ -18,7 +18,6 @@ from .prompts import PreparedImage, SideContent
 __all__ = ["OnError", "candidate_list", "check_on_error", "check_top_n", "pair_list", "prepare_side"]
 
 
-
 def prepare_side(
     backbone: Backbone,
     item: Query | Candidate,
