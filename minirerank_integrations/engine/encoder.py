@@ -65,20 +65,20 @@ class SegmentEncoder:
             cache[(id(self.backbone), image.digest)] = feats
         self.counters.vision_encodings += len(unique)
 
-    def _importance_key(self, image: PreparedImage, cfg: RerankConfig) -> tuple:
-        return (
-            cfg.pruning_guide,
-            # The embedder's weight digest, not its identity: importances computed before its weights
-            # changed (training, a merged adapter) must not be reused.
-            cfg.pruning_seed if cfg.pruning_guide == "random" else self.embedder.fingerprint(),
-            cfg.pruning_guide_layers if cfg.pruning_guide == "embedder" else None,
-            image.digest,
-        )
+    def _guide(self, cfg: RerankConfig) -> tuple:
+        """What ranks the tokens: the embedder's weight digest, not its identity (importances computed before its
+        weights changed, by training or a merged adapter, must not be reused), or the random seed."""
+        if cfg.pruning_guide == "random":
+            return ("random", cfg.pruning_seed, None)
+        return (cfg.pruning_guide, self.embedder.fingerprint(), cfg.pruning_guide_layers)
+
+    def _importance_key(self, image: PreparedImage, guide: tuple) -> tuple:
+        return (*guide, image.digest)
 
     @torch.no_grad()  # pruning ranks tokens; it is not trained through
     def importance(self, image: PreparedImage, cache: FeatureCache, cfg: RerankConfig) -> torch.Tensor:
         """The importance of each visual token of ``image`` under ``cfg``'s pruning guide."""
-        key = self._importance_key(image, cfg)
+        key = self._importance_key(image, self._guide(cfg))
         if key not in self._importance:
             self.prefetch_importances([image], cache, cfg)
         return self._importance[key]
@@ -86,7 +86,8 @@ class SegmentEncoder:
     @torch.no_grad()
     def prefetch_importances(self, images: Sequence[PreparedImage], cache: FeatureCache, cfg: RerankConfig) -> None:
         """Compute the missing importances of ``images``, with one batched embedder pass."""
-        missing = [im for im in images if self._importance_key(im, cfg) not in self._importance]
+        guide = self._guide(cfg)  # the fingerprint checked once per call, not once per image
+        missing = [im for im in images if self._importance_key(im, guide) not in self._importance]
         if not missing:
             return
         if cfg.pruning_guide == "random":
@@ -97,7 +98,7 @@ class SegmentEncoder:
                 self.embedder, missing, lambda bb, im: self.features(bb, im, cache), cfg.pruning_guide_layers
             )
         for image, value in zip(missing, values):
-            self._importance[self._importance_key(image, cfg)] = value
+            self._importance[self._importance_key(image, guide)] = value
         while len(self._importance) > _MAX_IMPORTANCES:
             self._importance.popitem(last=False)
 

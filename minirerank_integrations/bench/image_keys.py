@@ -1,6 +1,6 @@
 """Image work per candidate before and after keying images by their source, and the model fingerprint's cost.
 
-Run: ``.venv/bin/python benchmarks/image_keys.py`` (writes nothing; the output committed under docs/bench/).
+Run: ``python -m minirerank_integrations.bench.image_keys`` (writes nothing; the output committed under docs/bench/).
 
 - before: what every call did for each candidate image, seen or not: decode, resize, sha256 of the pixels;
 - after, seen: what a candidate seen before costs now (a stat for a path; one xxh3 over the bytes for bytes);
