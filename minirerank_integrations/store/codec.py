@@ -27,7 +27,7 @@ Versions: 2 bound the key in the header; 3 (xxh3-128 instead of blake2b-256, pay
 entries refused) reads no older blob: an entry of version 2 is a miss, dropped and recomputed by the store.
 
 Storage modes and their error bounds (``x`` an original element, ``y`` the decoded one), checked by
-``tests/test_prefix_codec.py``:
+``tests/store/test_prefix_codec.py``:
 
 No mode stores NaN or inf: an entry holding one raises :class:`UnstorableEntry` (a backend then serves it
 without storing it), because a non-finite prefix would give non-finite scores to every later query.

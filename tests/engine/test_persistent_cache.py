@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 from pictures import drawn_image
+from subprocesses import child_env
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
 from minirerank_integrations.tiny_checkpoint import build_tiny_checkpoint
@@ -57,9 +58,8 @@ _CHILD = textwrap.dedent(
 
 def _child(model, cache, n=4, offset=0) -> subprocess.Popen:
     code = _CHILD.format(model=str(model), cache=str(cache), n=n, offset=offset)
-    tests = __import__("pathlib").Path(__file__).parent  # `python -c` imports from its working directory
     return subprocess.Popen(
-        [sys.executable, "-c", code], cwd=tests, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code], env=child_env(__file__), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 

@@ -26,7 +26,7 @@ from minirerank_integrations.store import (
     WriteBehindStore,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STORAGES = ["float32", "bfloat16", "float16", "int8"]
 
 

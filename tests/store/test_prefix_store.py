@@ -23,7 +23,7 @@ from minirerank_integrations.errors import CacheError, ConfigError
 from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
 from minirerank_integrations.store.codec import encode_entry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODE_RAW, MODE_BINARY, MODE_TEXT, MODE_PICKLE = 1, 2, 3, 4  # diskcache's row modes
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / ".gpu-wheels"
 STEPS = ("versions", "sdpa", "fast-vs-reference", "dense-vs-plain", "adapt", "bench")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pictures import drawn_image
+from subprocesses import child_env
 
 from minirerank_integrations import Candidate, ConfigError, MiniReranker, Query
 from minirerank_integrations.store import (
@@ -88,8 +89,7 @@ def test_one_round_trip_fetches_every_prefix_of_a_call(redis_server, tiny4_path)
 
 _CHILD = textwrap.dedent(
     """
-    import json, sys
-    sys.path.insert(0, {tests!r})
+    import json
     from test_redis_store import QUERY, documents
     from minirerank_integrations import MiniReranker
     reranker = MiniReranker.from_pretrained({model!r}, config="paper", cache_url={url!r})
@@ -101,8 +101,10 @@ _CHILD = textwrap.dedent(
 
 
 def _in_child(model: Path, url: str, n: int) -> dict:
-    code = _CHILD.format(tests=str(Path(__file__).parent), model=str(model), url=url, n=n)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    code = _CHILD.format(model=str(model), url=url, n=n)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(__file__), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
