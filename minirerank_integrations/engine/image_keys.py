@@ -9,7 +9,8 @@ give a :class:`PreparedImage` whose pixels are decoded only if they are needed (
 - a file path costs one ``stat``: (path, device, inode, size, mtime_ns, ctime_ns) is remembered with the
   digest of the bytes read, once the file is older than :data:`SETTLE_SECONDS` (a file written within the
   timestamp granularity could change without changing its stamp; such a file is hashed on each sight);
-- bytes cost one xxh3 over them; base64 and data URIs one xxh3 over the text (the text decodes to one image);
+- bytes cost one xxh3 over them; base64 and data URIs a decode and one xxh3 over the bytes they carry, so
+  they share the key of a file or bytes of the same image;
 - a PDF page is keyed by the file's digest (remembered as a path is), the page and the scale, and is rendered
   only on a miss;
 - a PIL image is hashed over its pixels (it may change between calls).
@@ -42,6 +43,7 @@ from .images import (
     MAX_FILE_BYTES,
     ImageFetcher,
     describe_source,
+    encoded_image_bytes,
     fetch_image,
     load_image,
     read_image_file,
@@ -145,7 +147,13 @@ def key_image(
         return _key_content(key, desc, lambda: _decode_as(data, desc), min_pixels, max_pixels)
     if kind == "text":
         text: str = value  # type: ignore[assignment]
-        key = f"t:{xxhash.xxh3_128_hexdigest(text.encode('utf-8', 'surrogatepass'))}"
+        # base64 and data URIs are keyed by the bytes they carry, as a file or bytes of the same image: a page
+        # pre-cached from its file is found when a framework sends it as base64 (one decode, ~1 GB/s).
+        data = encoded_image_bytes(text, desc)
+        if data:
+            key = f"c:{xxhash.xxh3_128_hexdigest(data)}"
+        else:
+            key = f"t:{xxhash.xxh3_128_hexdigest(text.encode('utf-8', 'surrogatepass'))}"
         return _key_content(key, desc, lambda: load_image(text), min_pixels, max_pixels)
     # A PIL image: its pixels are its identity, and it may be changed by its owner between calls.
     upright = load_image(value)  # type: ignore[arg-type]  # a converted copy, never the caller's image

@@ -396,6 +396,15 @@ def is_image_string(text: str) -> bool:
     return sum(c in _BASE64_CHARS for c in compact) >= 0.97 * len(compact)
 
 
+def encoded_image_bytes(text: str, desc: str) -> bytes | None:
+    """The encoded image a ``data:`` URI or base64 text carries (what :func:`load_image` decodes), or None when
+    ``text`` is not base64; a malformed data URI is :class:`ImageLoadError`."""
+    stripped = text.strip()
+    if stripped[:5].lower() == "data:":
+        return _data_uri_bytes(stripped, desc)
+    return _b64decode(stripped) or None
+
+
 def _unwrapped_base64(text: str) -> str:
     """``text`` without a ``b'...'`` wrapper (what ``str()`` of base64 bytes gives)."""
     match = _BYTES_REPR.match(text)
