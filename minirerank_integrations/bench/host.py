@@ -1,6 +1,6 @@
 """The host's share of a warm pair: reading one prefix entry back, against a memcpy of its bytes.
 
-At the 2B shape a GPU does about a millisecond of work per warm pair at 1024x1024 (design notes, section 7),
+At the 2B shape a GPU does about a millisecond of work per warm pair at 1024x1024 (``docs/design.md``, "On a GPU"),
 so the host must deliver each entry at memory speed. For entries of the 2B shape (8 band layers x kept
 tokens x 8 KV heads x 128 head_dim, keys and values, bfloat16) at 512x512 and 1024x1024 with keep 0.5,
 stored as bfloat16 and int8, this measures in one run, on one thread unless said:

@@ -26,6 +26,7 @@ line, a missing path or an unknown file type is a mistake in the list itself and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -44,6 +45,7 @@ from .inputs import Candidate, PdfPage
 from .pdf import pdf_pages
 
 __all__ = [
+    "copied_metadata",
     "DUMP_READERS_GROUP",
     "DumpReader",
     "JSONL_SUFFIXES",
@@ -283,3 +285,33 @@ def _resolved(image: Any, folder: Path) -> Any:
         path = Path(image)
         return str(path if path.is_absolute() else folder / path)
     return image
+
+
+def copied_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``metadata`` for a returned copy, so that changing it never changes the caller's.
+
+    A value that cannot be deep-copied (a lock, an open file, a client) does not fail the call: within
+    dicts, lists and tuples each such value is kept as the same object (what a shallow copy would do),
+    and everything around it is still copied.
+    """
+    return {key: _copied(value, set()) for key, value in metadata.items()}
+
+
+def _copied(value: Any, path: set[int]) -> Any:
+    try:
+        # A fresh memo each time: a failed deepcopy leaves half-filled containers in its memo.
+        return copy.deepcopy(value)
+    except Exception:  # anything a __deepcopy__ or __reduce__ may raise: TypeError, pickling errors, ...
+        pass
+    if id(value) in path:  # a container that holds itself: keep the cycle's own object
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        path.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {key: _copied(item, path) for key, item in value.items()}
+            items = [_copied(item, path) for item in value]
+            return items if isinstance(value, list) else tuple(items)
+        finally:
+            path.discard(id(value))
+    return value

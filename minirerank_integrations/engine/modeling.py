@@ -98,7 +98,7 @@ class Backbone:
         return self.embed_tokens.weight.dtype
 
     def score_vector(self) -> torch.Tensor:
-        """W_yes - W_no of the LM head, in float32 (bf16 logits tie; design notes, section 1)."""
+        """W_yes - W_no of the LM head, in float32 (bf16 logits tie; ``docs/design.md``, "Reference semantics")."""
         weight = self.model.get_output_embeddings().weight  # [vocab, hidden]
         return (weight[self.yes_id].float() - weight[self.no_id].float()).detach()  # [hidden]
 

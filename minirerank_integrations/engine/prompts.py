@@ -1,7 +1,7 @@
 """The reranker's prompts as token sequences: the official query-first prompt (the dense baseline),
 the vision-first prefix/suffix split, the embedder prompt used by pruning, and the official truncation.
 
-Text is rendered as the Qwen3-VL chat template renders it (design notes, section 1), with each image
+Text is rendered as the Qwen3-VL chat template renders it (``docs/design.md``, "Reference semantics"), with each image
 placeholder already expanded to its ``<|image_pad|>`` tokens, and tokenized without added specials.
 Only the template's own markers become special tokens: user text (query, document, instruction) is
 ordinary text even where it spells ``<|image_pad|>`` or ``<|im_start|>``, so it can neither fake an
@@ -262,7 +262,7 @@ def query_first_segment(
     max_length: int,
     special_ids: set[int],
 ) -> Segment:
-    """The official Qwen3-VL-Reranker prompt as one segment (design notes, section 1)."""
+    """The official Qwen3-VL-Reranker prompt as one segment (``docs/design.md``, "Reference semantics")."""
     q_text, q_images = render_side(query)
     d_text, d_images = render_side(document)
     parts = [

@@ -241,8 +241,7 @@ class MiniReranker:
         top_n: int | None = None,
         on_error: OnError = "raise",
     ) -> RerankResults:
-        """:meth:`rerank` in a worker thread, so the event loop is not blocked. Cancelling the task (or a
-        timeout around it) stops the computation between batches."""
+        """:meth:`rerank` in a worker thread; cancelling the task stops the computation between batches."""
         (result,) = await self.arerank_many([RerankRequest(query, candidates, top_n, on_error)])
         return result  # type: ignore[return-value]  # without return_exceptions errors raise
 

@@ -15,7 +15,7 @@ import torch
 
 @dataclass(frozen=True)
 class PrefixEntry:
-    """The cached state of one prefix (design notes, section 2)."""
+    """The cached state of one prefix (``docs/design.md``, "The miniReranker computation")."""
 
     keys: torch.Tensor  # [band_layers, kv_heads, length, head_dim], RoPE already applied
     values: torch.Tensor  # [band_layers, kv_heads, length, head_dim]

@@ -2,7 +2,7 @@
 
 Without a cache directory it is the whole store; in front of a directory or Redis it is the hot tier
 (:mod:`.tiered`). With ``device="cuda"`` the entries it keeps live in GPU memory, so a popular corpus is
-served without reading, checking, decoding or copying anything on the host (design notes, section 7: an
+served without reading, checking, decoding or copying anything on the host (``docs/design.md``, "On a GPU": an
 80 GB card holds several thousand 1024x1024 pages at the 2B shape).
 """
 

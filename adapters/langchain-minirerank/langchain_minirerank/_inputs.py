@@ -1,13 +1,12 @@
 """Turn LangChain documents and query strings into the engine's ``Candidate`` and ``Query``.
 
 Only the shape of the inputs is decided here; reading and decoding images is the engine's job, so a
-bad image reaches the engine and is reported under its ``on_error`` policy. :func:`copied_metadata` makes
+bad image reaches the engine and is reported under its ``on_error`` policy. :func:`minirerank_integrations.engine.documents.copied_metadata` makes
 the metadata of the copies returned.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -85,36 +84,6 @@ def pdf_page_of(metadata: Mapping[str, Any]) -> PdfPage | None:
     if isinstance(page, bool) or not isinstance(page, int) or page < 0:
         return None
     return PdfPage(source, index=page)
-
-
-def copied_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``metadata`` for a returned copy, so that changing it never changes the caller's.
-
-    A value that cannot be deep-copied (a lock, an open file, a client) does not fail the call: within
-    dicts, lists and tuples each such value is kept as the same object (what a shallow copy would do),
-    and everything around it is still copied.
-    """
-    return {key: _copied(value, set()) for key, value in metadata.items()}
-
-
-def _copied(value: Any, path: set[int]) -> Any:
-    try:
-        # A fresh memo each time: a failed deepcopy leaves half-filled containers in its memo.
-        return copy.deepcopy(value)
-    except Exception:  # anything a __deepcopy__ or __reduce__ may raise: TypeError, pickling errors, ...
-        pass
-    if id(value) in path:  # a container that holds itself: keep the cycle's own object
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        path.add(id(value))
-        try:
-            if isinstance(value, dict):
-                return {key: _copied(item, path) for key, item in value.items()}
-            items = [_copied(item, path) for item in value]
-            return items if isinstance(value, list) else tuple(items)
-        finally:
-            path.discard(id(value))
-    return value
 
 
 # --- internals -------------------------------------------------------------------------------------------

@@ -16,11 +16,12 @@ from minirerank_integrations import (
     RerankResults,
     StoreConfig,
 )
+from minirerank_integrations.engine.documents import copied_metadata
 from minirerank_integrations.engine.loading import default_device
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 
-from ._inputs import ImageKeys, candidate_from_document, copied_metadata, query_from_text
+from ._inputs import ImageKeys, candidate_from_document, query_from_text
 from ._remote import remote_reranker
 
 # Options that only shape how a model is loaded; a shared ``MiniReranker`` was configured by its owner.

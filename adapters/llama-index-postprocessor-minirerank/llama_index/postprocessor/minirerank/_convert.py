@@ -7,11 +7,9 @@ hence the same prefix key in the engine's store).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
 from minirerank_integrations import Candidate, PdfPage, Query, is_image_file
@@ -118,36 +116,6 @@ def node_pdf_page(node: BaseNode) -> PdfPage | None:
     if file_type != "application/pdf" and not file_path.lower().endswith(".pdf"):
         return None
     return PdfPage(file_path, label=str(label).strip())
-
-
-def copied_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``metadata`` for a returned copy, so that changing it never changes the caller's.
-
-    A value that cannot be deep-copied (a lock, an open file, a client) does not fail the call: within
-    dicts, lists and tuples each such value is kept as the same object (what a shallow copy would do),
-    and everything around it is still copied.
-    """
-    return {key: _copied(value, set()) for key, value in metadata.items()}
-
-
-def _copied(value: Any, path: set[int]) -> Any:
-    try:
-        # A fresh memo each time: a failed deepcopy leaves half-filled containers in its memo.
-        return copy.deepcopy(value)
-    except Exception:  # anything a __deepcopy__ or __reduce__ may raise: TypeError, pickling errors, ...
-        pass
-    if id(value) in path:  # a container that holds itself: keep the cycle's own object
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        path.add(id(value))
-        try:
-            if isinstance(value, dict):
-                return {key: _copied(item, path) for key, item in value.items()}
-            items = [_copied(item, path) for item in value]
-            return items if isinstance(value, list) else tuple(items)
-        finally:
-            path.discard(id(value))
-    return value
 
 
 def _data_uri(payload: str, mimetype: str | None) -> str:

@@ -26,8 +26,9 @@ from minirerank_integrations import (
     RerankResults,
     StoreConfig,
 )
+from minirerank_integrations.engine.documents import copied_metadata
 
-from ._convert import ImageFetcher, copied_metadata, node_to_candidate, query_to_engine
+from ._convert import ImageFetcher, node_to_candidate, query_to_engine
 from ._engine import (
     DEFAULT_MODEL,
     STORE_DESCRIPTION,
