@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
     import redis
@@ -108,3 +108,16 @@ def write_pdf(path: Path, pages: Sequence[Image.Image]) -> Path:
     first, *rest = [page.convert("RGB") for page in pages]
     first.save(path, "PDF", resolution=72, save_all=True, append_images=rest)
     return path
+
+
+def shape_pages(
+    colours: Sequence[str], shape: str = "rectangle", size: tuple[int, int] = (128, 160)
+) -> list[Image.Image]:
+    """One white page per colour, each holding one filled ``shape`` ("rectangle" or "ellipse") of that colour:
+    pages a test tells apart by colour (write them with :func:`write_pdf`)."""
+    pages = []
+    for colour in colours:
+        page = Image.new("RGB", size, "white")
+        getattr(ImageDraw.Draw(page), shape)([20, 30, 100, 110], fill=colour)
+        pages.append(page)
+    return pages

@@ -12,8 +12,7 @@ from langchain_core.load import dumpd
 from minirerank_integrations import InputError, StoreConfig
 from minirerank_integrations.cli import main
 from minirerank_integrations.engine.documents import read_documents
-from minirerank_integrations.testing import write_pdf
-from PIL import Image, ImageDraw
+from minirerank_integrations.testing import shape_pages, write_pdf
 
 from langchain_minirerank import MiniRerankCompressor
 from langchain_minirerank._inputs import ImageKeys, candidate_from_document
@@ -24,12 +23,7 @@ COLOURS = ["red", "blue", "green"]
 
 @pytest.fixture(scope="module")
 def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pages = []
-    for colour in COLOURS:
-        page = Image.new("RGB", (128, 160), "white")
-        ImageDraw.Draw(page).rectangle([20, 30, 100, 110], fill=colour)
-        pages.append(page)
-    return write_pdf(tmp_path_factory.mktemp("pdf") / "squares.pdf", pages)
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "squares.pdf", shape_pages(COLOURS, "rectangle"))
 
 
 def test_a_pypdf_page_dump_precached_by_the_cli_is_read_by_the_compressor(

@@ -6,8 +6,7 @@ import pytest
 from langchain_community.document_loaders import PyPDFium2Loader, PyPDFLoader
 from langchain_core.documents import Document
 from minirerank_integrations import Candidate, CandidateError, PdfPage
-from minirerank_integrations.testing import write_pdf
-from PIL import Image, ImageDraw
+from minirerank_integrations.testing import shape_pages, write_pdf
 
 from langchain_minirerank import MiniRerankCompressor
 
@@ -16,12 +15,7 @@ COLOURS = ["red", "blue", "green"]
 
 @pytest.fixture(scope="module")
 def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pages = []
-    for colour in COLOURS:
-        page = Image.new("RGB", (128, 160), "white")
-        ImageDraw.Draw(page).rectangle([20, 30, 100, 110], fill=colour)
-        pages.append(page)
-    return write_pdf(tmp_path_factory.mktemp("pdf") / "squares.pdf", pages)
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "squares.pdf", shape_pages(COLOURS, "rectangle"))
 
 
 @pytest.mark.parametrize("loader", [PyPDFLoader, PyPDFium2Loader])

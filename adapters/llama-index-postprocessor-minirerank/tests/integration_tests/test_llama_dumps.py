@@ -12,8 +12,7 @@ from llama_index.core.storage.docstore.utils import doc_to_json
 from minirerank_integrations import InputError, StoreConfig
 from minirerank_integrations.cli import main
 from minirerank_integrations.engine.documents import read_documents
-from minirerank_integrations.testing import write_pdf
-from PIL import Image, ImageDraw
+from minirerank_integrations.testing import shape_pages, write_pdf
 
 from llama_index.postprocessor.minirerank import MiniRerank
 from llama_index.postprocessor.minirerank._convert import node_to_candidate
@@ -24,12 +23,7 @@ COLOURS = ["red", "blue", "green"]
 
 @pytest.fixture(scope="module")
 def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pages = []
-    for colour in COLOURS:
-        page = Image.new("RGB", (128, 160), "white")
-        ImageDraw.Draw(page).ellipse([20, 30, 100, 110], fill=colour)
-        pages.append(page)
-    return write_pdf(tmp_path_factory.mktemp("pdf") / "shapes.pdf", pages)
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "shapes.pdf", shape_pages(COLOURS, "ellipse"))
 
 
 def test_a_pdf_reader_node_dump_precached_by_the_cli_is_read_by_the_postprocessor(

@@ -7,8 +7,7 @@ from llama_index.core import SimpleDirectoryReader
 from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import NodeWithScore, TextNode
 from minirerank_integrations import Candidate, CandidateError, PdfPage
-from minirerank_integrations.testing import write_pdf
-from PIL import Image, ImageDraw
+from minirerank_integrations.testing import shape_pages, write_pdf
 
 from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
 
@@ -17,12 +16,7 @@ COLOURS = ["red", "blue", "green"]
 
 @pytest.fixture(scope="module")
 def pdf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pages = []
-    for colour in COLOURS:
-        page = Image.new("RGB", (128, 160), "white")
-        ImageDraw.Draw(page).ellipse([20, 30, 100, 110], fill=colour)
-        pages.append(page)
-    return write_pdf(tmp_path_factory.mktemp("pdf") / "shapes.pdf", pages)
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "shapes.pdf", shape_pages(COLOURS, "ellipse"))
 
 
 def test_reader_nodes_are_their_pages(fresh_engine, pdf_file: Path) -> None:
