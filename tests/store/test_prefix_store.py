@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from entries import entry_for
 
 from minirerank_integrations.errors import CacheError, ConfigError
 from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
@@ -25,14 +26,6 @@ from minirerank_integrations.store.codec import encode_entry
 
 REPO = Path(__file__).resolve().parents[2]
 MODE_RAW, MODE_BINARY, MODE_TEXT, MODE_PICKLE = 1, 2, 3, 4  # diskcache's row modes
-
-
-def entry_for(seed: int, shape: tuple[int, int, int, int] = (1, 2, 8, 16), dtype: str = "float32") -> PrefixEntry:
-    """A deterministic entry: the same seed gives the same tensors in any process."""
-    generator = torch.Generator().manual_seed(seed)
-    keys = torch.randn(shape, generator=generator).to(getattr(torch, dtype))
-    values = torch.randn(shape, generator=generator).to(getattr(torch, dtype))
-    return PrefixEntry(keys=keys, values=values, length=shape[2], next_position=seed)
 
 
 def same(a: PrefixEntry | None, b: PrefixEntry) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from entries import entry_for
 from pictures import drawn_image
 
 from minirerank_integrations import Candidate, MiniReranker, Query
@@ -28,13 +29,6 @@ from minirerank_integrations.store import (
 
 REPO = Path(__file__).resolve().parents[2]
 STORAGES = ["float32", "bfloat16", "float16", "int8"]
-
-
-def entry_for(seed: int, shape: tuple[int, int, int, int] = (1, 2, 8, 16), dtype: str = "float32") -> PrefixEntry:
-    generator = torch.Generator().manual_seed(seed)
-    keys = torch.randn(shape, generator=generator).to(getattr(torch, dtype))
-    values = torch.randn(shape, generator=generator).to(getattr(torch, dtype))
-    return PrefixEntry(keys=keys, values=values, length=shape[2], next_position=seed)
 
 
 def same(a: PrefixEntry | None, b: PrefixEntry) -> bool:
