@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: demo test results clean redis-server
+.PHONY: demo test typecheck results clean redis-server
 
 $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(VENV)/.installed redis-server gpu-wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
+
+# Types of the core package and both adapters (configuration: [tool.mypy] in pyproject.toml).
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 # The demo model's measured results (docs/results.md): quality tables, then training step times. ~40 min on 2 CPUs.
 results: $(VENV)/.installed
