@@ -2,7 +2,8 @@
 
 ``RedisServer`` runs a real ``redis-server`` (loopback only, a free port, a temporary directory, no
 persistence), so tests of a shared store exercise the server users run rather than a fake. ``write_pdf``
-writes a small multi-page PDF of given pictures, for tests of PDF loaders and page rendering.
+writes a small multi-page PDF of given pictures, for tests of PDF loaders and page rendering; ``write_video`` a
+small video of given frames (``moving_shape_frames``), for tests of video inputs.
 """
 
 from __future__ import annotations
@@ -121,3 +122,33 @@ def shape_pages(
         getattr(ImageDraw.Draw(page), shape)([20, 30, 100, 110], fill=colour)
         pages.append(page)
     return pages
+
+
+def moving_shape_frames(
+    colour: str, count: int = 4, size: tuple[int, int] = (32, 32), step: int = 4
+) -> list[Image.Image]:
+    """``count`` frames of a filled ``colour`` circle moving right by ``step`` pixels a frame on white: a video a
+    test tells apart by colour (write it with :func:`write_video`)."""
+    width, height = size
+    frames = []
+    for index in range(count):
+        frame = Image.new("RGB", size, "white")
+        left = (index * step) % max(1, width // 2)
+        ImageDraw.Draw(frame).ellipse([left, height // 4, left + width // 2, height // 4 + height // 2], fill=colour)
+        frames.append(frame)
+    return frames
+
+
+def write_video(path: Path, frames: Sequence[Image.Image], fps: int = 2) -> Path:
+    """Write ``frames`` (even sides) as an MPEG-4 video at ``fps`` frames per second with PyAV (the ``video``
+    extra); a few 32x32 frames take milliseconds and a couple of kilobytes."""
+    import av  # the video extra; imported here so that the other helpers need none of it
+
+    width, height = frames[0].size
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_image(frame.convert("RGB"))))
+        container.mux(stream.encode(None))  # flush the encoder
+    return path
