@@ -18,16 +18,27 @@ from .errors import (
     ImageLoadError,
     InputError,
     MiniRerankError,
+    MissingExtraError,
     ModelLoadError,
     ScoreError,
     TrainingError,
+    VideoLoadError,
 )
 
 if TYPE_CHECKING:
     from .engine.config import PresetName, RerankConfig
     from .engine.counters import WorkCounters
     from .engine.images import ImageFetcher, fetch_image, is_image_file, is_image_string
-    from .engine.inputs import Candidate, OnError, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
+    from .engine.inputs import (
+        Candidate,
+        OnError,
+        PdfPage,
+        Query,
+        RerankResult,
+        RerankResults,
+        SkippedCandidate,
+        VideoSource,
+    )
     from .engine.pdf import pdf_pages
     from .engine.precache_report import PrecacheOutcome, PrecacheReport
     from .engine.request import RerankRequest
@@ -51,6 +62,7 @@ _LAZY = {
     "RerankResult": ".engine.inputs",
     "RerankResults": ".engine.inputs",
     "SkippedCandidate": ".engine.inputs",
+    "VideoSource": ".engine.inputs",
     "pdf_pages": ".engine.pdf",
     "MiniReranker": ".engine.reranker",
     "RerankRequest": ".engine.request",
@@ -70,6 +82,7 @@ __all__ = [
     "InputError",
     "MiniRerankError",
     "MiniReranker",
+    "MissingExtraError",
     "ModelLoadError",
     "OnError",
     "PdfPage",
@@ -85,6 +98,8 @@ __all__ = [
     "SkippedCandidate",
     "StoreConfig",
     "TrainingError",
+    "VideoLoadError",
+    "VideoSource",
     "WorkCounters",
     "fetch_image",
     "is_image_file",

@@ -23,6 +23,16 @@ class ImageLoadError(InputError):
     """An image source could not be read or decoded (missing file, corrupt bytes, URL, bomb)."""
 
 
+class VideoLoadError(InputError):
+    """A video source could not be read or decoded (missing or corrupt file, no frames, URL), or it is over the
+    frame or pixel budgets; names the item and its side."""
+
+
+class MissingExtraError(MiniRerankError, ImportError):
+    """An optional dependency is needed and absent; names the extra to install (e.g. the ``video`` extra,
+    ``pip install 'minirerank-integrations[video]'``, for PyAV when a video file must be decoded)."""
+
+
 class CandidateError(InputError):
     """A candidate could not be scored; names the candidate's index (and id) and the cause."""
 

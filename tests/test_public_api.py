@@ -16,6 +16,7 @@ def test_all_is_pinned():
         "InputError",
         "MiniRerankError",
         "MiniReranker",
+        "MissingExtraError",
         "ModelLoadError",
         "OnError",
         "PdfPage",
@@ -31,6 +32,8 @@ def test_all_is_pinned():
         "SkippedCandidate",
         "StoreConfig",
         "TrainingError",
+        "VideoLoadError",
+        "VideoSource",
         "WorkCounters",
         "fetch_image",
         "is_image_file",
@@ -51,8 +54,18 @@ def test_errors_share_one_base():
         "ConfigError",
         "ImageLoadError",
         "InputError",
+        "MissingExtraError",
         "ModelLoadError",
         "ScoreError",
         "TrainingError",
+        "VideoLoadError",
     ]:
         assert issubclass(getattr(errors, name), errors.MiniRerankError)
+
+
+def test_video_errors_are_the_expected_kinds():
+    from minirerank_integrations import errors
+
+    assert issubclass(errors.VideoLoadError, errors.InputError)
+    # A missing extra is an ImportError too, so code that guards an optional import catches it.
+    assert issubclass(errors.MissingExtraError, ImportError)

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
+from .video import (
+    DEFAULT_VIDEO_FILE_TOTAL_PIXELS,
+    DEFAULT_VIDEO_FPS,
+    DEFAULT_VIDEO_FRAME_MAX_PIXELS,
+    DEFAULT_VIDEO_FRAME_MIN_PIXELS,
+    DEFAULT_VIDEO_MAX_FRAMES,
+    DEFAULT_VIDEO_MAX_SOURCE_FRAMES,
+    DEFAULT_VIDEO_MIN_FRAMES,
+    DEFAULT_VIDEO_TOTAL_PIXELS,
+)
 
 PresetName = Literal["dense", "paper", "paper-narrow"]
 
@@ -88,6 +98,44 @@ class RerankConfig(BaseModel):
     )
     min_pixels: int = Field(DEFAULT_MIN_PIXELS, gt=0, description="Lower bound of an image's area, in pixels.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Upper bound of an image's area, in pixels.")
+    video_fps: float = Field(
+        DEFAULT_VIDEO_FPS, gt=0.0, le=1000.0, description="Frames sampled per second of a video file (official: 1)."
+    )
+    video_max_frames: int = Field(
+        DEFAULT_VIDEO_MAX_FRAMES,
+        ge=2,
+        description="At most this many frames per video (official: 64); a longer frame list is subsampled uniformly.",
+    )
+    video_min_frames: int = Field(
+        DEFAULT_VIDEO_MIN_FRAMES,
+        ge=2,
+        description="At least this many frames from a video file that has them (qwen-vl-utils: 4).",
+    )
+    video_frame_min_pixels: int = Field(
+        DEFAULT_VIDEO_FRAME_MIN_PIXELS, gt=0, description="Lower bound of a video frame's area (128 x 32 x 32)."
+    )
+    video_frame_max_pixels: int = Field(
+        DEFAULT_VIDEO_FRAME_MAX_PIXELS,
+        gt=0,
+        description="Upper bound of a video frame's area (official: 768 x 32 x 32).",
+    )
+    video_total_pixels: int = Field(
+        DEFAULT_VIDEO_TOTAL_PIXELS,
+        gt=0,
+        description="A frame list's pixel budget over all frames: each frame gets at most 2 x this / frames "
+        "(official MAX_TOTAL_PIXELS: 10 x 768 x 32 x 32).",
+    )
+    video_file_total_pixels: int = Field(
+        DEFAULT_VIDEO_FILE_TOTAL_PIXELS,
+        gt=0,
+        description="A video file's pixel budget over its sampled frames (the official reranker passes none, so "
+        "qwen-vl-utils' default, 128000 x 32 x 32 x 0.9, applies).",
+    )
+    video_max_source_frames: int = Field(
+        DEFAULT_VIDEO_MAX_SOURCE_FRAMES,
+        gt=0,
+        description="A video with more frames than this is refused (VideoLoadError) before it is decoded.",
+    )
     max_length: int = Field(MAX_LENGTH, gt=16, description="Token limit per prompt (official: 10240).")
     batch_size: int = Field(16, gt=0, description="Pairs per batched forward pass.")
 
@@ -99,6 +147,14 @@ class RerankConfig(BaseModel):
         "pruning_seed",
         "min_pixels",
         "max_pixels",
+        "video_fps",
+        "video_max_frames",
+        "video_min_frames",
+        "video_frame_min_pixels",
+        "video_frame_max_pixels",
+        "video_total_pixels",
+        "video_file_total_pixels",
+        "video_max_source_frames",
         "max_length",
         "batch_size",
         mode="before",
@@ -115,6 +171,17 @@ class RerankConfig(BaseModel):
     def _check(self) -> RerankConfig:
         if self.min_pixels > self.max_pixels:
             raise ConfigError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        if self.video_min_frames > self.video_max_frames:
+            raise ConfigError(
+                f"video_min_frames ({self.video_min_frames}) must not exceed video_max_frames ({self.video_max_frames})"
+            )
+        if self.video_frame_min_pixels > self.video_frame_max_pixels:
+            raise ConfigError(
+                f"video_frame_min_pixels ({self.video_frame_min_pixels}) must not exceed video_frame_max_pixels "
+                f"({self.video_frame_max_pixels})"
+            )
+        if not math.isfinite(self.video_fps):
+            raise ConfigError(f"video_fps must be finite, got {self.video_fps}")
         if self.band is not None:
             start, end = self.band
             if not 0 <= start <= end:

@@ -1,4 +1,4 @@
-"""What a caller passes in: queries and candidates made of text and/or images, and what comes back."""
+"""What a caller passes in: queries and candidates made of text, images and/or videos, and what comes back."""
 
 from __future__ import annotations
 
@@ -79,38 +79,49 @@ class PdfPage:
 #: (:class:`PdfPage`, or a path with ``#page=N``).
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, PdfPage]
 
+#: A video given as a file path, a ``file://`` URI, an http(s) URL (read only through an explicit fetcher, as
+#: images are), a ``data:`` URI, an :class:`os.PathLike`, the file's encoded bytes (decoded with PyAV: the
+#: ``video`` extra), or a list or tuple of frames, each any :data:`ImageSource` (sampled to ``video_max_frames``
+#: as the official reranker samples a frame list). Sampling follows :class:`RerankConfig`'s ``video_*`` fields.
+VideoSource = Union[str, os.PathLike, bytes, Sequence[ImageSource]]
+
 
 @dataclass(frozen=True)
 class Query:
-    """A search query: text, images, or both."""
+    """A search query: text, images, videos, or any mix. In the prompt a side's videos come first, then its
+    images, then its text (the official order)."""
 
     text: str | None = None
     images: Sequence[ImageSource] = field(default_factory=tuple)
+    videos: Sequence[VideoSource] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         _check_text(self.text, "the query")
         object.__setattr__(self, "images", _as_image_tuple(self.images, "the query"))
+        object.__setattr__(self, "videos", _as_video_tuple(self.videos, "the query"))
 
     @property
     def is_empty(self) -> bool:
-        return not (self.text and self.text.strip()) and not self.images
+        return not (self.text and self.text.strip()) and not self.images and not self.videos
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A retrieved item to score against a query: text, images, or both, with an optional id."""
+    """A retrieved item to score against a query: text, images, videos, or any mix, with an optional id."""
 
     text: str | None = None
     images: Sequence[ImageSource] = field(default_factory=tuple)
     id: str | None = None
+    videos: Sequence[VideoSource] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         _check_text(self.text, "a candidate")
         object.__setattr__(self, "images", _as_image_tuple(self.images, "a candidate"))
+        object.__setattr__(self, "videos", _as_video_tuple(self.videos, "a candidate"))
 
     @property
     def is_empty(self) -> bool:
-        return not (self.text and self.text.strip()) and not self.images
+        return not (self.text and self.text.strip()) and not self.images and not self.videos
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,49 @@ def _as_image_tuple(images: object, what: str) -> tuple[ImageSource, ...]:
         return tuple(images)  # type: ignore[arg-type]  # any iterable; a non-iterable is refused below
     except TypeError as exc:
         raise InputError(f"{what}'s images must be a list of image sources, got {type(images).__name__}") from exc
+
+
+_FRAME_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, PdfPage)
+
+
+def _as_video_tuple(videos: object, what: str) -> tuple[VideoSource, ...]:
+    """``videos`` as a tuple of videos, each a path, URL, bytes or a tuple of frames. Types are checked here
+    (an :class:`InputError`); whether a video reads is checked when its side is prepared."""
+    if videos is None:
+        return ()
+    if isinstance(videos, str):
+        # One string could be a path or a list's worth of characters: refused, as for images.
+        raise InputError(
+            f"{what}'s videos must be a list of video sources, got a str ({_shown(videos)}); "
+            "wrap one video in a list: videos=[...]"
+        )
+    if isinstance(videos, (bytes, bytearray, memoryview, os.PathLike)):
+        return (_as_video(videos, what, 0),)
+    if isinstance(videos, (Mapping, Set)):
+        raise InputError(f"{what}'s videos must be a list of video sources, got {type(videos).__name__}")
+    try:
+        items = tuple(videos)  # type: ignore[call-overload]  # any iterable; a non-iterable is refused below
+    except TypeError as exc:
+        raise InputError(f"{what}'s videos must be a list of video sources, got {type(videos).__name__}") from exc
+    return tuple(_as_video(item, what, number) for number, item in enumerate(items))
+
+
+def _as_video(video: object, what: str, number: int) -> VideoSource:
+    if isinstance(video, (str, os.PathLike, bytes)):
+        return video
+    if isinstance(video, (bytearray, memoryview)):
+        return bytes(video)
+    if isinstance(video, (list, tuple)):
+        for index, frame in enumerate(video):
+            if not isinstance(frame, _FRAME_TYPES):
+                raise InputError(
+                    f"{what}'s video {number}: frame {index} must be an image source (path, bytes, PIL image), "
+                    f"got {type(frame).__name__}"
+                )
+        return tuple(video)  # frozen: the caller's list may change after the call
+    raise InputError(
+        f"{what}'s video {number} must be a path, URL, bytes or a list of frames, got {type(video).__name__}"
+    )
 
 
 def _shown(text: str) -> str:

@@ -34,6 +34,8 @@ def prepare_side(
     pixels are decoded only if they are encoded (:mod:`.image_keys`)."""
     if item.is_empty:
         raise InputError(f"{what} has neither text nor images")
+    if item.videos:
+        raise InputError(f"{what}: videos are not yet supported by this engine")
     if item.text is not None:
         check_encodable(item.text, what)
     images = []
