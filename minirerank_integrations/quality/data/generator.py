@@ -37,7 +37,7 @@ Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 
 #: Share of attribute combinations per split, in percent of the hash range (70 / 15 / 15).
-_SPLIT_BOUNDS = (("train", 70), ("validation", 85), ("test", 100))
+_SPLIT_BOUNDS: tuple[tuple[Split, int], ...] = (("train", 70), ("validation", 85), ("test", 100))
 
 _SCENE_SPACE: dict[str, tuple[str, ...]] = {
     "colour": tuple(COLOURS),

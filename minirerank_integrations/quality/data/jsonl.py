@@ -67,7 +67,7 @@ def save_tasks(
             if task.candidate_attributes:
                 record["attributes"] = dict(task.candidate_attributes[j])
             candidates.append(record)
-        line = {
+        line: dict[str, Any] = {
             "id": task.id,
             "family": task.family,
             "query": query,

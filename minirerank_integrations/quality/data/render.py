@@ -115,7 +115,7 @@ def render_document(attributes: Mapping[str, str], rng: random.Random, size: int
     title = attributes["title"]
     font = _fitting_font(title, width - 8, max(10, round(size * 0.16)))
     left, top, right, bottom = draw.textbbox((0, 0), title, font=font)
-    x = rng.randint(3, max(3, width - (right - left) - 4))
+    x = rng.randint(3, max(3, int(width - (right - left) - 4)))  # textbbox's stubs say float; it gives ints
     y = (header_height - (bottom - top)) // 2 - top
     text_colour = (20, 20, 20) if attributes["header"] in _LIGHT_HEADERS else (255, 255, 255)
     draw.text((x, y), title, font=font, fill=text_colour)
@@ -200,7 +200,8 @@ def _text_lines(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], font,
     line_height = round(font.size * 1.35) if hasattr(font, "size") else 12
     y = y0
     while y + line_height <= y1:
-        words, line = [], ""
+        words: list[str] = []
+        line = ""
         target = rng.uniform(0.6, 1.0) * (x1 - x0)
         while True:
             candidate = " ".join([*words, rng.choice(_FILLER_WORDS)])
