@@ -60,6 +60,7 @@ def test_public_surface() -> None:
         [
             "FAMILIES",
             "SPLITS",
+            "VIDEO_FAMILIES",
             "RerankTask",
             "attribute_distance",
             "attribute_space",

@@ -12,11 +12,12 @@ Example::
 from .generator import SPLITS, attribute_space, caption, generate, labelled_images, query_text, split_of
 from .jsonl import load_tasks, save_tasks
 from .retrieved import load_documents, load_retrieved
-from .tasks import FAMILIES, RerankTask, attribute_distance
+from .tasks import FAMILIES, VIDEO_FAMILIES, RerankTask, attribute_distance
 
 __all__ = [
     "FAMILIES",
     "SPLITS",
+    "VIDEO_FAMILIES",
     "RerankTask",
     "attribute_distance",
     "attribute_space",

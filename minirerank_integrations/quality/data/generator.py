@@ -1,8 +1,11 @@
-"""Seeded generator of synthetic multimodal reranking tasks in three families.
+"""Seeded generator of synthetic multimodal reranking tasks in three image families and one video family.
 
 - ``text_to_image``: a text query ("two red circles on the left") against rendered scenes.
 - ``text_to_doc``: a text query (title, header colour, layout) against rendered page or app screenshots.
 - ``image_to_text``: a rendered scene as the query against captions.
+- ``text_to_video`` (in ``VIDEO_FAMILIES``, not ``FAMILIES``): a text query ("a red circle moving left") against
+  clips, each a list of frames of one shape crossing the frame. Its hard negatives start with the query's clip
+  turned to the other three directions, which differ from a positive only in the order of where the shape is.
 
 Every candidate is drawn from an attribute combination: positives share the query's combination; hard
 negatives differ from it in exactly one attribute; easy negatives in two or more. ``hard_negative_share``
@@ -28,8 +31,19 @@ from PIL import Image
 
 from ...engine.inputs import Candidate, ImageSource, Query
 from ...errors import InputError
-from .render import COLOURS, COUNTS, LAYOUTS, POSITIONS, SHAPES, TITLES, render_document, render_scene
-from .tasks import FAMILIES, RerankTask, attribute_distance
+from .render import (
+    COLOURS,
+    COUNTS,
+    DIRECTIONS,
+    LAYOUTS,
+    POSITIONS,
+    SHAPES,
+    TITLES,
+    render_clip,
+    render_document,
+    render_scene,
+)
+from .tasks import FAMILIES, VIDEO_FAMILIES, RerankTask, attribute_distance
 
 __all__ = ["SPLITS", "attribute_space", "caption", "generate", "labelled_images", "query_text", "split_of"]
 
@@ -46,7 +60,14 @@ _SCENE_SPACE: dict[str, tuple[str, ...]] = {
     "position": POSITIONS,
 }
 _DOC_SPACE: dict[str, tuple[str, ...]] = {"title": TITLES, "header": tuple(COLOURS), "layout": LAYOUTS}
-_SPACE_OF_FAMILY = {"text_to_image": "scene", "image_to_text": "scene", "text_to_doc": "document"}
+_CLIP_SPACE: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "direction": DIRECTIONS}
+_SPACES = {"scene": _SCENE_SPACE, "document": _DOC_SPACE, "clip": _CLIP_SPACE}
+_SPACE_OF_FAMILY = {
+    "text_to_image": "scene",
+    "image_to_text": "scene",
+    "text_to_doc": "document",
+    "text_to_video": "clip",
+}
 
 _PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 _WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
@@ -61,11 +82,16 @@ _DOC_TEMPLATES = (
     "a screen titled {title}, {header} header bar, {layout} layout",
     "{layout} document called {title} under a {header} header",
 )
+_CLIP_TEMPLATES = (
+    "a {colour} {shape} moving {direction}",
+    "a video of a {colour} {shape} going {direction}",
+    "{colour} {shape}, moving {direction}",
+)
 
 
 def attribute_space(family: str) -> dict[str, tuple[str, ...]]:
     """The attributes of a family and the values each can take."""
-    return dict(_SCENE_SPACE if _space_name(family) == "scene" else _DOC_SPACE)
+    return dict(_SPACES[_space_name(family)])
 
 
 def split_of(family: str, attributes: Mapping[str, str]) -> Split:
@@ -77,8 +103,14 @@ def split_of(family: str, attributes: Mapping[str, str]) -> Split:
 
 
 def query_text(family: str, attributes: Mapping[str, str], variant: int = 0) -> str:
-    """The text describing a combination, in phrasing ``variant`` (scene or document wording by family)."""
-    if _space_name(family) == "scene":
+    """The text describing a combination, in phrasing ``variant`` (scene, document or clip wording by family)."""
+    space = _space_name(family)
+    if space == "clip":
+        template = _CLIP_TEMPLATES[variant % len(_CLIP_TEMPLATES)]
+        return template.format(
+            colour=attributes["colour"], shape=attributes["shape"], direction=attributes["direction"]
+        )
+    if space == "scene":
         template = _SCENE_TEMPLATES[variant % len(_SCENE_TEMPLATES)]
         count = attributes["count"]
         shape = attributes["shape"]
@@ -107,11 +139,12 @@ def generate(
     hard_negative_share: float = 0.5,
     max_positives: int = 3,
     image_size: int = 96,
+    frames: int = 4,
 ) -> list[RerankTask]:
     """Generate ``n_queries`` reranking tasks of one family from one split.
 
     Args:
-        family: ``"text_to_image"``, ``"text_to_doc"`` or ``"image_to_text"``.
+        family: ``"text_to_image"``, ``"text_to_doc"``, ``"image_to_text"`` or ``"text_to_video"``.
         split: ``"train"``, ``"validation"`` or ``"test"``; splits never share a query (see the module docstring).
         n_queries: number of tasks.
         seed: any integer; equal arguments give identical tasks, pixels included. Task ``i`` depends only on
@@ -123,7 +156,9 @@ def generate(
             phrasings), so no caption repeats within a task.
         max_positives: each task has between 1 and this many positives (renders or phrasings of the query's
             combination). ``image_to_text`` has at most 3 distinct captions per scene, so it uses at most 3.
-        image_size: width in pixels of scenes (square) and pages (4/3 as tall), 32-512.
+        image_size: width in pixels of scenes and clip frames (square) and pages (4/3 as tall), 32-512.
+        frames: frames per clip (``text_to_video`` only), an even number from 2 to 64: Qwen3-VL encodes a
+            video in groups of 2 frames (``temporal_patch_size``).
 
     Returns:
         Tasks with candidates in shuffled order; ``candidate_attributes`` and ``query_attributes`` record the
@@ -142,8 +177,10 @@ def generate(
         raise InputError(f"hard_negative_share must be within [0, 1], got {hard_negative_share}")
     if not 32 <= image_size <= 512:
         raise InputError(f"image_size must be within [32, 512] pixels, got {image_size}")
+    if not (2 <= frames <= 64 and frames % 2 == 0):
+        raise InputError(f"frames must be an even number within [2, 64], got {frames}")
     return [
-        _task(family, split, seed, index, candidates_per_query, hard_negative_share, max_positives, image_size)
+        _task(family, split, seed, index, candidates_per_query, hard_negative_share, max_positives, image_size, frames)
         for index in range(n_queries)
     ]
 
@@ -178,7 +215,7 @@ def _space_name(family: str) -> str:
     try:
         return _SPACE_OF_FAMILY[family]
     except KeyError:
-        raise InputError(f"unknown task family {family!r}; expected one of {FAMILIES}") from None
+        raise InputError(f"unknown task family {family!r}; expected one of {FAMILIES + VIDEO_FAMILIES}") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -203,10 +240,15 @@ def _task(
     hard_share: float,
     max_positives: int,
     size: int,
+    frames: int,
 ) -> RerankTask:
     task_id = f"{family}/{split}/s{seed}/{index:05d}"
-    # A string seed is hashed with SHA-512 by random.Random: stable across runs and platforms.
-    rng = random.Random(task_id + f"|n{n_candidates}|h{hard_share}|p{max_positives}|px{size}")
+    video = family in VIDEO_FAMILIES
+    # A string seed is hashed with SHA-512 by random.Random: stable across runs and platforms. The frame count
+    # enters only a clip family's seed, so the image families' tasks do not depend on it.
+    rng = random.Random(
+        task_id + f"|n{n_candidates}|h{hard_share}|p{max_positives}|px{size}" + (f"|f{frames}" if video else "")
+    )
     target = dict(rng.choice(_split_pool(family, split)))
     text_candidates = family == "image_to_text"
     if text_candidates:
@@ -232,15 +274,23 @@ def _task(
     if text_candidates:
         # Captions repeat exactly when drawn twice; past the distinct one-attribute captions, use easy ones.
         n_hard = min(n_hard, len(hard_pool) * variants)
-    drawn += [(a, 0, v) for a, v in _draw(hard_pool, n_hard, variants, rng)]
+    if video:
+        # The query's clip turned to another direction first: only the order of the frames tells it apart.
+        turned = [a for a in hard_pool if a["direction"] != target["direction"]]
+        n_turned = min(len(turned), n_hard)
+        drawn += [(a, 0, 0) for a in rng.sample(turned, n_turned)]
+        rest = [a for a in hard_pool if a["direction"] == target["direction"]]
+        drawn += [(a, 0, v) for a, v in _draw(rest, n_hard - n_turned, variants, rng)]
+    else:
+        drawn += [(a, 0, v) for a, v in _draw(hard_pool, n_hard, variants, rng)]
     drawn += [(a, 0, v) for a, v in _draw(easy_pool, n_negatives - n_hard, variants, rng)]
     rng.shuffle(drawn)
 
     if family == "image_to_text":
         query = Query(images=[render_scene(target, rng, size)])
     else:
-        phrasings = len(_DOC_TEMPLATES) if family == "text_to_doc" else len(_SCENE_TEMPLATES)
-        query = Query(text=query_text(family, target, rng.randrange(phrasings)))
+        phrasings = {"document": len(_DOC_TEMPLATES), "scene": len(_SCENE_TEMPLATES), "clip": len(_CLIP_TEMPLATES)}
+        query = Query(text=query_text(family, target, rng.randrange(phrasings[_space_name(family)])))
     render: Callable[[Mapping[str, str], random.Random, int], Image.Image] = (
         render_document if family == "text_to_doc" else render_scene
     )
@@ -249,6 +299,8 @@ def _task(
         candidate_id = f"{task_id}/{position:03d}"
         if text_candidates:
             candidates.append(Candidate(text=caption(attributes, variant), id=candidate_id))
+        elif video:
+            candidates.append(Candidate(videos=[render_clip(attributes, rng, size, frames)], id=candidate_id))
         else:
             candidates.append(Candidate(images=[render(attributes, rng, size)], id=candidate_id))
     return RerankTask(

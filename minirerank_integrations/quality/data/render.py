@@ -1,4 +1,5 @@
-"""PIL drawing of the synthetic inputs: scenes of coloured shapes and document or app screenshots.
+"""PIL drawing of the synthetic inputs: scenes of coloured shapes, document or app screenshots, and short clips
+of one shape moving across a still background.
 
 Everything drawn here is decided by an attribute set plus a ``random.Random`` for the small variations
 (placement, sizes, background, filler words), so equal attributes and equal random state give equal pixels.
@@ -18,10 +19,12 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = [
     "COLOURS",
     "COUNTS",
+    "DIRECTIONS",
     "LAYOUTS",
     "POSITIONS",
     "SHAPES",
     "TITLES",
+    "render_clip",
     "render_document",
     "render_scene",
 ]
@@ -39,6 +42,9 @@ SHAPES = ("circle", "square", "triangle", "cross")
 #: Two at most: two shapes of 17-23 % of the image each fill one half of it; three would be too small.
 COUNTS = ("one", "two")
 POSITIONS = ("left", "right", "top", "bottom")
+#: Directions a clip's shape moves in; a clip and its reverse show the same frames in opposite order, so only
+#: the frames' order tells "left" from "right".
+DIRECTIONS = ("left", "right", "up", "down")
 
 #: Page titles: short words that fit the header bar in the default font at 96 px width.
 TITLES = (
@@ -137,6 +143,41 @@ def render_document(attributes: Mapping[str, str], rng: random.Random, size: int
     else:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     return image
+
+
+def render_clip(
+    attributes: Mapping[str, str], rng: random.Random, size: int = 96, frames: int = 4
+) -> list[Image.Image]:
+    """``frames`` RGB frames of ``size`` x ``size``: one ``colour`` ``shape`` crossing a still background in
+    ``direction``, by equal steps from one side to the other.
+
+    The shape's side is 36-42 % of the frame and it travels about half the frame in all, so at 96 pixels each
+    step (about 18 pixels for 4 frames) moves it by half a 32-pixel merged patch. Path offsets across the
+    motion, the background and the colour jitter vary with ``rng``; every frame shares them.
+    """
+    if frames < 2:
+        raise ValueError(f"a clip needs at least 2 frames, got {frames}")
+    colour = _jitter_colour(COLOURS[attributes["colour"]], rng)
+    shape, direction = attributes["shape"], attributes["direction"]
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+    background = _background(rng, (size, size))
+    side = rng.uniform(0.36, 0.42) * size
+    margin = 0.03 * size
+    low, high = margin + side / 2, size - margin - side / 2  # centre positions that keep the shape inside
+    across = rng.uniform(low, high)  # the fixed coordinate across the motion
+    travel = rng.uniform(0.85, 1.0) * (high - low)
+    start = rng.uniform(low, high - travel)
+    along = [start + travel * k / (frames - 1) for k in range(frames)]  # increasing: moving right or down
+    if direction in ("left", "up"):
+        along.reverse()
+    clip = []
+    for position in along:
+        cx, cy = (position, across) if direction in ("left", "right") else (across, position)
+        frame = background.copy()
+        _draw_shape(ImageDraw.Draw(frame), shape, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), colour)
+        clip.append(frame)
+    return clip
 
 
 # --- internals -------------------------------------------------------------------------------------------
