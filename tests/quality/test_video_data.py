@@ -4,6 +4,7 @@ image families left exactly as they were."""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ FAMILY = "text_to_video"
 def _frames(video: object) -> list[Image.Image]:
     assert isinstance(video, tuple | list)
     assert all(isinstance(frame, Image.Image) for frame in video)
-    return list(video)  # type: ignore[arg-type]
+    return list(video)
 
 
 def _pixels(frames: list[Image.Image]) -> list[bytes]:
@@ -115,7 +116,7 @@ def test_relevance_and_hard_negatives_turn_the_direction_first() -> None:
         assert sorted(a["direction"] for a in turned) == sorted(d for d in DIRECTIONS if d != target["direction"])
 
 
-def _variant_of(text: str | None, target: dict[str, str]) -> int:
+def _variant_of(text: str | None, target: Mapping[str, str]) -> int:
     return next(v for v in range(3) if query_text(FAMILY, target, v) == text)
 
 
