@@ -12,18 +12,29 @@ import hashlib
 import io
 import math
 import os
-import re
-import stat
 import struct
-from collections.abc import Callable
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageLoadError
 from .inputs import ImageSource, PdfPage
 from .pdf import parse_page_reference, render_page
+from .sources import (
+    IMAGE_SUFFIXES,
+    MAX_FILE_BYTES,
+    MAX_PATH_CHARS,
+    MAX_SOURCE_PIXELS,
+    URL_SCHEME,
+    Fetcher,
+    b64decode_text,
+    data_uri_bytes,
+    describe_source,
+    fetch_source,
+    file_uri_path,
+    looks_like_path,
+    read_source_file,
+    unwrapped_base64,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -43,44 +54,14 @@ __all__ = [
 
 #: Caller-supplied downloader: given an http(s) URL, returns the encoded image bytes.
 #: The library never opens network connections itself.
-ImageFetcher = Callable[[str], bytes]
+ImageFetcher = Fetcher
 
 #: Pixel bounds of the official Qwen3-VL-Reranker preprocessing (32 = patch size 16 x spatial merge 2).
 DEFAULT_MIN_PIXELS = 4 * 32 * 32
 DEFAULT_MAX_PIXELS = 1800 * 32 * 32
 
-#: Decompression-bomb guard: an encoded image whose header declares more than 64 million pixels
-#: (e.g. 8000 x 8000) is refused before any pixel is decoded. Decoded as RGB that is already ~256 MB,
-#: far above anything the model uses (at most DEFAULT_MAX_PIXELS, ~1.8 M pixels, after resizing).
-MAX_SOURCE_PIXELS = 64_000_000
-
-#: Largest image file read from disk (bytes). Four bytes per pixel of MAX_SOURCE_PIXELS covers an
-#: uncompressed RGBA bitmap at the pixel limit; anything larger would be refused after decoding anyway, and
-#: the cap keeps a sparse file, or one that grows while it is read, from filling memory.
-MAX_FILE_BYTES = 4 * MAX_SOURCE_PIXELS
-
 #: qwen-vl-utils refuses images more elongated than this; the resize rule degenerates beyond it.
 MAX_ASPECT_RATIO = 200
-
-#: File name endings read as images: the one rule for every reader of documents (a folder's image files, an
-#: image named in a JSONL record or a framework's metadata). Compared lowercased.
-IMAGE_SUFFIXES = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".gif",
-    ".bmp",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".ico",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".avif",
-    ".heic",
-    ".jfif",
-)
 
 
 def is_image_file(path: str | os.PathLike[str], media_type: object = None) -> bool:
@@ -90,14 +71,6 @@ def is_image_file(path: str | os.PathLike[str], media_type: object = None) -> bo
         return True
     return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
 
-
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# Longest text still shown verbatim in messages; longer text is summarised (it is likely base64).
-_MAX_SHOWN_CHARS = 260
-# Text this short is shown verbatim whatever it is; it cannot flood a message.
-_SHORT_TEXT_CHARS = 64
-# Longer strings cannot be file names on any common file system; skip the stat call for them.
-_MAX_PATH_CHARS = 4096
 
 # What PIL raises for unreadable, truncated or malformed data. EOFError and struct.error come from
 # some plugins on truncated headers.
@@ -110,33 +83,6 @@ _PIL_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     Image.DecompressionBombError,
 )
-
-
-def describe_source(source: object) -> str:
-    """A short human-readable name for ``source`` in error messages; never dumps a long base64 string."""
-    if isinstance(source, Image.Image):
-        return f"<PIL {source.width}x{source.height}>"
-    if isinstance(source, PdfPage):
-        return _shorten(str(source))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<bytes {len(source)}>"
-    if isinstance(source, os.PathLike):
-        try:
-            return _shorten(repr(os.fsdecode(os.fspath(source))))
-        except (TypeError, ValueError):
-            return f"<{type(source).__name__}>"
-    if isinstance(source, str):
-        # Shown as given (repr): a trailing newline or space in a path is the likely reason it is missing.
-        text = source.strip()
-        if text[:5].lower() == "data:":
-            mime = text[5:].split(",", 1)[0].split(";", 1)[0].strip()[:50] or "no type"
-            return f"<data URI {mime}, {len(source)} chars>"
-        if _URL_SCHEME.match(text) or len(text) <= _SHORT_TEXT_CHARS:
-            return _shorten(repr(source))
-        if len(text) <= _MAX_SHOWN_CHARS and _looks_like_path(text):
-            return repr(source)
-        return f"<base64 {len(source)} chars>"
-    return f"<{type(source).__name__}>"
 
 
 def load_image(
@@ -181,7 +127,7 @@ def load_image(
             path = os.fsdecode(os.fspath(source))
         except (TypeError, ValueError) as exc:
             raise ImageLoadError(f"{desc}: not a usable file path: {exc}") from exc
-        return _decode(_read_file(path, desc, max_file_bytes), desc, max_source_pixels)
+        return _decode(read_source_file(path, desc, max_file_bytes), desc, max_source_pixels)
     if isinstance(source, str):
         return _load_str(source, desc, fetcher, max_source_pixels, max_file_bytes)
     raise ImageLoadError(
@@ -205,7 +151,7 @@ def read_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES)
         name = os.fsdecode(os.fspath(path))
     except (TypeError, ValueError) as exc:
         raise ImageLoadError(f"{desc}: not a usable file path: {exc}") from exc
-    return _read_file(name, desc, max_bytes)
+    return read_source_file(name, desc, max_bytes)
 
 
 def smart_resize(
@@ -288,16 +234,6 @@ def image_digest(image: Image.Image) -> str:
 # --- internals -------------------------------------------------------------------------------------------
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."
-
-
-def _looks_like_path(text: str) -> bool:
-    # Only consulted once the text is not a readable file; base64 also uses '/', so callers try base64
-    # before concluding a path is missing.
-    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(IMAGE_SUFFIXES)
-
-
 def _load_str(
     source: str, desc: str, fetcher: ImageFetcher | None, max_source_pixels: int, max_file_bytes: int
 ) -> Image.Image:
@@ -308,35 +244,35 @@ def _load_str(
     if lowered.startswith(("http://", "https://")):
         return _decode(fetch_image(text, desc, fetcher, max_bytes=max_file_bytes), desc, max_source_pixels)
     if lowered.startswith("data:"):
-        return _decode(_data_uri_bytes(text, desc), desc, max_source_pixels)
+        return _decode(data_uri_bytes(text, desc), desc, max_source_pixels)
     if lowered.startswith("file://"):
-        return _decode(_read_file(_file_uri_path(text, desc), desc, max_file_bytes), desc, max_source_pixels)
-    if _URL_SCHEME.match(text):
+        return _decode(read_source_file(file_uri_path(text, desc), desc, max_file_bytes), desc, max_source_pixels)
+    if URL_SCHEME.match(text):
         scheme = text.split(":", 1)[0]
         raise ImageLoadError(
             f"{desc}: unsupported URL scheme {scheme!r}; only http(s) (through image_fetcher=), "
             "file:// and data: URIs are accepted"
         )
-    page = parse_page_reference(text) if len(text) <= _MAX_PATH_CHARS else None
+    page = parse_page_reference(text) if len(text) <= MAX_PATH_CHARS else None
     if page is not None:
         return render_page(page, max_source_pixels=max_source_pixels)
-    if len(source) <= _MAX_PATH_CHARS and os.path.exists(source):
-        return _decode(_read_file(source, desc, max_file_bytes), desc, max_source_pixels)
-    payload = _b64decode(text)
+    if len(source) <= MAX_PATH_CHARS and os.path.exists(source):
+        return _decode(read_source_file(source, desc, max_file_bytes), desc, max_source_pixels)
+    payload = b64decode_text(text)
     if payload:
         try:
             return _decode(payload, desc, max_source_pixels)
         except ImageLoadError as exc:
             if exc.__cause__ is None or isinstance(exc.__cause__, Image.DecompressionBombError):
                 raise  # size guard: the data is an image, just too large
-            if _looks_like_path(text):
+            if looks_like_path(text):
                 raise ImageLoadError(
                     f"{desc}: no such file (and not base64 image data either: {_reason(exc.__cause__)})"
                 ) from exc.__cause__
             raise ImageLoadError(
                 f"{desc}: neither an existing file nor base64 image data ({_reason(exc.__cause__)})"
             ) from exc.__cause__
-    if _looks_like_path(text):
+    if looks_like_path(text):
         raise ImageLoadError(f"{desc}: no such file")
     raise ImageLoadError(f"{desc}: neither an existing file nor base64 image data")
 
@@ -350,7 +286,6 @@ _MIN_DAMAGED_CHARS = 128
 _BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
 # Sizes of the BMP info headers (BITMAPCOREHEADER .. BITMAPV5HEADER), read at byte 14.
 _BMP_INFO_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
-_BYTES_REPR = re.compile(r"""^b(['"])(.*)\1$""", re.DOTALL)  # str(b"...") of base64 bytes
 
 
 def has_image_header(data: bytes) -> bool:
@@ -379,7 +314,7 @@ def is_image_string(text: str) -> bool:
     stripped = text.strip()
     if stripped[:11].lower() == "data:image/":
         return True
-    body = _unwrapped_base64(stripped)
+    body = unwrapped_base64(stripped)
     if len(body) < _MIN_IMAGE_CHARS:
         return False
     head = "".join(body[: 2 * _SNIFF_CHARS].split())[:_SNIFF_CHARS]
@@ -401,32 +336,8 @@ def encoded_image_bytes(text: str, desc: str) -> bytes | None:
     ``text`` is not base64; a malformed data URI is :class:`ImageLoadError`."""
     stripped = text.strip()
     if stripped[:5].lower() == "data:":
-        return _data_uri_bytes(stripped, desc)
-    return _b64decode(stripped) or None
-
-
-def _unwrapped_base64(text: str) -> str:
-    """``text`` without a ``b'...'`` wrapper (what ``str()`` of base64 bytes gives)."""
-    match = _BYTES_REPR.match(text)
-    return match.group(2) if match else text
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Standard or URL-safe base64 (line breaks and a ``b'...'`` wrapper allowed), or None."""
-    compact = "".join(_unwrapped_base64(text.strip()).split())  # base64 text is often wrapped at 76 columns
-    # str(b"...") writes line breaks as the two characters backslash-n
-    compact = compact.replace("\\n", "")
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        pass
-    if "-" in compact or "_" in compact:
-        try:
-            padded = compact + "=" * (-len(compact) % 4)
-            return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    return None
+        return data_uri_bytes(stripped, desc)
+    return b64decode_text(stripped) or None
 
 
 def _reason(error: BaseException) -> str:
@@ -440,114 +351,7 @@ def fetch_image(url: str, desc: str, fetcher: ImageFetcher | None, *, max_bytes:
     Raises :class:`ImageLoadError` when there is no fetcher, it fails, it returns something else than
     bytes, or more than ``max_bytes`` of them (the cap on image files).
     """
-    if fetcher is None:
-        raise ImageLoadError(
-            f"{desc}: URLs are not fetched by default; pass image_fetcher= (a callable taking the URL "
-            "and returning the image bytes), or pass the bytes or a local path instead"
-        )
-    try:
-        data = fetcher(url)
-    except Exception as exc:
-        raise ImageLoadError(f"{desc}: the image fetcher failed on {url}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageLoadError(f"{desc}: the image fetcher returned {type(data).__name__} for {url}, expected bytes")
-    if len(data) > max_bytes:
-        raise ImageLoadError(
-            f"{desc}: the image fetcher returned {len(data)} bytes for {url}, more than {max_bytes} bytes allowed"
-        )
-    return bytes(data)
-
-
-def _data_uri_bytes(uri: str, desc: str) -> bytes:
-    header, comma, payload = uri[5:].partition(",")
-    params = [part.strip().lower() for part in header.split(";")]
-    mime = params[0]
-    if not comma or "base64" not in params[1:]:
-        raise ImageLoadError(f"{desc}: a data URI must look like data:image/<type>;base64,<payload>")
-    if not mime.startswith("image/"):
-        raise ImageLoadError(f"{desc}: data URI media type {mime or '(none)'!r} is not an image type")
-    data = _b64decode(unquote(payload) if "%" in payload else payload)
-    if data is None:
-        raise ImageLoadError(f"{desc}: data URI payload is not valid base64")
-    return data
-
-
-def _file_uri_path(uri: str, desc: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise ImageLoadError(f"{desc}: file URI on a remote host {parsed.netloc!r} is not supported")
-    return url2pathname(parsed.path)
-
-
-# Bytes read per system call; a file is read in chunks so that the cap also holds for one that grows.
-_READ_CHUNK = 1 << 20
-# Never block: a FIFO opened for reading waits for a writer without it. No controlling terminal either,
-# should a terminal device be swapped in between the check and the open.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-
-
-def _file_kind(mode: int) -> str:
-    """What a non-regular file is, in words, for messages."""
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _read_file(path: str, desc: str, max_file_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of the regular file at ``path``, at most ``max_file_bytes`` of them.
-
-    Only regular files are read: a FIFO would block the call and a device (``/dev/zero``,
-    ``/dev/urandom``) never ends, so their type is checked before opening (opening some devices acts on
-    them) and again on the open descriptor (the path may have changed in between). The size is checked
-    from the metadata and again while reading, in chunks, for files that grow or report no size.
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError as exc:
-        raise ImageLoadError(f"{desc}: no such file") from exc
-    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL character
-        raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
-    _check_regular(info, desc, max_file_bytes)
-    try:
-        descriptor = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        raise ImageLoadError(f"{desc}: cannot open the file: {exc}") from exc
-    try:
-        _check_regular(os.fstat(descriptor), desc, max_file_bytes)
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = os.read(descriptor, min(_READ_CHUNK, max_file_bytes + 1 - total))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_file_bytes:
-                raise ImageLoadError(
-                    f"{desc}: more than {max_file_bytes} bytes read from the file (it grew, or reports no "
-                    "size); an image file may hold at most that many (max_file_bytes)"
-                )
-    except OSError as exc:
-        raise ImageLoadError(f"{desc}: cannot read the file: {exc}") from exc
-    finally:
-        os.close(descriptor)
-
-
-def _check_regular(info: os.stat_result, desc: str, max_file_bytes: int) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageLoadError(f"{desc}: {_file_kind(info.st_mode)}, not a regular file; only image files are read")
-    if info.st_size > max_file_bytes:
-        raise ImageLoadError(
-            f"{desc}: the file holds {info.st_size} bytes, more than the {max_file_bytes} an image file may "
-            "hold (max_file_bytes); refusing to read it"
-        )
+    return fetch_source(url, desc, fetcher, max_bytes=max_bytes)
 
 
 def _decode(data: bytes, desc: str, max_source_pixels: int) -> Image.Image:
