@@ -3,7 +3,9 @@ answered by a ``minirerank serve`` server (or any server speaking vLLM's ``/v1/r
 
 Images travel as ``image_url`` parts: an http(s) URL as itself (the server fetches it if its host is allowed),
 everything else (a file, bytes, a PIL image, base64 text) as a ``data:`` URI, so that the server scores exactly
-the pixels the local engine would. Results come back as the engine's own :class:`RerankResults`, ids included.
+the pixels the local engine would. Videos travel as ``video_url`` parts the same way (a file, a ``file://`` URI or
+bytes as a ``data:`` URI of the file's bytes); a video given as a list of frames is refused, as vLLM's API has no
+form for one. Results come back as the engine's own :class:`RerankResults`, ids included.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import os
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from PIL import Image
 
 from .. import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
 from ..engine.images import read_image_file
-from ..errors import CandidateError, InputError, MiniRerankError
+from ..errors import CandidateError, ImageLoadError, InputError, MiniRerankError, VideoLoadError
 
 __all__ = ["RemoteReranker"]
 
@@ -99,27 +102,36 @@ class RemoteReranker:
         if isinstance(candidates, (str, bytes, Candidate)) or not isinstance(candidates, Sequence):
             raise InputError(f"rerank takes a list of candidates, got a {type(candidates).__name__}")
         query = Query(text=query) if isinstance(query, str) else query
-        documents, ids = [], []
+        documents: list[str | dict[str, Any]] = []
+        ids: list[str | None] = []
         for index, candidate in enumerate(candidates):
             if isinstance(candidate, str):
                 documents.append(candidate)
                 ids.append(None)
                 continue
             try:
-                documents.append(_item(candidate.text, candidate.images))
+                documents.append(_item(candidate.text, candidate.images, candidate.videos))
             except MiniRerankError as exc:
                 raise CandidateError(index, exc, candidate.id) from exc
             ids.append(candidate.id)
-        body: dict[str, Any] = {"query": _item(query.text, query.images), "documents": documents, "on_error": on_error}
+        try:
+            wire_query = _item(query.text, query.images, query.videos)
+        except MiniRerankError as exc:
+            raise InputError(f"the query: {exc}") from exc
+        body: dict[str, Any] = {"query": wire_query, "documents": documents, "on_error": on_error}
         if self.model is not None:
             body["model"] = self.model
         return body, ids
 
 
-def _item(text: str | None, images: Sequence[object]) -> str | dict[str, Any]:
-    if not images:
+def _item(text: str | None, images: Sequence[object], videos: Sequence[object] = ()) -> str | dict[str, Any]:
+    if not images and not videos:
         return text if text is not None else ""
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _image_url(image)}} for image in images]
+    # The official order inside a side: videos, then images, then text (the server reads them in that order too).
+    parts: list[dict[str, Any]] = [
+        {"type": "video_url", "video_url": {"url": _video_url(video, number)}} for number, video in enumerate(videos)
+    ]
+    parts += [{"type": "image_url", "image_url": {"url": _image_url(image)}} for image in images]
     if text is not None:
         parts.append({"type": "text", "text": text})
     return {"content": parts}
@@ -143,6 +155,46 @@ def _image_url(image: object) -> str:
             return text
         return "data:image/*;base64," + "".join(text.split())  # base64 text, as the engine accepts it
     raise InputError(f"an image must be a path, bytes, a PIL image, a data: URI or a URL, got {type(image).__name__}")
+
+
+def _video_url(video: object, number: int) -> str:
+    if isinstance(video, (list, tuple)):
+        raise InputError(
+            f"video {number} is a list of {len(video)} frames, which vLLM's video_url parts cannot carry; send the "
+            "video's file, bytes or URL"
+        )
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        return _video_data_uri(bytes(video))
+    if isinstance(video, str) and video.strip()[:7].lower() == "file://":
+        return _video_data_uri(_read_video(unquote(urlsplit(video.strip()).path), number))
+    if isinstance(video, os.PathLike) or (isinstance(video, str) and _is_file(video)):
+        return _video_data_uri(_read_video(video, number))
+    if isinstance(video, str):
+        text = video.strip()
+        if text[:5].lower() == "data:" or text.lower().startswith(("http://", "https://")):
+            return text
+        raise VideoLoadError(f"video {number} {video!r}: no such file (a video is a path, file:// URI, URL or bytes)")
+    raise InputError(f"video {number}: a video must be a path, bytes or a URL, got {type(video).__name__}")
+
+
+def _read_video(path: str | os.PathLike, number: int) -> bytes:
+    try:  # the image files' reader: regular files only, without blocking, capped
+        return read_image_file(path)
+    except ImageLoadError as exc:
+        raise VideoLoadError(f"video {number} {exc}") from exc
+
+
+def _video_data_uri(data: bytes) -> str:
+    # The server decodes by content; the type only tells a reader of the request what the bytes are.
+    if data[4:8] == b"ftyp":
+        mime = "video/mp4"
+    elif data[:4] == b"\x1a\x45\xdf\xa3":
+        mime = "video/webm"
+    elif data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        mime = "video/x-msvideo"
+    else:
+        mime = "video/*"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def _is_file(text: str) -> bool:

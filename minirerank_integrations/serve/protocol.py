@@ -2,8 +2,8 @@
 its score API, and this service's pre-cache report. Handlers live in :mod:`.app`; nothing here knows HTTP.
 
 A query or document is a string, ``{"text": ...}`` (Cohere v1, Jina), or ``{"content": [part, ...]}`` whose parts
-are ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": ...}}`` (vLLM's
-multimodal form; ``video_url`` parts are parsed and refused by name, as videos are not scored).
+are ``{"type": "text", "text": ...}``, ``{"type": "image_url", "image_url": {"url": ...}}`` and
+``{"type": "video_url", "video_url": {"url": ...}}`` (vLLM's multimodal form).
 """
 
 from __future__ import annotations
@@ -33,16 +33,21 @@ class ImagePart(_Lenient):
     image_url: ImageURL
 
 
+class VideoURL(_Lenient):
+    url: str = Field(description="an http(s) URL (fetched only from allowed hosts) or a data: URI of the video file")
+
+
 class VideoPart(_Lenient):
     type: Literal["video_url"]
-    video_url: dict[str, Any]
+    video_url: VideoURL
 
 
 Part = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
 
 
 class Content(_Lenient):
-    """vLLM's multimodal item: text and images in order (the engine reads all images, then all text)."""
+    """vLLM's multimodal item: text, images and videos in order (the engine reads all videos, then all images, then
+    all text)."""
 
     content: list[Part]
 
