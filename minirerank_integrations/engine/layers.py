@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
 
 from ..store import PrefixEntry
+from ..store.window import gather_window
 from .attention import Mask, attend, causal_mask, eager_attention, masked_scores
 from .modeling import Backbone, SegmentStates
 
@@ -384,25 +385,9 @@ def gather_prefix_kv(
     entries: list[PrefixEntry], device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The band-layer keys and values of a batch of entries, right-padded to the longest, on ``device``:
-    [band layers, batch, kv_heads, longest, head_dim] each. Stacked where the entries live (host memory when
-    read from disk), then moved to the device in one transfer per tensor (pinned, non-blocking on CUDA)."""
-    first = entries[0].keys
-    layers, kv_heads, _, head_dim = first.shape
-    p = max(e.length for e in entries)
-    host = first.device
-    past_k = torch.empty(layers, len(entries), kv_heads, p, head_dim, dtype=dtype, device=host)
-    past_v = torch.empty_like(past_k)
-    for b, e in enumerate(entries):  # each entry copied once; only the padding is zeroed (masked, but never NaN)
-        past_k[:, b, :, : e.length] = e.keys
-        past_v[:, b, :, : e.length] = e.values
-        past_k[:, b, :, e.length :] = 0
-        past_v[:, b, :, e.length :] = 0
-    target = torch.device(device)
-    if host != target:
-        pin = host.type == "cpu" and target.type == "cuda"
-        past_k = (past_k.pin_memory() if pin else past_k).to(device, non_blocking=pin)
-        past_v = (past_v.pin_memory() if pin else past_v).to(device, non_blocking=pin)
-    return past_k, past_v
+    [band layers, batch, kv_heads, longest, head_dim] each, gathered straight into one buffer per tensor
+    (pinned for CUDA) and moved once; int8 entries dequantized there (:func:`..store.window.gather_window`)."""
+    return gather_window(entries, device, dtype)
 
 
 def pair_logits(

@@ -61,7 +61,7 @@ import xxhash
 from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
-from .entry import PrefixEntry, all_finite
+from .entry import Int8KV, PrefixEntry, all_finite
 from .precision import Storage  # named once, without torch
 
 __all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry", "row_key"]
@@ -143,6 +143,18 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
         raise ConfigError(f"prefix storage {storage!r} is unknown; use one of {', '.join(_STORAGES)}")
     if not isinstance(key, str) or not key or len(key) > _MAX_KEY_CHARS:
         raise ConfigError(f"prefix key must be a non-empty str of at most {_MAX_KEY_CHARS} chars, got {key!r:.80}")
+    if entry.int8 is not None and storage == "int8":
+        # Already int8 (read from an int8 tier, written to another): its codes and scales are stored as they
+        # are, byte for byte what quantizing the original gave, without dequantizing and quantizing again.
+        stored, shape = _checked_int8(entry), list(entry.shape)
+        dtype_name = _dtype_name(stored.dtype)
+        tensors = {
+            "keys": stored.keys,
+            "values": stored.values,
+            "keys_scale": stored.keys_scale,
+            "values_scale": stored.values_scale,
+        }
+        return _pack(_header(key, storage, dtype_name, shape, entry), _safetensors_save(tensors))
     keys, values = _checked_tensors(entry)
     if not all_finite(keys, values):
         raise UnstorableEntry("prefix keys or values hold NaN or inf; a non-finite entry is never stored")
@@ -165,18 +177,20 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
         if storage == "bfloat16" and keys.dtype == torch.float32:
             _require_no_overflow(tensors["keys"], "keys", storage)
             _require_no_overflow(tensors["values"], "values", storage)
-    payload = _safetensors_save(tensors)
-    header: dict[str, Any] = {
+    return _pack(_header(key, storage, dtype_name, list(keys.shape), entry), _safetensors_save(tensors))
+
+
+def _header(key: str, storage: str, dtype_name: str, shape: list[int], entry: PrefixEntry) -> dict[str, Any]:
+    """The header fields but ``payload_bytes`` and ``checksum`` (:func:`_pack` adds them)."""
+    return {
         "format": CODEC_VERSION,
         "key": key,
         "storage": storage,
         "dtype": dtype_name,
-        "shape": list(keys.shape),
+        "shape": shape,
         "length": entry.length,
         "next_position": entry.next_position,
-        "payload_bytes": len(payload),
     }
-    return _pack(header, payload)
 
 
 def decode_entry(
@@ -196,7 +210,9 @@ def decode_entry(
 
     Tensors come back on the CPU, contiguous, in the dtype the entry had when it was encoded. Where that is
     the stored precision (a bfloat16 entry stored as bfloat16, say) they are views of ``data``, not copies:
-    ``data`` must stay unchanged while the entry lives (bytes always do; do not reuse a bytearray).
+    ``data`` must stay unchanged while the entry lives (bytes always do; do not reuse a bytearray). An int8
+    entry comes back as stored (:meth:`PrefixEntry.from_int8`: codes and scales viewing ``data``); the window
+    gather dequantizes it, fused, into the batch buffer, and ``keys``/``values`` dequantize on first access.
 
     With ``device``, the entry is served there: the stored tensors are copied to it as they are stored
     (int8 codes and their scales, half the bytes of bfloat16) and cast or dequantized there, so the host
@@ -236,13 +252,22 @@ def decode_entry(
     if device is not None:
         # Asynchronous from page-locked memory (a pinned read buffer); the host allocator keeps it until copied.
         tensors = {name: tensor.to(device, non_blocking=tensor.is_pinned()) for name, tensor in tensors.items()}
-    keys, values = _restored(header, tensors)
-    return PrefixEntry(keys=keys, values=values, length=header["length"], next_position=header["next_position"])
+    length, next_position = header["length"], header["next_position"]
+    if header["storage"] == "int8":
+        # Served as stored: the window gather dequantizes it once, fused, where the window goes (entry.py).
+        stored = Int8KV(
+            tensors["keys"], tensors["values"], tensors["keys_scale"], tensors["values_scale"], _DTYPES[header["dtype"]]
+        )
+        return PrefixEntry.from_int8(stored, length=length, next_position=next_position)
+    original = _DTYPES[header["dtype"]]  # the stored precision is the entry's own: views served as they are
+    keys, values = tensors["keys"].to(original), tensors["values"].to(original)
+    return PrefixEntry(keys=keys, values=values, length=length, next_position=next_position)
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
-    """Prefix, canonical header (with its checksum added, padded to align the payload) and payload, joined."""
+    """Prefix, canonical header (with its size and checksum added, padded to align the payload) and payload."""
     header = {key: value for key, value in header.items() if key != "checksum"}
+    header["payload_bytes"] = len(payload)
     header["checksum"] = _checksum(header, payload)
     header_bytes = _canonical_json(header)
     header_bytes += b" " * (-(_PREFIX.size + len(header_bytes)) % _PAYLOAD_ALIGN)  # JSON ignores trailing spaces
@@ -284,6 +309,31 @@ def _checked_tensors(entry: PrefixEntry) -> tuple[torch.Tensor, torch.Tensor]:
         # views of one cache tensor: safetensors refuses to save tensors that share memory
         values = values.clone()
     return keys, values
+
+
+def _checked_int8(entry: PrefixEntry) -> Int8KV:
+    """An int8 entry's codes and scales, checked as :func:`_checked_tensors` checks keys and values."""
+    stored = entry.int8
+    assert stored is not None
+    shape = stored.keys.shape
+    if stored.keys.dim() != 4 or stored.values.shape != shape:
+        raise CacheError(f"prefix int8 codes {tuple(shape)} and {tuple(stored.values.shape)} are not one 4-D shape")
+    layers, heads, length, dim = shape
+    if stored.keys_scale.shape != (layers, heads, 1, dim) or stored.values_scale.shape != (layers, heads, length, 1):
+        raise CacheError(
+            f"prefix int8 scales {tuple(stored.keys_scale.shape)}, {tuple(stored.values_scale.shape)} do not fit "
+            f"codes {tuple(shape)}"
+        )
+    if not _is_int(entry.length) or entry.length != length:
+        raise CacheError(f"prefix length {entry.length!r} must equal the token axis of keys, {length}")
+    if not _is_int(entry.next_position) or entry.next_position < 0:
+        raise CacheError(f"prefix next_position {entry.next_position!r} must be an int >= 0")
+    if not entry.is_finite():
+        raise UnstorableEntry("prefix int8 scales hold NaN or inf; a non-finite entry is never stored")
+    # safetensors saves contiguous CPU tensors that share no memory: each is copied into its own
+    tensors = [t.detach().cpu().contiguous().clone() for t in (stored.keys, stored.values)]
+    scales = [t.detach().cpu().to(torch.float32).contiguous().clone() for t in (stored.keys_scale, stored.values_scale)]
+    return Int8KV(tensors[0], tensors[1], scales[0], scales[1], stored.dtype)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -438,23 +488,6 @@ def _check_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
             scales = tensors[name]
             if scales.numel() and not (all_finite(scales) and float(scales.min()) >= 0):
                 raise CacheError(f"prefix {name} holds negative or non-finite scales")
-
-
-def _restored(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values in ``header['dtype']``: the stored tensors cast or dequantized where they are."""
-    storage, original = header["storage"], _DTYPES[header["dtype"]]
-    shape = tensors["keys"].shape  # [band_layers, kv_heads, length, head_dim]
-    if storage != "int8":
-        # The stored precision is the entry's own: the views are served as they are (no copy, no cast).
-        return tensors["keys"].to(original), tensors["values"].to(original)
-    restored = []
-    for name in ("keys", "values"):
-        scales = tensors[f"{name}_scale"]
-        out = torch.empty(shape, dtype=original, device=scales.device)  # [band_layers, kv_heads, length, head_dim]
-        out.copy_(tensors[name])  # codes in [-127, 127] are exact in every float dtype
-        out.mul_(scales)  # computed in float32 (the scales' dtype), rounded once into the entry's dtype
-        restored.append(out)
-    return restored[0], restored[1]
 
 
 def _is_int(value: object) -> bool:
