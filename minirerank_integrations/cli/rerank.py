@@ -1,29 +1,36 @@
-"""``minirerank rerank``: one query against text, image and PDF-page candidates; JSON lines best first, or
+"""``minirerank rerank``: one query against text, image, PDF-page and video candidates; JSON lines best first, or
 one JSON document with ``--json``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from ..demo_model import DEMO_MODEL
 from ._common import EXIT_OK, Subparsers, add_engine_options, fail, load_engine
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
+#: How to get PyAV, which decodes video files.
+VIDEO_EXTRA_HINT = "pip install 'minirerank-integrations[video]'"
+
 
 def add_commands(commands: Subparsers) -> None:
     rerank = commands.add_parser(
         "rerank",
-        help="rerank text, image and PDF-page candidates for one query; prints JSON lines, best first",
-        description="Rerank candidates for one query. Each --text or --image is one candidate, and each page "
-        "of a --pdf file. Prints one JSON object per result, best first ({index, id, score}), or with --json one "
-        "JSON document.",
+        help="rerank text, image, PDF-page and video candidates for one query; prints JSON lines, best first",
+        description="Rerank candidates for one query. Each --text, --image or --video is one candidate, and each "
+        "page of a --pdf file. Prints one JSON object per result, best first ({index, id, score}), or with --json "
+        f"one JSON document. Videos need the video extra ({VIDEO_EXTRA_HINT}).",
     )
     rerank.add_argument(
         "--model", default=DEMO_MODEL, help=f"a Qwen3-VL checkpoint (folder or hub id); default: {DEMO_MODEL}, embedded"
     )
     rerank.add_argument("--query", default="", help="the query text")
     rerank.add_argument("--query-image", action="append", default=[], metavar="PATH", help="a query image")
+    rerank.add_argument(
+        "--query-video", action="append", default=[], metavar="PATH", help="a query video file (repeatable)"
+    )
     rerank.add_argument("--text", action="append", default=[], help="a text candidate (repeatable)")
     rerank.add_argument(
         "--image",
@@ -34,6 +41,13 @@ def add_commands(commands: Subparsers) -> None:
     )
     rerank.add_argument(
         "--pdf", action="append", default=[], metavar="PATH", help="a PDF file: every page is a candidate (repeatable)"
+    )
+    rerank.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a video candidate (repeatable): a file (mp4, webm, ...), sampled as the official reranker samples it",
     )
     rerank.add_argument(
         "--config",
@@ -58,19 +72,22 @@ def add_commands(commands: Subparsers) -> None:
 def _rerank(args: argparse.Namespace) -> int:
     import json
 
-    from ..engine.inputs import Candidate, Query
+    from ..engine.inputs import Candidate, OnError, Query
     from ..engine.pdf import pdf_pages
     from ..errors import MiniRerankError
 
     try:
         candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
         candidates += [Candidate(images=[p], id=p) for p in args.image]
-        query = Query(text=args.query, images=args.query_image)
+        query = Query(text=args.query, images=args.query_image, videos=args.query_video)
         candidates += [Candidate(images=[page], id=str(page)) for path in args.pdf for page in pdf_pages(path)]
+        candidates += [Candidate(videos=[p], id=p) for p in args.video]
         if not candidates:
-            return fail("no candidates: pass --text, --image or --pdf")
+            return fail("no candidates: pass --text, --image, --pdf or --video")
+        if args.video or args.query_video:
+            _require_video_extra()  # before the model loads: the answer is the same, seconds sooner
         reranker = load_engine(args)
-        on_error = "skip" if args.skip_bad else "raise"
+        on_error: OnError = "skip" if args.skip_bad else "raise"
         results = reranker.rerank(query, candidates, top_n=args.top_n, on_error=on_error)
     except MiniRerankError as exc:
         return fail(exc)
@@ -84,7 +101,11 @@ def _rerank(args: argparse.Namespace) -> int:
     document = {
         "model": str(args.model),
         "config": reranker.config.model_dump(mode="json"),
-        "query": {"text": query.text, "images": [str(image) for image in query.images]},
+        "query": {
+            "text": query.text,
+            "images": [str(image) for image in query.images],
+            "videos": [str(video) for video in query.videos],
+        },
         "candidates": len(candidates),
         "results": rows,
         "skipped": [{"index": s.index, "id": s.id, "error": s.error} for s in results.skipped],
@@ -92,3 +113,15 @@ def _rerank(args: argparse.Namespace) -> int:
     }
     print(json.dumps(document, indent=2))
     return EXIT_OK
+
+
+def _require_video_extra() -> None:
+    """:class:`MissingExtraError` naming the extra when PyAV, which decodes video files, cannot be imported."""
+    from ..errors import MissingExtraError
+
+    try:
+        importlib.import_module("av")
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"video files need PyAV, which is not installed ({exc}); install the video extra: {VIDEO_EXTRA_HINT}"
+        ) from exc

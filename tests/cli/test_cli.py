@@ -56,13 +56,13 @@ def test_rerank_json_is_one_document(tiny4_path, tmp_path, capsys):
         (rank, r.index, r.score) for rank, r in enumerate(expected, 1)
     ]
     assert document["config"] == engine.config.model_dump(mode="json")
-    assert document["candidates"] == 3 and document["query"] == {"text": "a red circle", "images": []}
+    assert document["candidates"] == 3 and document["query"] == {"text": "a red circle", "images": [], "videos": []}
     assert [s["index"] for s in document["skipped"]] == [2] and "no such file" in document["skipped"][0]["error"]
 
 
 def test_rerank_without_candidates_is_a_usage_error(capsys):
     assert main(["rerank", "--query", "a red circle"]) == 2
-    assert capsys.readouterr().err.strip() == "minirerank: no candidates: pass --text, --image or --pdf"
+    assert capsys.readouterr().err.strip() == "minirerank: no candidates: pass --text, --image, --pdf or --video"
 
 
 def test_demo_precaches_then_times_both_paths(capsys):
