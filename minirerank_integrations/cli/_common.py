@@ -69,6 +69,9 @@ def add_engine_options(
         choices = _choices(field.annotation)
         metavar = None if choices else _METAVARS.get(name, name.upper())
         default = "" if field.default is None else f" (default: {field.default})"
+        if field.annotation is bool:  # an on/off setting is a flag: given, it is on
+            parser.add_argument(flag, dest=f"cache_{name}", action="store_true", default=None, help=field.description)
+            continue
         (store if name in ("dir", "url") else parser).add_argument(
             flag,
             dest=f"cache_{name}",  # None: the StoreConfig default

@@ -273,6 +273,18 @@ class MiniReranker:
             logits = [trainable_logits(self.encoder, [pair], cfg, fast=False) for pair in sides]  # one pair a pass
         return finite_scores(torch.cat(logits), range(len(sides))) if sides else []
 
+    def close(self) -> None:
+        """Write what the prefix store has queued (``write_behind``) and release its files and connections; a
+        later call reopens them. ``with MiniReranker.from_pretrained(...) as reranker:`` closes on leaving."""
+        self.store.flush()
+        self.store.close()
+
+    def __enter__(self) -> MiniReranker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def precache(
         self, candidates: Iterable[_CandidateLike], *, progress: bool = True, on_error: OnError = "raise"
     ) -> PrecacheReport:

@@ -33,6 +33,7 @@ _FLAT = {
     "ttl": "cache_ttl",
     "memory_limit": "cache_memory_limit",
     "local_dir": "cache_local_dir",
+    "write_behind": "cache_write_behind",
 }
 
 
@@ -44,7 +45,8 @@ class StoreConfig(BaseModel):
     * ``dir``: a persistent directory (``size_limit`` bytes, 8 GiB by default) shared by the processes of a
       host, behind ``memory_limit`` bytes in memory;
     * ``url``: a Redis or Valkey server shared by hosts (keys under ``namespace``, entries expiring after
-      ``ttl`` seconds), behind ``memory_limit`` bytes in memory and, with ``local_dir``, a local directory.
+      ``ttl`` seconds), behind ``memory_limit`` bytes in memory and, with ``local_dir``, a local directory;
+    * ``write_behind``: the directory and Redis writes go to a writer thread.
 
     Build it with keywords, from a dict or JSON (``StoreConfig.model_validate``), or from the flat
     ``cache_*`` keywords of ``from_pretrained`` (:meth:`from_options`). It is frozen; ``model_copy(update=...)``
@@ -130,6 +132,15 @@ class StoreConfig(BaseModel):
         description="Redis only: path of a local directory in front of the server (a second tier, per host).",
     )
 
+    write_behind: bool = Field(
+        False,
+        strict=True,
+        description="Write a directory's or Redis's entries on a writer thread (on/off), so that ingestion and "
+        "cold queries do not wait for the disk or the server; entries still queued are served from the queue, "
+        "precache and closing the store wait for the writes, and a failed write is a warning (the entry is "
+        "recomputed later). The queue holds at most 512 MiB of entries before a put waits for room.",
+    )
+
     @field_validator("dir", "local_dir", mode="before")
     @classmethod
     def _path(cls, value: object) -> object:
@@ -201,7 +212,8 @@ class StoreConfig(BaseModel):
     @classmethod
     def from_options(cls, **options: Any) -> StoreConfig:
         """Settings from ``from_pretrained``'s flat keywords (``cache_dir``, ``cache_url``, ``cache_namespace``,
-        ``cache_storage``, ``cache_size_limit``, ``cache_ttl``, ``cache_memory_limit``, ``cache_local_dir``) or
+        ``cache_storage``, ``cache_size_limit``, ``cache_ttl``, ``cache_memory_limit``, ``cache_local_dir``,
+        ``cache_write_behind``) or
         from the field names themselves. None leaves a setting at its default. A ``store`` option (a
         StoreConfig or a dict) is the base the other options change.
 

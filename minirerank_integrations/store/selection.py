@@ -48,8 +48,8 @@ def open_store(
 
     ``memory_limit`` is the memory tier's size in bytes of decoded entries; 0 leaves it out.
 
-    With either form, ``write_behind=True`` writes the directory and Redis tiers on a writer thread
-    (:class:`~.writer.WriteBehindStore`), and ``device`` (``"cuda"``) keeps the memory tier's entries there
+    With either form, ``write_behind=True`` (or the StoreConfig's ``write_behind``) writes the directory and
+    Redis tiers on a writer thread (:class:`~.writer.WriteBehindStore`), and ``device`` (``"cuda"``) keeps the memory tier's entries there
     and has a directory serve its entries there (:class:`MemoryPrefixStore`, :class:`DiskPrefixStore`).
 
     Raises:
@@ -72,7 +72,7 @@ def open_store(
         config = StoreConfig.from_options(**_where(target), **options)
     if not isinstance(write_behind, bool):
         raise ConfigError(f"write_behind must be True or False, got {write_behind!r}")
-    return _opened(config, write_behind=write_behind, device=device)
+    return _opened(config, write_behind=write_behind or config.write_behind, device=device)
 
 
 def _where(target: str | os.PathLike[str] | None) -> dict[str, str | None]:
