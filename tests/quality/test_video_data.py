@@ -3,8 +3,10 @@ image families left exactly as they were."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,9 @@ from minirerank_integrations.quality.data import (
     VIDEO_FAMILIES,
     attribute_space,
     generate,
+    load_tasks,
     query_text,
+    save_tasks,
     split_of,
 )
 from minirerank_integrations.quality.data.render import COLOURS, DIRECTIONS, render_clip
@@ -153,3 +157,34 @@ def test_image_families_ignore_the_frame_count() -> None:
         (b,) = generate(family, "test", 1, seed=3, candidates_per_query=4, image_size=32, frames=8)
         assert a.query.text == b.query.text and a.candidate_attributes == b.candidate_attributes
         assert [c.text for c in a.candidates] == [c.text for c in b.candidates]
+
+
+def test_clips_round_trip_through_the_task_files(tmp_path: Path) -> None:
+    tasks = generate(FAMILY, "test", 2, seed=4, candidates_per_query=4, image_size=32, frames=2)
+    save_tasks(tasks, tmp_path)
+    loaded = load_tasks(tmp_path)
+    for task, back in zip(tasks, loaded):
+        assert back.query.text == task.query.text and back.relevance == task.relevance
+        assert back.candidate_attributes == task.candidate_attributes
+        for candidate, read in zip(task.candidates, back.candidates):
+            (frames,) = read.videos
+            assert isinstance(frames, tuple | list) and len(frames) == 2
+            assert [Image.open(str(f)).convert("RGB").tobytes() for f in frames] == _pixels(
+                _frames(candidate.videos[0])
+            )
+
+
+def test_a_task_file_video_that_is_missing_is_refused(tmp_path: Path) -> None:
+    line = {
+        "id": "q",
+        "query": {"text": "a red circle moving left"},
+        "candidates": [{"id": "c", "videos": [["images/gone.png"]]}],
+        "relevance": [1],
+    }
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(InputError, match=r"candidate 0, video 0: frame file 'images/gone.png' not found"):
+        load_tasks(tmp_path)
+    line["candidates"] = [{"id": "c", "videos": [[]]}]
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(InputError, match="video 0 must be a path string or a non-empty list"):
+        load_tasks(tmp_path)

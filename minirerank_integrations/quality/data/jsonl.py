@@ -6,18 +6,23 @@ The format is described for users in ``docs/data-format.md``. One line::
      "query": {"text": "two red circles on the left", "images": []},
      "candidates": [{"id": "q1/000", "text": null, "images": ["images/000000_c000_0.png"]}, ...],
      "relevance": [1, 0, ...]}
+
+A side with videos also has ``"videos"``: each video a list of frame paths (a clip given as frames, written as
+PNGs) or one path or URI of a video file (a file given by path is copied under ``videos/``, bytes are written
+there).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ...engine.images import load_image
-from ...engine.inputs import Candidate, ImageSource, Query
+from ...engine.inputs import Candidate, ImageSource, Query, VideoSource
 from ...errors import InputError
 from .tasks import RerankTask
 
@@ -25,6 +30,7 @@ __all__ = ["TASKS_FILE", "load_tasks", "read_images", "read_object", "read_text"
 
 TASKS_FILE = "tasks.jsonl"
 IMAGES_DIR = "images"
+VIDEOS_DIR = "videos"
 #: Image references kept as they are on load instead of being resolved against the directory.
 _PASS_THROUGH_PREFIXES = ("http://", "https://", "data:", "file://")
 
@@ -36,7 +42,9 @@ def save_tasks(
 
     Every image (PIL image, path, bytes, base64...) is decoded and written as an RGB PNG, named by the task's
     position in ``tasks``: ``images/<task>_q<k>.png`` for query images, ``images/<task>_c<candidate>_<k>.png``
-    for candidate images. Paths in the file are relative to ``directory``.
+    for candidate images. A video given as frames is written as one PNG per frame
+    (``images/<task>_c<candidate>_v<k>_f<frame>.png``); a video file given by path or bytes is copied to
+    ``videos/`` as it is; a URL is kept as written. Paths in the file are relative to ``directory``.
 
     Raises:
         FileExistsError: ``tasks.jsonl`` exists and ``overwrite`` is false.
@@ -53,6 +61,10 @@ def save_tasks(
             "text": task.query.text,
             "images": [_write_image(root, f"{t:06d}_q{k}", image) for k, image in enumerate(task.query.images)],
         }
+        if task.query.videos:
+            query["videos"] = [
+                _write_video(root, f"{t:06d}_q_v{k}", video) for k, video in enumerate(task.query.videos)
+            ]
         if task.query_attributes:
             query["attributes"] = dict(task.query_attributes)
         candidates = []
@@ -64,6 +76,10 @@ def save_tasks(
                     _write_image(root, f"{t:06d}_c{j:03d}_{k}", image) for k, image in enumerate(candidate.images)
                 ],
             }
+            if candidate.videos:
+                record["videos"] = [
+                    _write_video(root, f"{t:06d}_c{j:03d}_v{k}", video) for k, video in enumerate(candidate.videos)
+                ]
             if task.candidate_attributes:
                 record["attributes"] = dict(task.candidate_attributes[j])
             candidates.append(record)
@@ -129,24 +145,62 @@ def read_text(record: Mapping[str, Any], where: str) -> str | None:
     return text
 
 
+def read_videos(record: Mapping[str, Any], root: Path, where: str) -> list[str | list[str]]:
+    """A record's ``videos``: each a path string or URI of a video file, or a list of frame path strings; paths
+    are read from ``root`` (each must exist), URIs kept as written."""
+    videos = record.get("videos", [])
+    if not isinstance(videos, list):
+        raise InputError(f"{where}: 'videos' must be a list of videos, got {videos!r}")
+    resolved: list[str | list[str]] = []
+    for k, video in enumerate(videos):
+        if isinstance(video, str):
+            resolved.append(_resolve(video, root, f"{where}, video {k}", "video file"))
+        elif isinstance(video, list) and video and all(isinstance(frame, str) for frame in video):
+            resolved.append([_resolve(frame, root, f"{where}, video {k}", "frame file") for frame in video])
+        else:
+            raise InputError(
+                f"{where}: video {k} must be a path string or a non-empty list of frame path strings, got {video!r}"
+            )
+    return resolved
+
+
 def read_images(record: Mapping[str, Any], root: Path, where: str) -> list[str]:
     """A record's ``images``: path strings read from ``root`` (each must exist) or URIs kept as written."""
     images = record.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise InputError(f"{where}: 'images' must be a list of path strings, got {images!r}")
-    resolved = []
-    for image in images:
-        if image.startswith(_PASS_THROUGH_PREFIXES):
-            resolved.append(image)
-            continue
-        path = (root / image) if not os.path.isabs(image) else Path(image)
-        if not path.is_file():
-            raise InputError(f"{where}: image file {image!r} not found (looked at {path})")
-        resolved.append(str(path.resolve()))
-    return resolved
+    return [_resolve(image, root, where, "image file") for image in images]
 
 
 # --- internals -------------------------------------------------------------------------------------------
+
+
+def _resolve(reference: str, root: Path, where: str, what: str) -> str:
+    """A URI as written, or a path relative to ``root`` made absolute (the file must exist)."""
+    if reference.startswith(_PASS_THROUGH_PREFIXES):
+        return reference
+    path = (root / reference) if not os.path.isabs(reference) else Path(reference)
+    if not path.is_file():
+        raise InputError(f"{where}: {what} {reference!r} not found (looked at {path})")
+    return str(path.resolve())
+
+
+def _write_video(root: Path, stem: str, source: VideoSource) -> str | list[str]:
+    if isinstance(source, (list, tuple)):
+        return [_write_image(root, f"{stem}_f{i}", frame) for i, frame in enumerate(source)]
+    if isinstance(source, str) and source.startswith(("http://", "https://", "data:")):
+        return source
+    (root / VIDEOS_DIR).mkdir(exist_ok=True)
+    if isinstance(source, bytes):
+        relative = f"{VIDEOS_DIR}/{stem}.bin"
+        (root / relative).write_bytes(source)
+        return relative
+    path = Path(str(source).removeprefix("file://"))
+    if not path.is_file():
+        raise InputError(f"video file {str(source)!r} not found; cannot save it")
+    relative = f"{VIDEOS_DIR}/{stem}{path.suffix}"
+    shutil.copyfile(path, root / relative)
+    return relative
 
 
 def _write_image(root: Path, stem: str, source: ImageSource) -> str:
@@ -167,10 +221,12 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
     family = record.get("family", "custom")
     query_record = read_object(record["query"], f"{where}, query")
     query = Query(
-        text=read_text(query_record, f"{where}, query"), images=read_images(query_record, root, f"{where}, query")
+        text=read_text(query_record, f"{where}, query"),
+        images=read_images(query_record, root, f"{where}, query"),
+        videos=read_videos(query_record, root, f"{where}, query"),
     )
     if query.is_empty:
-        raise InputError(f"{where}: the query has neither text nor images")
+        raise InputError(f"{where}: the query has neither text, images nor videos")
     raw_candidates = record["candidates"]
     if not isinstance(raw_candidates, list) or not raw_candidates:
         raise InputError(f"{where}: 'candidates' must be a non-empty list")
@@ -182,10 +238,13 @@ def _parse_task(record: Any, root: Path, where: str) -> RerankTask:
         if not isinstance(candidate_id, str):
             raise InputError(f"{place}: 'id' must be a string, got {candidate_id!r}")
         candidate = Candidate(
-            text=read_text(candidate_record, place), images=read_images(candidate_record, root, place), id=candidate_id
+            text=read_text(candidate_record, place),
+            images=read_images(candidate_record, root, place),
+            id=candidate_id,
+            videos=read_videos(candidate_record, root, place),
         )
         if candidate.is_empty:
-            raise InputError(f"{place}: the candidate has neither text nor images")
+            raise InputError(f"{place}: the candidate has neither text, images nor videos")
         candidates.append(candidate)
         attributes.append(_attributes(candidate_record, place))
     ids = [c.id for c in candidates]
