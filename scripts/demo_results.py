@@ -4,6 +4,8 @@ time dense vs adapted, and the layer-wise analysis. Writes docs/results.md (+ re
 
     make results        # python -m minirerank_integrations.bench.train_step --json docs/results/train_step.json,
                         # then this script
+    python scripts/demo_results.py --video-only [--dense DIR --paper DIR --video-name NAME --image-check]
+                        # the video family alone (docs/results/video.json, its section of results.md)
 
 Every quality number is deterministic (seeded test-split tasks, fixed weights); runtimes are of this machine.
 """
@@ -19,7 +21,7 @@ import torch
 from minirerank_integrations import MiniReranker, RerankConfig
 from minirerank_integrations.demo_model import demo_checkpoint
 from minirerank_integrations.quality.analysis import attention_share, exit_curve, plot_attention_share, plot_exit_curve
-from minirerank_integrations.quality.data import FAMILIES, generate
+from minirerank_integrations.quality.data import FAMILIES, VIDEO_FAMILIES, generate
 from minirerank_integrations.quality.evaluation import OVERALL, EvalReport, evaluate, retention, retention_interval
 
 METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
@@ -109,12 +111,40 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="re-render only the label-free adaptation section of results.md from the files already written",
     )
+    parser.add_argument(
+        "--video-only",
+        action="store_true",
+        help="measure the video family alone (dense and fast) for --dense/--paper, record it under --video-name in "
+        "video.json and re-render the video section of results.md",
+    )
+    parser.add_argument("--video-queries", type=int, default=100, help="test-split queries of the video family")
+    parser.add_argument("--video-name", default="shipped demo model", help="the row label of --video-only's models")
+    parser.add_argument(
+        "--video-history", type=Path, default=None, help="train_demo_video.py's history.json for the models measured"
+    )
+    parser.add_argument(
+        "--image-check",
+        action="store_true",
+        help="with --video-only: also measure --dense and --paper on the image families' --queries test queries, "
+        "next to the numbers in results.json (the same tasks), to see whether video training cost them anything",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; on a shared 2-core machine 2 threads contend (a 200-pair evaluation took 79 s "
+        "with 2 threads against 1.1 s with 1 under a load of 8)",
+    )
     args = parser.parse_args(argv)
-    if args.label_free_only:
+    torch.set_num_threads(args.threads)
+    if args.label_free_only or args.video_only:
         path = args.out.parent / "results.md"
-        text = path.read_text().split(LABEL_FREE_HEADING)[0].rstrip("\n") + "\n\n"
-        large = json.loads((args.out / "results.json").read_text()).get("retention_large_sample")
-        path.write_text(text + "\n".join(label_free_section(args.out, large)))
+        document = json.loads((args.out / "results.json").read_text())
+        if args.video_only:
+            record_video(args, document)
+        text = path.read_text().split(VIDEO_HEADING)[0].split(LABEL_FREE_HEADING)[0].rstrip("\n") + "\n\n"
+        tail = video_section(args.out) + label_free_section(args.out, document.get("retention_large_sample"))
+        path.write_text(text + "\n".join(tail))
         print(f"wrote {path}")
         return
     torch.manual_seed(args.seed)
@@ -361,7 +391,168 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         "![attention share](results/attention_share.png)",
         "",
     ]
-    return "\n".join(lines + label_free_section(args.out, doc.get("retention_large_sample")))
+    return "\n".join(lines + video_section(args.out) + label_free_section(args.out, doc.get("retention_large_sample")))
+
+
+VIDEO_HEADING = "## Video family (text_to_video)"
+#: Where each file's numbers of the video family live, beside results.json.
+VIDEO_FILE = "video.json"
+
+
+def record_video(args: argparse.Namespace, document: dict) -> None:
+    """Measure the video family (and with ``--image-check`` the image families) on ``args.dense`` and
+    ``args.paper``; record it in ``video.json`` under ``args.video_name``, replacing an earlier entry of
+    that name."""
+    from train_demo_video import CLIP_FRAMES, CLIP_SIZE, VIDEO_FIELDS, video_tasks
+
+    dense = MiniReranker.from_pretrained(args.dense, config="dense")
+    adapted = MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)
+    fast = adapted.config.model_dump(include={"format", "exit_layer", "band", "keep_ratio"})
+    tasks = video_tasks("test", args.video_queries, args.seed)
+    rows = {
+        "dense": run(dense, {"format": "query_first"} | VIDEO_FIELDS, tasks),
+        "adapted config, dense weights": run(dense, fast | VIDEO_FIELDS, tasks),
+        "adapted config, adapted weights": run(adapted, fast | VIDEO_FIELDS, tasks),
+    }
+    base = rows["dense"]
+    entry: dict = {
+        "name": args.video_name,
+        "dense": str(args.dense),
+        "paper": str(args.paper),
+        "adapted_config": fast,
+        "rows": {
+            name: {
+                "metrics": report.metrics,
+                "retention": retention(report, base),
+                "seconds": (report.seconds or {}).get(OVERALL, 0.0),
+            }
+            for name, report in rows.items()
+        },
+        "chance_hit@1": {f: chance([t for t in tasks if t.family == f]) for f in VIDEO_FAMILIES},
+    }
+    for name, report in rows.items():
+        print("video", args.video_name, name, {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()})
+    if args.video_history is not None:
+        history = json.loads(args.video_history.read_text())
+        entry["training"] = {key: history.get(key) for key in ("args", "dense_summary", "adapt_summary")}
+    if args.image_check:
+        image = test_tasks(FAMILIES, args.queries, args.seed)
+        results = document["results"]
+        entry["image_check"] = {
+            "queries_per_family": args.queries,
+            "dense": run(dense, {"format": "query_first"}, image).metrics,
+            "adapted": run(adapted, fast, image).metrics,
+            # The same tasks as results.json's tables when --queries and --seed are those of the run that wrote it.
+            "results_json": {
+                "queries_per_family": document["tasks"]["queries_per_family"],
+                "dense": results["zero-shot (dense weights)"]["dense"]["metrics"],
+                "adapted": results["adapted weights"]["adapted config"]["metrics"],
+            },
+        }
+        print("image families", entry["image_check"]["dense"], entry["image_check"]["adapted"])
+    path = args.out / VIDEO_FILE
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc |= {
+        "tasks": {
+            "split": "test",
+            "queries": args.video_queries,
+            "candidates": 20,
+            "hard_negative_share": 0.6,
+            "seed": args.seed,
+            "frames": CLIP_FRAMES,
+            "frame_size": CLIP_SIZE,
+        },
+        "video_fields": VIDEO_FIELDS,
+    }
+    doc["models"] = [m for m in doc.get("models", []) if m["name"] != args.video_name] + [entry]
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def video_section(results_dir: Path) -> list[str]:
+    """The video family's numbers from ``video.json`` (nothing when it is absent)."""
+    path = results_dir / VIDEO_FILE
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    spec = doc["tasks"]
+    lines = [
+        VIDEO_HEADING,
+        "",
+        f"`python scripts/demo_results.py --video-only`: {spec['queries']} test-split queries of the synthetic video "
+        f'family ("a red circle moving left"; colour x shape x direction), {spec["candidates"]} candidate clips '
+        f"each, {round(100 * spec['hard_negative_share'])}% of the negatives one attribute off, the query's own clip "
+        f"turned to the three other directions first; each clip {spec['frames']} frames of {spec['frame_size']} x "
+        f"{spec['frame_size']} pixels, kept at that size ({doc['video_fields']}: the official floor of 128 x 32 x 32 "
+        "pixels per frame would upscale them 16-fold). Dense is the official query-first prompt; the fast rows are "
+        "the adapted variant's configuration (vision-first, exit, band, pruning) served by the engine's fast path. "
+        "Retention is over the same model's dense row.",
+        "",
+    ]
+    rows = []
+    for model in doc["models"]:
+        dense_seconds = model["rows"]["dense"]["seconds"] or float("nan")
+        for name, row in model["rows"].items():
+            m, r = row["metrics"]["text_to_video"], row["retention"]["text_to_video"]
+            rows.append(
+                [
+                    model["name"],
+                    name,
+                    f"{m['hit_rate@1']:.3f} / {m['ndcg@5']:.3f}",
+                    f"{m['mrr@10']:.3f}",
+                    f"{r['hit_rate@1']:.3f} / {r['ndcg@5']:.3f}",
+                    f"{row['seconds'] / dense_seconds:.2f}",
+                ]
+            )
+    chance_hit = doc["models"][-1]["chance_hit@1"]["text_to_video"] if doc["models"] else float("nan")
+    lines += [
+        table(
+            ["model", "configuration", "Hit@1 / NDCG@5", "MRR@10", "retention Hit@1 / NDCG@5", "runtime / dense"],
+            rows,
+        ),
+        "",
+        f"Hit@1 of a random order: {chance_hit:.3f}.",
+        "",
+    ]
+    checks = [m for m in doc["models"] if "image_check" in m]
+    if checks:
+        lines += [
+            "The image families on the same models, against the numbers in the tables above (`results.json`, the "
+            "same test tasks when the query counts match), dense / adapted configuration on adapted weights, Hit@1 "
+            "and NDCG@5:",
+            "",
+        ]
+        rows = []
+        for model in checks:
+            check = model["image_check"]
+            then = check["results_json"]
+            same = check["queries_per_family"] == then["queries_per_family"]
+            for f in [*FAMILIES, "overall"]:
+                rows.append(
+                    [
+                        model["name"],
+                        f,
+                        *(
+                            f"{check[kind][f]['hit_rate@1']:.3f} / {check[kind][f]['ndcg@5']:.3f}"
+                            + (
+                                f" (tables: {then[kind][f]['hit_rate@1']:.3f} / {then[kind][f]['ndcg@5']:.3f})"
+                                if same
+                                else ""
+                            )
+                            for kind in ("dense", "adapted")
+                        ),
+                    ]
+                )
+        lines += [table(["model", "family", "dense", "adapted config, adapted weights"], rows), ""]
+    for model in doc["models"]:
+        summary = (model.get("training") or {}).get("dense_summary")
+        if summary:
+            lines += [
+                f"{model['name']}: dense video training {summary['steps']} steps in "
+                f"{summary['seconds'] / 60:.0f} min ({summary['mean_step_seconds']:.2f} s/step, "
+                "`scripts/train_demo_video.py`, docs/demo-training.md).",
+                "",
+            ]
+    return lines
 
 
 LABEL_FREE_HEADING = "## Label-free adaptation (minirerank adapt) and calibration"
