@@ -1,19 +1,23 @@
 """LlamaIndex objects to engine inputs: nodes become ``Candidate``s, query bundles become ``Query``s.
 
 The postprocessor and the ingestion step both convert through :func:`node_to_candidate`, so a document
-pre-cached while it is ingested is exactly the candidate scored at query time (same text, same image,
-hence the same prefix key in the engine's store).
+pre-cached while it is ingested is exactly the candidate scored at query time (same text, same image and
+video, hence the same prefix key in the engine's store).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
-from minirerank_integrations import Candidate, PdfPage, Query, is_image_file
+from minirerank_integrations import Candidate, PdfPage, Query, VideoLoadError, is_image_file
 from minirerank_integrations.engine.images import fetch_image
+from minirerank_integrations.engine.sources import fetch_source
 
 logger = logging.getLogger(__name__)
 
@@ -22,29 +26,33 @@ ImageFetcher = Callable[[str], bytes]
 
 _HTTP_PREFIXES = ("http://", "https://")
 
+_Source = TypeVar("_Source", bound="str | bytes")
+
+#: File name extensions of video containers PyAV (FFmpeg) reads, for ``metadata["file_path"]`` without a type.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv", ".3gp"})
+
 
 def node_to_candidate(node: BaseNode, metadata_mode: MetadataMode, fetcher: ImageFetcher | None) -> Candidate:
-    """The engine candidate for ``node``: its text (if it has any of its own) and its image (if any).
+    """The engine candidate for ``node``: its text (if it has any of its own), its image and its video (if any).
 
     Raises:
         ImageLoadError: ``fetcher`` failed on the node's image URL.
+        VideoLoadError: ``fetcher`` failed on the node's video URL, or its ``video_resource`` data is not base64.
     """
     image = node_image(node)
-    if image is None:
+    video = node_video(node)
+    if image is None and video is None:
         page = node_pdf_page(node)
         if page is not None:  # the page is scored as it looks; its extracted text is a lossy copy of that
             return Candidate(images=(page,), id=node.node_id)
     text = node_text(node, metadata_mode)
-    if image is not None and text is not None and image == _metadata_image(node) and not os.path.exists(image):
-        # The reader's record of where the file was, not the node's content: the text still scores.
-        logger.warning(
-            "node %r: its metadata file_path image %r no longer exists; scoring the node on its text",
-            node.node_id,
-            image,
-        )
-        image = None
+    if text is not None:
+        # The reader's record of where a file was is not the node's content: the text still scores.
+        image = _unless_gone(node, image, _metadata_image(node), "image")
+        video = _unless_gone(node, video, _metadata_video(node), "video")
     images = () if image is None else (_fetched(image, fetcher, f"node {node.node_id!r}"),)
-    return Candidate(text=text, images=images, id=node.node_id)
+    videos = () if video is None else (_fetched_video(video, fetcher, f"node {node.node_id!r}"),)
+    return Candidate(text=text, images=images, id=node.node_id, videos=videos)
 
 
 def query_to_engine(query_bundle: QueryBundle, fetcher: ImageFetcher | None) -> Query:
@@ -104,6 +112,53 @@ def _metadata_image(node: BaseNode) -> str | None:
     return None
 
 
+def node_video(node: BaseNode) -> str | bytes | None:
+    """Where the node's video is, as an engine video source; the first of, in order:
+
+    1. ``Node``: ``video_resource`` ``data`` (base64, decoded to the file's bytes), ``path``, ``url``;
+    2. ``metadata["file_path"]`` when it names a video file (by ``metadata["file_type"]`` ``video/*``, or by
+       extension, :data:`VIDEO_EXTENSIONS`), as readers such as ``SimpleDirectoryReader`` record it.
+
+    Raises:
+        VideoLoadError: ``video_resource.data`` is not base64.
+    """
+    if isinstance(node, Node) and node.video_resource is not None:
+        resource = node.video_resource
+        if resource.data:
+            # MediaResource keeps its data base64-encoded (it encodes raw bytes on validation).
+            try:
+                return base64.b64decode(resource.data, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise VideoLoadError(f"node {node.node_id!r}: its video_resource data is not base64: {exc}") from exc
+        if resource.path is not None:
+            return str(resource.path)
+        if resource.url is not None:
+            return str(resource.url)
+    return _metadata_video(node)
+
+
+def _metadata_video(node: BaseNode) -> str | None:
+    file_path, file_type = node.metadata.get("file_path"), node.metadata.get("file_type")
+    if not isinstance(file_path, str):
+        return None
+    if isinstance(file_type, str) and file_type:
+        return file_path if file_type.lower().startswith("video/") else None
+    return file_path if os.path.splitext(file_path)[1].lower() in VIDEO_EXTENSIONS else None
+
+
+def _unless_gone(node: BaseNode, source: _Source | None, recorded: str | None, kind: str) -> _Source | None:
+    """``source``, or None when it is the metadata's ``file_path`` record and that file no longer exists."""
+    if source is None or recorded is None or source != recorded or os.path.exists(recorded):
+        return source
+    logger.warning(
+        "node %r: its metadata file_path %s %r no longer exists; scoring the node on its text",
+        node.node_id,
+        kind,
+        source,
+    )
+    return None
+
+
 def node_pdf_page(node: BaseNode) -> PdfPage | None:
     """The PDF page a PDF reader's node comes from: ``metadata["file_path"]`` naming a PDF (by extension or
     ``file_type``) and ``metadata["page_label"]``, as ``SimpleDirectoryReader`` with ``PDFReader`` records
@@ -131,3 +186,10 @@ def _fetched(source: str, fetcher: ImageFetcher | None, what: str) -> str | byte
     if fetcher is None or not source.lower().startswith(_HTTP_PREFIXES):
         return source
     return fetch_image(source, what, fetcher)
+
+
+def _fetched_video(source: str | bytes, fetcher: ImageFetcher | None, what: str) -> str | bytes:
+    """:func:`_fetched` for a video: the same fetcher rule and byte cap, its failure a :class:`VideoLoadError`."""
+    if fetcher is None or not isinstance(source, str) or not source.lower().startswith(_HTTP_PREFIXES):
+        return source
+    return fetch_source(source, f"{what}'s video", fetcher, error=VideoLoadError, kind="video")

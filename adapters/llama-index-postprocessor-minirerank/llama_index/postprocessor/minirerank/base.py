@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -41,6 +41,9 @@ from ._engine import (
 )
 from ._remote import remote_engine
 
+if TYPE_CHECKING:  # remote mode's client; httpx is imported only when it is used
+    from minirerank_integrations.serve.client import RemoteReranker
+
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
@@ -55,14 +58,17 @@ class _EngineCall:
 
 
 class MiniRerank(BaseNodePostprocessor):
-    """Rerank retrieved nodes (text, images, or both) against a text and/or image query with a
+    """Rerank retrieved nodes (text, images, videos, or a mix) against a text and/or image query with a
     Qwen3-VL reranker through minirerank's fast path.
 
     Each node is scored as follows: its image is the first of ``ImageNode.image`` (base64),
     ``image_path``, ``image_url`` (only with an ``image_fetcher``), ``Node.image_resource``
-    (``data``, ``path``, ``url``) and ``metadata["file_path"]`` when that names an image file; its text
-    is ``get_content(metadata_mode=...)`` when the node has text of its own, so an image node with empty
-    text is scored on its image alone. The score is the engine's P(relevant).
+    (``data``, ``path``, ``url``) and ``metadata["file_path"]`` when that names an image file; its video
+    is the first of ``Node.video_resource`` (``data``, ``path``, ``url``, fetched through ``image_fetcher``)
+    and ``metadata["file_path"]`` when that names a video file (``file_type`` ``video/*`` or a video
+    extension; decoding a video file needs the core's ``video`` extra, PyAV); its text
+    is ``get_content(metadata_mode=...)`` when the node has text of its own, so an image or video node with
+    empty text is scored on its image or video alone. The score is the engine's P(relevant).
 
     Pass an existing :class:`~minirerank_integrations.MiniReranker` as ``model`` to share one loaded model
     between components (several postprocessors, :class:`MiniRerankPrecache`).
@@ -116,11 +122,12 @@ class MiniRerank(BaseNodePostprocessor):
     base_url: str | None = Field(
         default=None,
         description="A `minirerank serve` server (e.g. http://127.0.0.1:8000) that scores instead of a local model; "
-        "`model` is then the served model id. Image URLs go to the server as URLs, local images as data URIs.",
+        "`model` is then the served model id. Image and video URLs go to the server as URLs, local images and "
+        "videos as data URIs.",
     )
     api_key: str | None = Field(default=None, exclude=True, description="Bearer key of the server (remote mode).")
 
-    _engine: MiniReranker = PrivateAttr()
+    _engine: MiniReranker | RemoteReranker = PrivateAttr()  # RemoteReranker in remote mode (base_url)
     _rebuild_problem: str | None = PrivateAttr(default=None)  # why to_dict would not describe the shared engine
 
     def __init__(
@@ -144,25 +151,45 @@ class MiniRerank(BaseNodePostprocessor):
     ) -> None:
         if isinstance(config, dict):  # from_dict / from_json hand the config back as a plain dict
             config = RerankConfig.model_validate(config)
-        load = {"config": config, "batch_size": batch_size, "device": device, "dtype": dtype}
+        engine: MiniReranker | RemoteReranker
+        problem: str | None = None  # why to_dict would not describe a shared engine
         if base_url is not None:  # remote mode: a server scores (_remote.py)
             engine, fields = remote_engine(
-                base_url, api_key, str(model), **load, cache_dir=cache_dir, cache_url=cache_url, store=store
+                base_url,
+                api_key,
+                str(model),
+                config=config,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                cache_dir=cache_dir,
+                cache_url=cache_url,
+                store=store,
             )
             kwargs["api_key"] = api_key
         else:
-            engine, fields = resolve_engine(model, **load, cache_dir=cache_dir, cache_url=cache_url, store=store)  # type: ignore[arg-type]
-        super().__init__(
-            top_n=top_n,
-            keep_retrieval_score=keep_retrieval_score,
-            metadata_mode=metadata_mode,
-            on_error=on_error,
-            image_fetcher=image_fetcher,
-            **fields,
-            **kwargs,
-        )
+            engine, fields = resolve_engine(
+                model,
+                config=config,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                cache_dir=cache_dir,
+                cache_url=cache_url,
+                store=store,
+            )
+            problem = rebuild_problem(engine) if isinstance(model, MiniReranker) else None
+        # One dict: the checker reads the base class's own fields as __init__'s keywords, not this class's.
+        settings: dict[str, Any] = {
+            "top_n": top_n,
+            "keep_retrieval_score": keep_retrieval_score,
+            "metadata_mode": metadata_mode,
+            "on_error": on_error,
+            "image_fetcher": image_fetcher,
+        }
+        super().__init__(**settings, **fields, **kwargs)
         self._engine = engine
-        self._rebuild_problem = rebuild_problem(engine) if isinstance(model, MiniReranker) else None
+        self._rebuild_problem = problem
 
     @classmethod
     def class_name(cls) -> str:
@@ -175,8 +202,9 @@ class MiniRerank(BaseNodePostprocessor):
         return super().to_dict(**kwargs)
 
     @property
-    def engine(self) -> MiniReranker:
-        """The loaded engine; pass it to other components to share the model."""
+    def engine(self) -> MiniReranker | RemoteReranker:
+        """The loaded engine; pass it to other components to share the model. In remote mode, the client of the
+        server (it has no model to share)."""
         return self._engine
 
     # -- LlamaIndex entry points ----------------------------------------------------------------
@@ -276,7 +304,7 @@ class MiniRerank(BaseNodePostprocessor):
     def _start_event(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> ReRankStartEvent:
         return ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self._top_k(nodes), model_name=self.model)
 
-    def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> dict[EventPayload, Any]:
+    def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> dict[str, Any]:
         return {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.model,

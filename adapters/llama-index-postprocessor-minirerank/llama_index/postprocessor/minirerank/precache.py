@@ -97,6 +97,12 @@ class MiniRerankPrecache(TransformComponent):
         **kwargs: Any,
     ) -> None:
         if isinstance(model, MiniRerank):
+            if not isinstance(model.engine, MiniReranker):
+                raise ValueError(
+                    "MiniRerankPrecache needs a local engine, and this MiniRerank scores through a server "
+                    f"({model.base_url}); pre-cache on the server (POST /v1/precache, or `minirerank precache` with the "
+                    "server's --cache-dir or --cache-url)"
+                )
             # Convert nodes exactly as the postprocessor will, unless told otherwise.
             metadata_mode = model.metadata_mode if metadata_mode is None else metadata_mode
             image_fetcher = model.image_fetcher if image_fetcher is None else image_fetcher
@@ -113,14 +119,14 @@ class MiniRerankPrecache(TransformComponent):
             cache_url=cache_url,
             store=store,
         )
-        super().__init__(
-            metadata_mode=MetadataMode.EMBED if metadata_mode is None else metadata_mode,
-            on_error=on_error,
-            show_progress=show_progress,
-            image_fetcher=image_fetcher,
-            **fields,
-            **kwargs,
-        )
+        # One dict: the checker reads the base class's own fields as __init__'s keywords, not this class's.
+        settings: dict[str, Any] = {
+            "metadata_mode": MetadataMode.EMBED if metadata_mode is None else metadata_mode,
+            "on_error": on_error,
+            "show_progress": show_progress,
+            "image_fetcher": image_fetcher,
+        }
+        super().__init__(**settings, **fields, **kwargs)
         self._engine = engine
 
     @classmethod
