@@ -21,16 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import resource
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,12 +34,19 @@ from ..engine.config import RerankConfig
 from ..engine.images import image_digest, prepare_image
 from ..engine.inputs import Candidate, Query, as_candidate
 from ..engine.layers import compute_prefix
-from ..engine.prompts import SideContent, query_first_segment
+from ..engine.prompts import PreparedImage, SideContent
 from ..engine.pruning import embedder_importances, keep_mask
 from ..engine.reranker import MiniReranker
-from ..store import DiskPrefixStore, PrefixEntry, PrefixStore, StoreStats
+from ..store import DiskPrefixStore, PrefixEntry
 from ..store.codec import encode_entry
 from ..tiny_checkpoint import build_image_processor
+from .counting_store import CountingStore
+from .dense import official_scores
+from .machine import machine
+from .measure import PeakMemory, timed
+from .outputs import write_outputs
+from .rows import ROW_FIELDS, full_row
+from .settings import ENGINE_METHODS, BenchSettings
 from .shapes import SHAPES, random_backbone
 from .workload import QUERIES, bench_tokenizer, page, text_candidate
 
@@ -53,168 +55,32 @@ logger = logging.getLogger(__name__)
 #: The key measured blobs are bound to: a key is 64 hex digits, so the size is that of a real entry.
 _SIZE_KEY = "0" * 64
 
-#: The fields every row of ``rows`` carries (None where a field does not apply).
-ROW_FIELDS = (
-    "workload",
-    "image_size",
-    "image_tokens",
-    "method",
-    "state",
-    "n",
-    "pairs_timed",
-    "scaled",
-    "composed",
-    "seconds_per_query",
-    "seconds_per_pair",
-    "ratio_to_dense_official",
-    "peak_rss_bytes",
-    "peak_gpu_bytes",
-    "store_bytes_read_per_pair",
-    "store_read_mb_per_s",
-    "ingestion_docs_per_s",
-    "stored_bytes_per_doc",
-    "stored_bytes_per_doc_int8",
-    "band_read_bytes_per_doc",
-    "full_kv_bytes_per_doc",
-    "stored_vs_full_kv",
-    "prefix_tokens",
-    "suffix_tokens",
-)
-ENGINE_METHODS = ("vision-first", "+band", "+exit", "paper")
-
-
-@dataclass
-class BenchSettings:
-    """What one ``minirerank bench`` run measures; the defaults are a quick run on the small shape."""
-
-    shape: str = "small"
-    sizes: tuple[int, ...] = (128, 256)
-    warm_n: tuple[int, ...] = (1, 10, 100)
-    large_n: int | None = None  # an extra warm N for ``paper`` at the smallest size (e.g. 1000)
-    dense_pairs: int = 1
-    dense_batch: int = 2
-    ingest_docs: int = 1
-    text_candidates: int = 10
-    full_kv_max_n: int = 10  # vision-first stores every layer of every token: warm N capped here
-    methods: tuple[str, ...] = ENGINE_METHODS
-    storage: str = "bfloat16"
-    device: str = "cpu"
-    dtype: str = "float32"
-    guide_layers: tuple[int | None, ...] = (1, 2, 4, None)  # ingestion stage options measured
-    instruction_in_prefix: bool = True  # also time paper with the instruction moved into the prefix
-    profile: bool = True
-    #: sizes where everything is measured (None: all); elsewhere only dense-official, ``paper`` and its stages
-    #: with the default guide (a CPU run's budget goes to the rows its targets read)
-    detail_sizes: tuple[int, ...] | None = None
-    work_dir: str | None = None  # where the disk stores live (deleted after each method)
-    #: "qwen": Qwen's real vocabulary (the dev extra has its ranks); "workload": a stand-in whose workload words
-    #: are single tokens; "auto": Qwen's when installed. The result names the one used.
-    vocabulary: str = "auto"
-    seed: int = 0
-
-
-class CountingStore(PrefixStore):
-    """A store wrapper that counts what reads return and how long they take (bytes as stored on disk)."""
-
-    def __init__(self, inner: PrefixStore, stored_bytes: Callable[[PrefixEntry], int]) -> None:
-        self.inner = inner
-        self._stored_bytes = stored_bytes
-        self.read_bytes = 0
-        self.read_seconds = 0.0
-        self.reads = 0
-
-    @property
-    def stats(self) -> StoreStats:  # type: ignore[override]
-        return self.inner.stats
-
-    def get(self, key: str) -> PrefixEntry | None:
-        start = time.perf_counter()
-        entry = self.inner.get(key)
-        self.read_seconds += time.perf_counter() - start
-        if entry is not None:
-            self.reads += 1
-            self.read_bytes += self._stored_bytes(entry)
-        return entry
-
-    def put(self, key: str, entry: PrefixEntry) -> None:
-        self.inner.put(key, entry)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.inner
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class PeakMemory:
-    """Peak resident memory (and GPU memory on CUDA) while a block runs, sampled every 20 ms.
-
-    GPU memory is read on ``device`` itself ("cuda:1" is not the current device unless made so)."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-        self.device = torch.device(device)
-        self.peak_rss = 0
-        self.peak_gpu: int | None = None
-
-    @staticmethod
-    def rss() -> int:
-        try:
-            with open("/proc/self/statm", encoding="ascii") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):  # not Linux: the process's lifetime peak
-            scale = 1 if platform.system() == "Darwin" else 1024
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-    @contextmanager
-    def measure(self) -> Iterator[PeakMemory]:
-        stop = threading.Event()
-        self.peak_rss = self.rss()
-
-        def sample() -> None:
-            while not stop.wait(0.02):
-                self.peak_rss = max(self.peak_rss, self.rss())
-
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            stop.set()
-            thread.join()
-            self.peak_rss = max(self.peak_rss, self.rss())
-            if self.cuda:
-                self.peak_gpu = torch.cuda.max_memory_allocated(self.device)
-
-
-def _sync(device: str) -> None:
-    """Wait for ``device``'s queued work (the device asked for, not the current one) before reading a clock."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(torch.device(device))
+#: One row of the result (:data:`~.rows.ROW_FIELDS`, None where a field does not apply).
+Row = dict[str, object]
+#: An image's vision features as the encoder returns them: [tokens, hidden] and the DeepStack ones.
+Features = tuple[torch.Tensor, list[torch.Tensor]]
 
 
 class Bench:
     """One run: the model, the inputs, and the rows measured so far (written out after every row)."""
 
-    def __init__(self, settings: BenchSettings, on_row: Callable[[dict], None] | None = None) -> None:
-        if settings.shape not in SHAPES:
-            raise ValueError(f"unknown shape {settings.shape!r}; choose one of {sorted(SHAPES)}")
-        unknown = set(settings.methods) - set(ENGINE_METHODS)
-        if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ENGINE_METHODS}")
-        self.s = settings
+    def __init__(self, settings: BenchSettings, on_row: Callable[[Row], None] | None = None) -> None:
+        self.s = settings  # validated: a known shape, known methods, sizes and counts in range
         self.on_row = on_row
-        self.rows: list[dict] = []
+        self.rows: list[Row] = []
         self.profiles: dict[str, str] = {}
-        self.stages: list[dict] = []
+        self.stages: list[dict[str, object]] = []
         self.notes: list[str] = []
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
         started = time.perf_counter()
         self.tokenizer, self.vocabulary = bench_tokenizer(settings.vocabulary)
         self.backbone = random_backbone(
-            settings.shape, self.tokenizer, build_image_processor(), device=settings.device, dtype=dtype
+            settings.shape,
+            self.tokenizer,
+            build_image_processor(),
+            device=settings.device,
+            dtype=dtype,
+            seed=settings.seed,
         )
         self.build_seconds = time.perf_counter() - started
         self.depth = self.backbone.num_layers
@@ -223,30 +89,29 @@ class Bench:
         self.work = Path(settings.work_dir or tempfile.mkdtemp(prefix="minirerank-bench-"))
         self.work.mkdir(parents=True, exist_ok=True)
         self._dense_per_pair: dict[tuple[str, int], float] = {}
-        self._ingested: dict[tuple, tuple[float, PeakMemory, PrefixEntry]] = {}
+        self._ingested: dict[tuple[object, ...], tuple[float, PeakMemory, PrefixEntry]] = {}
 
     # -- configurations -----------------------------------------------------------------------------
 
     def config(self, method: str, **extra: object) -> RerankConfig:
         paper = RerankConfig.preset("paper", self.depth)
-        fields: dict[str, object] = {
+        fields: dict[str, dict[str, object]] = {
             "vision-first": {"format": "vision_first"},
             "+band": {"format": "vision_first", "band": paper.band},
             "+exit": {"format": "vision_first", "band": paper.band, "exit_layer": paper.exit_layer},
             "paper": paper.model_dump(),
-        }[method]
-        return RerankConfig(**{**fields, **extra}).resolve(self.depth)  # type: ignore[arg-type]
+        }
+        return RerankConfig.model_validate({**fields[method], **extra}).resolve(self.depth)
 
     # -- rows ---------------------------------------------------------------------------------------
 
-    def add(self, **row: object) -> dict:
-        full = {name: row.get(name) for name in ROW_FIELDS}
-        extra = set(row) - set(ROW_FIELDS)
-        if extra:
-            raise ValueError(f"unknown row fields {sorted(extra)}")
-        dense = self._dense_per_pair.get((str(full["workload"]), int(full["image_size"] or 0)))
-        if dense and full["seconds_per_pair"] is not None:
-            full["ratio_to_dense_official"] = float(full["seconds_per_pair"]) / dense  # type: ignore[arg-type]
+    def add(self, **row: object) -> Row:
+        full = full_row(**row)
+        size = full["image_size"]
+        dense = self._dense_per_pair.get((str(full["workload"]), size if isinstance(size, int) else 0))
+        seconds = full["seconds_per_pair"]
+        if dense and isinstance(seconds, (int, float)):
+            full["ratio_to_dense_official"] = seconds / dense
         self.rows.append(full)
         logger.info("row %s", json.dumps(full))
         if self.on_row is not None:
@@ -254,56 +119,16 @@ class Bench:
         return full
 
     def timed(self, fn: Callable[[], object]) -> tuple[float, PeakMemory]:
-        memory = PeakMemory(self.s.device)
-        with torch.no_grad(), memory.measure():
-            _sync(self.s.device)
-            start = time.perf_counter()
-            fn()
-            _sync(self.s.device)
-            seconds = time.perf_counter() - start
-        return seconds, memory
+        return timed(fn, self.s.device)
 
     # -- dense baselines ----------------------------------------------------------------------------
-
-    def _official_inputs(self, pairs: list[tuple[SideContent, SideContent]]) -> dict[str, torch.Tensor]:
-        """The official prompt of each pair, left-padded into one batch, as ``Qwen3VLModel`` takes it."""
-        b = self.backbone
-        segments = [
-            query_first_segment(
-                b.tokenizer, q, d, RerankConfig().instruction, max_length=10240, special_ids=b.special_ids
-            )
-            for q, d in pairs
-        ]
-        longest = max(len(s.input_ids) for s in segments)
-        pad = b.tokenizer.pad_token_id
-        ids = torch.full((len(segments), longest), pad, dtype=torch.long)
-        mask = torch.zeros(len(segments), longest, dtype=torch.long)
-        for row, segment in enumerate(segments):
-            n = len(segment.input_ids)
-            ids[row, longest - n :] = torch.tensor(segment.input_ids)
-            mask[row, longest - n :] = 1
-        inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
-        images = [im.image for s in segments for im in s.images]
-        if images:
-            out = b.image_processor(images=images, do_resize=False, return_tensors="pt")
-            inputs["pixel_values"] = out["pixel_values"].to(b.visual.dtype)
-            inputs["image_grid_thw"] = out["image_grid_thw"]
-            inputs["mm_token_type_ids"] = (ids == b.image_token_id).long()
-        return {k: v.to(b.device) for k, v in inputs.items()}
-
-    def official_scores(self, pairs: list[tuple[SideContent, SideContent]]) -> torch.Tensor:
-        """sigmoid(logit yes - logit no) of the last token, from the plain transformers forward."""
-        b = self.backbone
-        inputs = self._official_inputs(pairs)
-        hidden = b.model.model(**inputs).last_hidden_state[:, -1]  # the model's final norm already applied
-        return torch.sigmoid(hidden.float() @ b.score_vector().to(hidden.device))
 
     def detailed(self, size: int) -> bool:
         return self.s.detail_sizes is None or size in self.s.detail_sizes
 
     def dense_rows(self, workload: str, size: int, pairs: list[tuple[SideContent, SideContent]], n: int) -> None:
         timed = pairs[: self.s.dense_pairs]
-        seconds, memory = self.timed(lambda: [self.official_scores([p]) for p in timed])
+        seconds, memory = self.timed(lambda: [official_scores(self.backbone, [p]) for p in timed])
         per_pair = seconds / len(timed)
         self._dense_per_pair[(workload, size)] = per_pair
         tokens = self._image_tokens(pairs[0])
@@ -319,7 +144,7 @@ class Bench:
             peak_gpu_bytes=memory.peak_gpu,
         )
         batch = pairs[: self.s.dense_batch]  # at every size: the cold-query target compares against it
-        seconds, memory = self.timed(lambda: self.official_scores(batch))
+        seconds, memory = self.timed(lambda: official_scores(self.backbone, batch))
         self.add(
             **common,
             method="dense-batched",
@@ -345,13 +170,13 @@ class Bench:
         return SideContent(candidate.text, tuple(images))
 
     def _engine(self, config: RerankConfig, directory: Path) -> tuple[MiniReranker, CountingStore]:
-        disk = DiskPrefixStore(directory, storage=self.s.storage, size_limit=2**40)  # type: ignore[arg-type]
+        disk = DiskPrefixStore(directory, storage=self.s.storage, size_limit=2**40)
         sizes: dict[tuple, int] = {}
 
         def stored(entry: PrefixEntry) -> int:  # every entry of a shape encodes to the same size
             shape = (tuple(entry.keys.shape), entry.length)
             if shape not in sizes:
-                sizes[shape] = len(encode_entry(entry, key=_SIZE_KEY, storage=self.s.storage))  # type: ignore[arg-type]
+                sizes[shape] = len(encode_entry(entry, key=_SIZE_KEY, storage=self.s.storage))
             return sizes[shape]
 
         store = CountingStore(disk, stored)
@@ -364,7 +189,7 @@ class Bench:
     def _sizes(self, engine: MiniReranker, entry: PrefixEntry, prefix_tokens: int) -> dict[str, object]:
         shape = SHAPES[self.s.shape]
         element = torch.empty(0, dtype=getattr(torch, self.s.storage)).element_size()
-        stored = len(encode_entry(entry, key=_SIZE_KEY, storage=self.s.storage))  # type: ignore[arg-type]
+        stored = len(encode_entry(entry, key=_SIZE_KEY, storage=self.s.storage))
         band = engine.config.band or (0, 0)
         full = shape.kv_bytes_per_token(self.depth, element) * prefix_tokens
         return {
@@ -394,8 +219,9 @@ class Bench:
         else:
             seconds, memory = self.timed(lambda: engine.precache(ingest, progress=False))
             per_doc = seconds / len(ingest)
-            entry = store.inner.get(key)
-            assert entry is not None
+            stored = store.inner.get(key)
+            assert stored is not None, "precache stored no entry"
+            entry = stored
             self._ingested[signature] = (per_doc, memory, entry)
         side = self._side(ingest[0])
         prefix_tokens = len(engine.document_prefix(side)[1].input_ids)
@@ -432,7 +258,7 @@ class Bench:
             store.close()
             warm, counting = self._engine(config, directory)  # a fresh store object: entries come from disk
             subset = docs[:n]
-            seconds, memory = self.timed(lambda warm=warm, subset=subset: warm.rerank(self.query, subset))
+            seconds, memory = self.timed(partial(warm.rerank, self.query, subset))
             assert warm.counters.prefix_computations == 0, "a warm query computed a prefix"
             per_pair = seconds / n
             self.add(
@@ -462,7 +288,7 @@ class Bench:
             if self.s.profile and method == "paper" and not extra and n == max(self.s.warm_n):
                 batch = subset[: config.batch_size]  # one batch of pairs shows where warm time goes
                 self.profiles[f"warm paper query, {size}x{size}, N={len(batch)}"] = self._profile(
-                    lambda batch=batch: self._engine(config, directory)[0].rerank(self.query, batch)
+                    partial(self._rerank_fresh, config, directory, batch)
                 )
         store.close()
         if method == "paper" and not extra:  # the cold query itself, measured: a fresh store, fresh documents
@@ -495,6 +321,16 @@ class Bench:
     def _side_of_query(self) -> SideContent:
         return SideContent(self.query.text)
 
+    def _rerank_fresh(self, config: RerankConfig, directory: Path, batch: list[Candidate]) -> object:
+        """The query over ``batch`` by an engine over a fresh store object on ``directory``."""
+        return self._engine(config, directory)[0].rerank(self.query, batch)
+
+    def _importances(
+        self, image: PreparedImage, features: Features, layers: int | None, out: list[torch.Tensor]
+    ) -> None:
+        """The pruning guide's importance of ``image`` at depth ``layers`` (its vision features given), into ``out``."""
+        out.extend(embedder_importances(self.backbone, [image], lambda _bb, _im: features, layers))
+
     # -- ingestion stages ---------------------------------------------------------------------------
 
     def ingestion_stages(self, size: int, candidate: Candidate) -> None:
@@ -502,7 +338,7 @@ class Bench:
         b = self.backbone
         side = self._side(candidate)
         image = side.images[0]
-        feats: dict = {}
+        feats: dict[str, Features] = {}
         seconds_vision, _ = self.timed(lambda: feats.setdefault("f", b.encode_images([image])[0]))
         row: dict[str, object] = {"image_size": size, "image_tokens": image.num_tokens, "vision_s": seconds_vision}
         dense = self._dense_per_pair.get(("text->image", size))
@@ -511,12 +347,8 @@ class Bench:
         importance = None
         default = RerankConfig().pruning_guide_layers
         for layers in self.s.guide_layers if self.detailed(size) else (default,):
-            out: list = []
-            seconds, _ = self.timed(
-                lambda layers=layers, out=out: out.extend(
-                    embedder_importances(b, [image], lambda _bb, _im: feats["f"], layers)
-                )
-            )
+            out: list[torch.Tensor] = []
+            seconds, _ = self.timed(partial(self._importances, image, feats["f"], layers, out))
             row[f"importance_{layers or 'all'}_layers_s"] = seconds
             if layers == RerankConfig().pruning_guide_layers:
                 importance = out[0]
@@ -526,7 +358,9 @@ class Bench:
         states = b.embed(prefix, {image.digest: feats["f"]})
         if importance is not None:
             states = states.select(keep_mask(prefix, states.visual, {image.digest: importance}, paper.keep_ratio))
-        seconds, _ = self.timed(lambda: compute_prefix(b, states, paper.band))
+        assert paper.band is not None, "the paper preset has a band"
+        band = paper.band
+        seconds, _ = self.timed(lambda: compute_prefix(b, states, band))
         row["prefix_pass_s"] = seconds
         row["prefix_layers"] = paper.band[1] if paper.band else 0
         self.stages.append(row)
@@ -546,7 +380,7 @@ class Bench:
         shutil.rmtree(directory, ignore_errors=True)
         for state in ("cold", "warm"):
             engine, store = self._engine(config, directory)
-            seconds, memory = self.timed(lambda engine=engine: engine.rerank(query, candidates))
+            seconds, memory = self.timed(partial(engine.rerank, query, candidates))
             self.add(
                 workload="image->text",
                 image_size=size,
@@ -596,7 +430,7 @@ class Bench:
     def result(self) -> dict:
         paper = RerankConfig.preset("paper", self.depth)
         return {
-            "settings": asdict(self.s),
+            "settings": self.s.model_dump(),
             "shape": {"name": self.s.shape, **SHAPES[self.s.shape].describe()},
             "paper_config": {"exit_layer": paper.exit_layer, "band": list(paper.band or ()), "keep": paper.keep_ratio},
             "guide_layers_default": paper.pruning_guide_layers,
@@ -623,29 +457,6 @@ class Bench:
         }
 
 
-def machine(device: str | None = None) -> dict:
-    """Where a run ran; ``cuda`` names ``device`` when it is a CUDA device (else the first one, if any)."""
-    cuda = torch.device(device) if device is not None and device.startswith("cuda") else None
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(cuda or 0) if torch.cuda.is_available() else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
-        load = os.getloadavg()
-        info["load_average_at_end"] = [round(x, 2) for x in load]
-    except OSError:
-        pass
-    return info
-
-
 def run_bench(settings: BenchSettings, on_row: Callable[[dict], None] | None = None) -> dict:
     """Run every row of ``settings`` and return the result (settings, machine, rows, stages, profiles)."""
     bench = Bench(settings, on_row)
@@ -656,20 +467,4 @@ def run_bench(settings: BenchSettings, on_row: Callable[[dict], None] | None = N
             shutil.rmtree(bench.work, ignore_errors=True)
 
 
-def write_outputs(result: dict, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """``bench.json``, ``profile.txt`` and (with matplotlib) the PNG plots; returns the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "bench.json", out / "profile.txt"]
-    written[0].write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    written[1].write_text(
-        "\n\n".join(f"== {name} ==\n{text}" for name, text in result["profiles"].items()) + "\n", encoding="utf-8"
-    )
-    if plots:
-        from .plots import plot_all
-
-        written.extend(plot_all(result, out))
-    return written
-
-
-__all__ = ["ROW_FIELDS", "BenchSettings", "run_bench", "write_outputs"]
+__all__ = ["ENGINE_METHODS", "ROW_FIELDS", "Bench", "BenchSettings", "run_bench", "write_outputs"]

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigError
 from ..qwen_vocab import qwen_tokenizer
 from ..tiny_checkpoint import build_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _WORDS = (
     "quarterly revenue chart for the northern region in fiscal year growth table showing monthly sales "
@@ -36,7 +40,7 @@ QUERIES = [
 _VOCAB_CACHE = Path.home() / ".cache" / "minirerank"
 
 
-def bench_tokenizer(vocabulary: str = "auto") -> tuple[object, str]:
+def bench_tokenizer(vocabulary: str = "auto") -> tuple[PreTrainedTokenizerBase, str]:
     """The benchmark's tokenizer and the name of its vocabulary: ``"qwen"`` (Qwen's real vocabulary, so prompt
     and suffix lengths are the real ones), ``"workload"`` (:func:`workload_tokenizer`), or ``"auto"``: Qwen's
     when its ranks are installed, else the stand-in."""

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, get_args
 
 from ._common import EXIT_OK, Subparsers, fail
+from .flags import add_settings_flags, settings_from_flags
 
 if TYPE_CHECKING:
     from ..engine.config import RerankConfig
@@ -104,31 +104,14 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     and description read from the field."""
     from ..quality.settings import AdaptSettings
 
-    for name, field in AdaptSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        described = (field.description or "").replace("%", "%%")  # argparse formats help with %
-        annotation = field.annotation
-        if annotation is bool:
-            action = "store_true" if field.default is False else argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=action, default=field.default, help=described)
-        elif get_origin(annotation) is Literal:
-            choices = get_args(annotation)
-            parser.add_argument(
-                flag, choices=choices, default=field.default, help=f"{described} (default: {field.default})"
-            )
-        else:
-            kinds = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-            kind = int if int in kinds else float
-            shown = "" if field.default is None else f" (default: {field.default})"
-            metavar = "N" if kind is int else "X"
-            parser.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=described + shown)
+    add_settings_flags(parser, AdaptSettings)
 
 
 def settings_from_args(args: argparse.Namespace) -> AdaptSettings:
     """The :class:`AdaptSettings` of the parsed flags (checked: a bad value is a ``ConfigError``)."""
     from ..quality.settings import AdaptSettings
 
-    return AdaptSettings(**{name: getattr(args, name) for name in AdaptSettings.model_fields})
+    return settings_from_flags(args, AdaptSettings)
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -270,7 +253,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     depth = model.num_layers
     configs = default_grid(depth)
     if args.exits or args.bands or args.keeps or args.guides != ["embedder"]:
-        bands = []
+        bands: list[tuple[int, int] | str | None] = []
         for band in args.bands or ["none", "full"]:
             if band in ("none", "full"):
                 bands.append(None if band == "none" else "full")

@@ -1,8 +1,10 @@
-"""Settings of an adaptation run as validated data: :class:`AdaptSettings` and the :class:`LoraSpec` it holds.
+"""Settings of the quality tooling's runs as validated data: :class:`AdaptSettings` (adaptation) with the
+:class:`LoraSpec` it holds, and :class:`TrainSettings` (supervised training from scratch).
 
-Kept apart from :mod:`.adapt` and free of torch, so that ``minirerank adapt --help`` builds its flags from these
-fields (names, descriptions, defaults) without loading a model library. An invalid value raises
-:class:`~minirerank_integrations.errors.ConfigError` naming the field.
+Kept apart from :mod:`.adapt` and :mod:`.training` and free of torch, so that ``minirerank adapt --help`` builds
+its flags from these fields (names, descriptions, defaults) without loading a model library. An invalid value
+raises :class:`~minirerank_integrations.errors.ConfigError` naming the field. :class:`CheckedSettings` is the
+base every such settings model shares (the benchmark's too).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ConfigError
 
-__all__ = ["AdaptSettings", "LoraSpec"]
+__all__ = ["AdaptSettings", "CheckedSettings", "LoraSpec", "TrainSettings"]
 
 
-class _Checked(BaseModel):
-    """A frozen pydantic model whose validation errors are :class:`ConfigError`, in one line."""
+class CheckedSettings(BaseModel):
+    """A frozen pydantic model whose validation errors are :class:`ConfigError`, in one line naming each field
+    (``sizes[0]`` for an item of a sequence)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -31,13 +34,13 @@ class _Checked(BaseModel):
 def _one_line(name: str, exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
         message = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return f"invalid {name}: " + "; ".join(parts)
 
 
-class LoraSpec(_Checked):
+class LoraSpec(CheckedSettings):
     """Where LoRA adapters go and their shape; defaults are the paper's recipe (rank 16, alpha 32)."""
 
     rank: int = Field(16, ge=1, description="LoRA rank (inner dimension of each adapter)")
@@ -48,7 +51,7 @@ class LoraSpec(_Checked):
     )
 
 
-class AdaptSettings(_Checked):
+class AdaptSettings(CheckedSettings):
     """One adaptation run (:func:`minirerank_integrations.quality.adapt.adapt`, ``minirerank adapt``).
 
     Defaults follow the paper's LoRA recipe (rank 16, alpha 32, lr 1e-4). ``minirerank adapt`` has one flag per
@@ -114,3 +117,43 @@ class AdaptSettings(_Checked):
     def groups_per_pass(self) -> int:
         """Groups per forward/backward pass: ``micro_batch_pairs`` in whole groups, at least one."""
         return max(1, self.micro_batch_pairs // self.group_size)
+
+
+class TrainSettings(CheckedSettings):
+    """One supervised training run (:func:`minirerank_integrations.quality.training.train`).
+
+    Odd default: lr 1e-3 suits a from-scratch tiny model (adaptation, :class:`AdaptSettings`, uses the paper's
+    1e-4).
+    """
+
+    steps: int = Field(1000, ge=1, description="optimizer steps in all, steps")
+    queries_per_step: int = Field(8, ge=1, description="groups (one query each) per optimizer step, queries")
+    candidates_per_query: int = Field(
+        8, ge=2, description="candidates per group: one to a quarter of them positives, the rest negatives, candidates"
+    )
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW), per step")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay to 10%, steps")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay, a fraction of each weight per step")
+    grad_clip: float = Field(1.0, gt=0.0, description="gradient norm clipped to this before each step, L2 norm")
+    listwise_weight: float = Field(
+        1.0, ge=0.0, description="weight of the listwise softmax cross-entropy per group, a factor"
+    )
+    bce_weight: float = Field(0.5, ge=0.0, description="weight of the point-wise binary cross-entropy, a factor")
+    hard_start: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of hard negatives (one attribute off) at step 0, a fraction"
+    )
+    hard_end: float = Field(
+        0.75,
+        ge=0.0,
+        le=1.0,
+        description="share of hard negatives reached linearly by 60% of the steps (a curriculum), a fraction",
+    )
+    seed: int = Field(0, description="seed of the groups drawn and of torch, an integer")
+    time_limit_s: float | None = Field(
+        None, gt=0.0, description="stop early after this long, seconds (None: run every step)"
+    )
+    # Vision-first configurations: the loss through the serving decomposition (prefix up to the band end,
+    # shared suffix layers once per distinct suffix) equals the reference definition (tested) and is cheaper.
+    fast_path: bool = Field(
+        True, description="compute vision-first losses through the serving decomposition (else the reference forward)"
+    )

@@ -31,31 +31,9 @@ from ..engine.reranker import MiniReranker
 from ..errors import InputError
 from .data.tasks import RerankTask, attribute_distance
 from .lora import lr_schedule
+from .settings import TrainSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainSettings:
-    """One training run. Odd default: lr 1e-3 suits a from-scratch tiny model (adaptation, :mod:`.adapt`,
-    uses the paper's 1e-4)."""
-
-    steps: int = 1000
-    queries_per_step: int = 8
-    candidates_per_query: int = 8  # 1..max positives, the rest negatives
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    listwise_weight: float = 1.0
-    bce_weight: float = 0.5
-    hard_start: float = 0.0  # share of hard negatives (one attribute off) at step 0 ...
-    hard_end: float = 0.75  # ... rising linearly to this by 60% of the steps (a curriculum)
-    seed: int = 0
-    time_limit_s: float | None = None  # stop early after this many seconds
-    # Vision-first configurations: compute the loss through the serving decomposition (prefix up to the band
-    # end, shared suffix layers once per distinct suffix), equal to the reference definition (tested) and cheaper.
-    fast_path: bool = True
 
 
 @dataclass

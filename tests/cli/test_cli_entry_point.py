@@ -78,7 +78,7 @@ def test_rerank_through_the_entry_point_is_quiet(tiny4_path: Path) -> None:
         (["eval", "--configs", "bad=[", "--queries", "1"], "bad"),
         (["adapt", "--model", "./no-such-model", "--data", "nowhere", "--out", "o"], "nowhere: no such file"),
         (["calibrate", "--model", "./no-such-model", "--data", "nowhere", "--out", "o"], "nowhere: no such file"),
-        (["bench", "--sizes", "0", "--no-plots", "--no-profile", "--out", "o"], "--sizes must be >= 32 pixels"),
+        (["bench", "--sizes", "0", "--no-plots", "--no-profile", "--out", "o"], "--sizes[0]: Input should be greater"),
     ],
     ids=[
         "rerank-missing-image",
