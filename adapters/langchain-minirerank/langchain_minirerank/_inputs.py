@@ -20,12 +20,14 @@ from minirerank_integrations.engine.images import is_image_string  # the one rul
 
 @dataclass(frozen=True)
 class ImageKeys:
-    """Which ``Document.metadata`` keys carry an image, and how their values are read."""
+    """Which ``Document.metadata`` keys carry an image or a video, and how their values are read."""
 
     paths: tuple[str, ...]
     base64: tuple[str, ...]
-    urls: tuple[str, ...]  # empty unless an image fetcher was given
+    urls: tuple[str, ...]  # empty unless something can fetch them (an image fetcher, or the server in remote mode)
     mime_type: str | None
+    video_paths: tuple[str, ...] = ()
+    video_urls: tuple[str, ...] = ()  # read under the same rule as ``urls``
 
 
 def query_from_text(query: str, *, image_paths: bool) -> Query | str:
@@ -43,7 +45,7 @@ def query_from_text(query: str, *, image_paths: bool) -> Query | str:
 
 
 def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
-    """The engine candidate for a document: its images and its text.
+    """The engine candidate for a document: its videos, its images and its text.
 
     ``page_content`` is an image when the engine's :func:`is_image_string` says so (an image data URI or
     base64 image bytes, as vector stores such as Chroma store images, or damaged ones: these then fail as
@@ -54,8 +56,16 @@ def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
     A document from a PDF loader (``PyPDFLoader``, ``PyPDFium2Loader``, ``PyMuPDFLoader``: ``metadata["source"]``
     naming a ``.pdf`` file and an int ``metadata["page"]`` counted from 0) with no metadata image is its
     rendered page alone: the page is scored as it looks, and its extracted text is a lossy copy of that.
+
+    Videos come from metadata only: the values of ``keys.video_paths`` (a file path or ``file://`` URI, or a list)
+    and ``keys.video_urls`` (http(s) URLs), in key order; they never change what ``page_content`` is.
     """
     metadata = document.metadata
+    videos: list[Any] = []
+    for key in keys.video_paths:
+        videos.extend(_as_path(value) for value in _values(metadata, key))
+    for key in keys.video_urls:
+        videos.extend(_values(metadata, key))
     page = pdf_page_of(metadata)
     mime_type = metadata.get(keys.mime_type) if keys.mime_type else None
     declared_image = isinstance(mime_type, str) and mime_type.lower().startswith("image/")
@@ -68,12 +78,14 @@ def candidate_from_document(document: Document, keys: ImageKeys) -> Candidate:
         )
     for key in keys.urls:
         extra.extend(_values(metadata, key))
-    if page is not None and not extra:
+    if page is not None and not extra and not videos:
         return Candidate(images=(page,), id=document.id)
     content = document.page_content
     if is_image_string(content) or (declared_image and not extra and content.strip()):
-        return Candidate(images=(content, *extra), id=document.id)
-    return Candidate(text=content if content.strip() else None, images=tuple(extra), id=document.id)
+        return Candidate(images=(content, *extra), id=document.id, videos=tuple(videos))
+    return Candidate(
+        text=content if content.strip() else None, images=tuple(extra), id=document.id, videos=tuple(videos)
+    )
 
 
 def pdf_page_of(metadata: Mapping[str, Any]) -> PdfPage | None:
@@ -101,7 +113,7 @@ def _values(metadata: Mapping[str, Any], key: str) -> list[Any]:
 
 def _as_path(value: Any) -> Any:
     # A path key's string is a file path, never base64 that happens to look like one; file:// URIs
-    # (and anything that is not a string) go to the engine as they are.
+    # (and anything that is not a string, such as a video's list of frames) go to the engine as they are.
     if isinstance(value, str) and "://" not in value:
         return Path(value)
     return value

@@ -74,4 +74,6 @@ _DEFAULT_KEYS = ImageKeys(
     base64=_default("image_base64_keys"),
     urls=(),
     mime_type=_default("mime_type_key"),
+    video_paths=_default("video_path_keys"),
+    video_urls=(),
 )

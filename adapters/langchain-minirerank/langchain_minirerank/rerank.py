@@ -43,8 +43,9 @@ class MiniRerankCompressor(BaseDocumentCompressor):
 
     A document's ``page_content`` is an image when it is base64 image data (as ``Chroma.add_images``
     stores it) or a ``data:image/...`` URI, and text otherwise; images can also come from metadata keys
-    (``image_path``, ``image_base64``, and ``image_url`` once ``image_fetcher`` is given). A query
-    string that is base64 image data or a ``data:image/...`` URI is an image query.
+    (``image_path``, ``image_base64``, and ``image_url`` once ``image_fetcher`` is given or in remote mode), and
+    videos from ``video_path`` (a file; decoding needs the core's ``video`` extra, PyAV) and ``video_url`` (under
+    the ``image_url`` rule). A query string that is base64 image data or a ``data:image/...`` URI is an image query.
 
     Setup:
         .. code-block:: bash
@@ -124,12 +125,25 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         "without metadata images, an image/* type marks page_content itself as an image.",
     )
     image_url_keys: tuple[str, ...] = Field(
-        ("image_url",), description="Metadata keys of http(s) image URLs; read only when image_fetcher is set."
+        ("image_url",),
+        description="Metadata keys of http(s) image URLs; read only when image_fetcher is set or in remote mode "
+        "(base_url: the server fetches them from its allowed hosts).",
+    )
+    video_path_keys: tuple[str, ...] = Field(
+        ("video_path",),
+        description="Metadata keys whose values (a path, a file:// URI, or a list of them) are video files, scored "
+        "with the document (the core's video extra decodes them).",
+    )
+    video_url_keys: tuple[str, ...] = Field(
+        ("video_url",),
+        description="Metadata keys of http(s) video URLs; read as image_url_keys are (with image_fetcher, which "
+        "then downloads videos too, or in remote mode).",
     )
     image_fetcher: Callable[[str], bytes] | None = Field(
         None,
-        description="Downloads an image URL's bytes. Nothing is fetched without it, and image_url keys are "
-        "ignored. With a shared MiniReranker it must be the engine's own image_fetcher.",
+        description="Downloads an image or video URL's bytes. Nothing is fetched here without it, and image_url and "
+        "video_url keys are ignored unless in remote mode. With a shared MiniReranker it must be the engine's own "
+        "image_fetcher.",
     )
     query_image_paths: bool = Field(
         False, description="Treat a query string naming an existing file as an image query."
@@ -137,7 +151,8 @@ class MiniRerankCompressor(BaseDocumentCompressor):
     base_url: str | None = Field(
         None,
         description="A `minirerank serve` server (e.g. http://127.0.0.1:8000) that scores instead of a local model; "
-        "`model` is then the served model id. Image URLs go to the server as URLs, local images as data URIs.",
+        "`model` is then the served model id. Image and video URLs go to the server as URLs, local images and "
+        "videos as data URIs.",
     )
     api_key: SecretStr | None = Field(None, description="Bearer key of the server (remote mode).")
 
@@ -277,11 +292,15 @@ class MiniRerankCompressor(BaseDocumentCompressor):
         return self._scored_copies(documents, results)
 
     def _image_keys(self) -> ImageKeys:
+        # URLs are read when something will fetch them: the image fetcher here, or the server in remote mode.
+        fetched = self.image_fetcher is not None or self.base_url is not None
         return ImageKeys(
             paths=self.image_path_keys,
             base64=self.image_base64_keys,
-            urls=self.image_url_keys if self.image_fetcher is not None else (),
+            urls=self.image_url_keys if fetched else (),
             mime_type=self.mime_type_key,
+            video_paths=self.video_path_keys,
+            video_urls=self.video_url_keys if fetched else (),
         )
 
     def _scored_copies(self, documents: Sequence[Document], results: RerankResults) -> list[Document]:
