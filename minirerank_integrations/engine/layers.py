@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
-from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextDecoderLayer, rotate_half
 
 from ..store import PrefixEntry
 from ..store.window import gather_window
@@ -26,6 +26,12 @@ from .modeling import Backbone, SegmentStates
 def rotary(backbone: Backbone, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin [batch, tokens, head_dim] for M-RoPE positions [3, batch, tokens]."""
     return backbone.rotary(x, positions)
+
+
+def decoder_layer(layer: torch.nn.Module) -> Qwen3VLTextDecoderLayer:
+    """``layer`` as the Qwen3-VL decoder layer it is: ``language_model.layers`` is a ``ModuleList``, whose items
+    the type checker only knows as modules (LoRA wraps the projections, never the layer)."""
+    return cast(Qwen3VLTextDecoderLayer, layer)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -52,6 +58,7 @@ def layer_forward(
     only (the exit layer, where nothing else is read). Attention runs through SDPA; ``want_probs``
     takes the eager path instead, the only one that materializes the probabilities.
     """
+    layer = decoder_layer(layer)
     attn = layer.self_attn
     batch, tokens, _ = x.shape
     shape = (batch, tokens, -1, attn.head_dim)
@@ -304,8 +311,8 @@ def reference_logits(
         seen_from_outside = (~in_suffix)[:, None, :, None].expand(batch, 1, t, k)  # [batch, 1, t, k]
         masks = LayerMasks(
             band,
-            torch.cat([masks.in_band.new_ones(batch, 1, t, k), masks.in_band], dim=-1),  # [batch, 1, t, k + t]
-            torch.cat([seen_from_outside, masks.outside], dim=-1),  # [batch, 1, t, k + t]
+            torch.cat([pairs.band_mask.new_ones(batch, 1, t, k), pairs.band_mask], dim=-1),  # [batch, 1, t, k + t]
+            torch.cat([seen_from_outside, pairs.within_mask], dim=-1),  # [batch, 1, t, k + t]
         )
     cos, sin = rotary(backbone, x, pairs.positions)
     run = run_layers(backbone, x, cos, sin, pairs.deepstack, range(exit_layer), masks, past=start, finish="last_token")
@@ -351,7 +358,7 @@ def compute_prefixes(
     run = run_layers(
         backbone, x, cos, sin, deepstack, range(end), mask, past=head_start, finish="kv", keep_kv=range(start, end)
     )
-    attn = backbone.layers[0].self_attn
+    attn = decoder_layer(backbone.layers[0]).self_attn
     kv_heads, head_dim = attn.config.num_key_value_heads, attn.head_dim
     head = shared.length if shared is not None else 0
     entries = []
@@ -462,6 +469,7 @@ def last_row_probs(
 
     x [batch, t, hidden]; cos, sin [batch, t, head_dim]; ``mask`` the last row's, [batch, 1, 1, t], or None.
     """
+    layer = decoder_layer(layer)
     attn = layer.self_attn
     batch, tokens, _ = x.shape
     shape = (batch, tokens, -1, attn.head_dim)
