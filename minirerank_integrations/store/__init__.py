@@ -1,11 +1,14 @@
 """The prefix store: where computed prefixes live between calls.
 
 Holds the entry type and the store interface (:mod:`.entry`), the byte codec (:mod:`.codec`: header,
-checksum, safetensors payload), one module per backend (:mod:`.memory`, :mod:`.disk` for diskcache,
-:mod:`.redis` for a Redis or Valkey server shared by hosts), :mod:`.tiered` (faster stores in front of a
-slower one), :mod:`.writer` (writes on a writer thread), :mod:`.config` (``StoreConfig``: the store's
-settings as one validated model, with :mod:`.precision` and :mod:`.urls`, none of which imports torch) and
-:mod:`.selection` (``open_store``: the store a ``StoreConfig``, a URL or a directory names). It imports
+checksum, safetensors payload), one module per backend (:mod:`.memory`; :mod:`.disk` for diskcache, with the
+directory's files in :mod:`.disk_layout`, its bytes-only ``Disk`` in :mod:`.bytes_disk`, read-only access in
+:mod:`.disk_reader`, eviction and verification in :mod:`.disk_maintenance`; :mod:`.redis` for a Redis or
+Valkey server shared by hosts), :mod:`.tiered` (faster stores in front of a slower one), :mod:`.writer`
+(writes on a writer thread), :mod:`.window` (a window of entries gathered into one batch, int8 dequantized
+there), :mod:`.config` (``StoreConfig``: the store's settings as one validated model, with :mod:`.precision`
+and :mod:`.urls`, none of which imports torch) and :mod:`.selection` (``open_store``: the store a
+``StoreConfig``, a URL or a directory names). It imports
 nothing from the engine or the quality tooling: a backend moves entries and bytes, and knows neither
 how a prefix was computed nor what its key means (the engine makes keys). redis-py is imported only
 when a Redis store is opened (the ``redis`` extra).

@@ -169,11 +169,11 @@ def encode_entry(entry: PrefixEntry, *, key: str, storage: Storage = "float32") 
             "values_scale": value_scales,
         }
     else:
-        stored = _DTYPES[storage]
+        precision = _DTYPES[storage]
         if storage == "float16" and keys.dtype != torch.float16:
             _require_float16_range(keys, "keys")
             _require_float16_range(values, "values")
-        tensors = {"keys": keys.to(stored), "values": values.to(stored)}
+        tensors = {"keys": keys.to(precision), "values": values.to(precision)}
         if storage == "bfloat16" and keys.dtype == torch.float32:
             _require_no_overflow(tensors["keys"], "keys", storage)
             _require_no_overflow(tensors["values"], "values", storage)

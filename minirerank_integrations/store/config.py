@@ -62,7 +62,7 @@ class StoreConfig(BaseModel):
             raise ConfigError(_validation_message(exc, _SPELLED.get())) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> StoreConfig:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> StoreConfig:
         if isinstance(obj, StoreConfig):
             return obj
         if not isinstance(obj, dict):
@@ -73,7 +73,7 @@ class StoreConfig(BaseModel):
             raise _unwrapped(exc) from None
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> StoreConfig:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> StoreConfig:
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:

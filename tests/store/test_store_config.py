@@ -23,7 +23,17 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 def test_every_field_is_described_and_numbers_name_their_unit() -> None:
     fields = StoreConfig.model_fields
-    assert set(fields) == {"dir", "url", "namespace", "storage", "size_limit", "ttl", "memory_limit", "local_dir"}
+    assert set(fields) == {
+        "dir",
+        "url",
+        "namespace",
+        "storage",
+        "size_limit",
+        "ttl",
+        "memory_limit",
+        "local_dir",
+        "write_behind",
+    }
     for name, field in fields.items():
         assert field.description and len(field.description) > 20, name
     for name, unit in {"size_limit": "Bytes", "memory_limit": "Bytes", "ttl": "seconds"}.items():
