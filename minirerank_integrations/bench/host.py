@@ -7,12 +7,21 @@ stored as bfloat16 and int8, this measures in one run, on one thread unless said
 
 * ``memcpy``: copying the entry's stored bytes once (the floor of any read from host memory);
 * ``xxh3`` and ``blake2b``: hashing them (the codec's checksum now, and before codec version 3);
-* ``file``: reading the value file into one buffer (``readinto``, page cache warm); ``decode``: checking and decoding it;
+* ``file``: reading the value file into one buffer (``readinto``, page cache warm); ``decode``: checking and
+  decoding it (checksum, header, tensors viewing the buffer: an int8 entry stays codes and scales);
 * ``disk get``: :meth:`DiskPrefixStore.get` end to end (row, file, checksum, decode), and its ratio to
-  ``memcpy`` (target: at most 3x); ``on device``: the host's share of the same read when the store serves
-  a device (``device="meta"`` stands for the GPU: row, file, checksum and checks, without the copy to the
-  device nor the int8 dequantization that then runs there); ``disk get_many``: a window of entries on 1
-  and on 4 reader threads;
+  ``memcpy`` (target: at most 3x). It includes no dequantization: an int8 entry is served as codes and
+  scales and dequantized in the window gather below. ``on device``: the host's share of the same read when
+  the store serves a device (``device="meta"`` stands for the GPU: row, file, checksum and checks, without
+  the copy to the device); ``disk get_many``: a window of entries on 1 and on 4 reader threads;
+* ``gather``: per entry, gathering a window of 8 entries into one bfloat16 batch buffer on the host
+  (:func:`~..store.window.gather_window`, what the engine does before the band layers): a copy for bfloat16
+  entries, the int8 dequantization fused into it for int8 ones; its ratio is to ``memcpy out``, a memcpy of
+  the bfloat16 bytes the gather writes. ``get + gather`` is a warm entry read and batched on the host, over
+  ``memcpy``. On a GPU, int8 codes and scales are gathered instead (half the bytes over the bus) and
+  dequantized on the device;
+* ``dequant before`` (int8): the host dequantization the codec ran inside every read before int8 entries
+  were served as codes and scales (cast, then multiply in place), for comparison in the same run;
 * ``memory tier get``: the same entry from the memory tier in front of the directory;
 * ``put``: the scoring thread's cost of storing one entry, written in place or handed to the writer thread,
   and ``flush``: the writer's time to write it.
@@ -31,6 +40,7 @@ import argparse
 import glob
 import hashlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -46,6 +56,7 @@ from ..engine.images import smart_resize
 from ..engine.pruning import kept_count
 from ..store import DiskPrefixStore, MemoryPrefixStore, PrefixEntry, TieredPrefixStore, WriteBehindStore
 from ..store.codec import decode_entry, encode_entry, row_key
+from ..store.window import gather_window
 from .shapes import SHAPES
 
 #: Text tokens of the benchmark workload's document prefix around its image (system prompt, "<Document>:").
@@ -151,9 +162,13 @@ def measure(size: int, storage: str, directory: str, repeats: int) -> dict[str, 
     seconds = {name: statistics.median(values) for name, values in paired.items()}
     fastest = {name: min(values) for name, values in paired.items()}
 
-    def ratio(name: str) -> float:
-        """Median over repeats of ``name`` / the memcpy run just before it (same load, same moment)."""
-        return round(statistics.median(a / b for a, b in zip(paired[name], paired["memcpy"])), 2)
+    def ratio(name: str, baseline: str = "memcpy", times: dict[str, list[float]] = paired) -> float:
+        """Median over repeats of ``name`` / the ``baseline`` run just before it (same load, same moment)."""
+        return round(statistics.median(a / b for a, b in zip(times[name], times[baseline])), 2)
+
+    gathered = _gather_times(many.get_many(window), max(3, repeats // 3))
+    seconds.update({name: statistics.median(values) for name, values in gathered.items()})
+    get_and_gather = [a + b for a, b in zip(paired["disk_get"], gathered["gather"])]
 
     few = max(3, repeats // 5)
     seconds["blake2b"] = _median_s(lambda: hashlib.blake2b(source, digest_size=32).digest(), few)
@@ -176,7 +191,36 @@ def measure(size: int, storage: str, directory: str, repeats: int) -> dict[str, 
         "disk_get_host_share_on_device_over_memcpy": ratio("disk_get_host_share_on_device"),
         "memory_tier_get_over_memcpy": ratio("memory_tier_get"),
         "min_disk_get_over_min_memcpy": round(fastest["disk_get"] / fastest["memcpy"], 2),
+        "gather_over_memcpy_out": ratio("gather", "memcpy_out", gathered),
+        "get_and_gather_over_memcpy": round(
+            statistics.median(a / b for a, b in zip(get_and_gather, paired["memcpy"])), 2
+        ),
     }
+
+
+def _gather_times(entries: list[PrefixEntry | None], repeats: int) -> dict[str, list[float]]:
+    """Seconds per entry of gathering ``entries`` into one bfloat16 window buffer, of a memcpy of the bytes it
+    writes, and (int8) of the host dequantization the codec ran before, interleaved."""
+    window = [entry for entry in entries if entry is not None]
+    out_bytes = sum(2 * 2 * math.prod(entry.shape) for entry in window)  # keys and values, bfloat16
+    source, target = torch.empty(out_bytes, dtype=torch.uint8), torch.empty(out_bytes, dtype=torch.uint8)
+    runs: dict[str, Callable[[], object]] = {
+        "memcpy_out": lambda: target.copy_(source),
+        "gather": lambda: gather_window(window, "cpu", torch.bfloat16),
+    }
+    if window[0].int8 is not None:
+
+        def dequantize_before() -> None:
+            for entry in window:
+                stored = entry.int8
+                assert stored is not None
+                for codes, scales in ((stored.keys, stored.keys_scale), (stored.values, stored.values_scale)):
+                    out = torch.empty(codes.shape, dtype=stored.dtype)
+                    out.copy_(codes)
+                    out.mul_(scales)
+
+        runs["dequant_before"] = dequantize_before
+    return {name: [t / len(window) for t in times] for name, times in _interleaved(runs, repeats).items()}
 
 
 def _puts(directory: str, storage: str, tokens: int, repeats: int) -> dict[str, float]:
@@ -238,6 +282,19 @@ def render(result: dict[str, Any]) -> str:
             f"{ms['disk_get_many_1_reader']:>10.2f} {ms['disk_get_many_4_readers']:>10.2f} | "
             f"{ms['put_in_place']:>6.2f} {ms['put_write_behind']:>6.2f} {ms['put_write_behind_until_flushed']:>7.2f}"
         )
+    lines += [
+        "",
+        "window gather (a window of 8 entries into one bfloat16 batch buffer on the host), ms per entry:",
+        f"{'size':>5} {'storage':>8} | {'memcpy out':>10} {'gather':>7} {'x memcpy out':>12} | "
+        f"{'get+gather x memcpy':>19} | {'dequant before':>14}",
+    ]
+    for row in result["rows"]:
+        ms = row["ms"]
+        before = f"{ms['dequant_before']:>14.2f}" if "dequant_before" in ms else f"{'-':>14}"
+        lines.append(
+            f"{row['image_size']:>5} {row['storage']:>8} | {ms['memcpy_out']:>10.2f} {ms['gather']:>7.2f} "
+            f"{row['gather_over_memcpy_out']:>12.2f} | {row['get_and_gather_over_memcpy']:>19.2f} | {before}"
+        )
     lines += ["", "fastest of the repeats (least disturbed by other load): memcpy, disk get, ratio"]
     for row in result["rows"]:
         fast = row["min_ms"]
@@ -247,9 +304,15 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "x memcpy: the median over repeats of each read over the memcpy run just before it. Milliseconds per entry; 'on dev': the host's share when the store serves a device (copy and int8",
-        "dequantization then run there); get_many per entry of a window of 8; put: the scoring thread's time per entry",
-        "written in place, queued for the writer thread, and until the writer has flushed them all.",
+        "x memcpy: the median over repeats of each read over the memcpy (of the entry's stored bytes) run just before",
+        "it. Milliseconds per entry. 'disk get' and 'decode' include no dequantization: an int8 entry is served as",
+        "codes and scales (views of the read buffer) and dequantized once, fused, in the window gather. 'on dev': the",
+        "host's share when the store serves a device (the copy, and for int8 the dequantization, then run there);",
+        "get_many per entry of a window of 8; put: the scoring thread's time per entry written in place, queued for",
+        "the writer thread, and until the writer has flushed them all. Gather: bfloat16 entries are copied into the",
+        "window buffer, int8 ones dequantized into it (float32 product rounded once, in cache-sized chunks);",
+        "'get+gather x memcpy': a warm entry read and batched on the host, over the memcpy of its stored bytes;",
+        "'dequant before': the host dequantization every int8 read ran before (cast, then multiply in place).",
         "GB/s: "
         + "; ".join(
             f"{r['image_size']} {r['storage']}: "
