@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
+from typing import TYPE_CHECKING
 
 from ..demo_model import DEMO_MODEL
 from ._common import EXIT_OK, Subparsers, add_engine_options, fail, load_engine
+
+if TYPE_CHECKING:
+    from ..engine.inputs import Candidate
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
@@ -73,14 +78,13 @@ def _rerank(args: argparse.Namespace) -> int:
     import json
 
     from ..engine.inputs import Candidate, OnError, Query
-    from ..engine.pdf import pdf_pages
     from ..errors import MiniRerankError
 
     try:
         candidates = [Candidate(text=t, id=f"text:{i}") for i, t in enumerate(args.text)]
         candidates += [Candidate(images=[p], id=p) for p in args.image]
         query = Query(text=args.query, images=args.query_image, videos=args.query_video)
-        candidates += [Candidate(images=[page], id=str(page)) for path in args.pdf for page in pdf_pages(path)]
+        candidates += _pdf_candidates(args.pdf, skip_bad=args.skip_bad)
         candidates += [Candidate(videos=[p], id=p) for p in args.video]
         if not candidates:
             return fail("no candidates: pass --text, --image, --pdf or --video")
@@ -113,6 +117,27 @@ def _rerank(args: argparse.Namespace) -> int:
     }
     print(json.dumps(document, indent=2))
     return EXIT_OK
+
+
+def _pdf_candidates(paths: list[str], *, skip_bad: bool) -> list[Candidate]:
+    """One candidate per page of each PDF; with ``skip_bad`` an unreadable PDF is left out with a one-line
+    warning (the other candidates are still ranked), else its error stops the command."""
+    from ..engine.inputs import Candidate
+    from ..engine.pdf import pdf_pages
+    from ..errors import MiniRerankError
+
+    candidates = []
+    for path in paths:
+        try:
+            pages = pdf_pages(path)
+        except MiniRerankError as exc:
+            if not skip_bad:
+                raise
+            named = str(path) in str(exc)  # the error names the file as a rule: not twice
+            warnings.warn(f"skipped the PDF: {exc}" if named else f"skipped the PDF {path}: {exc}", stacklevel=2)
+            continue
+        candidates += [Candidate(images=[page], id=str(page)) for page in pages]
+    return candidates
 
 
 def _require_video_extra() -> None:

@@ -8,6 +8,8 @@ from pictures import drawn_image
 
 from minirerank_integrations import Candidate, MiniReranker
 from minirerank_integrations.cli import main
+from minirerank_integrations.engine.pdf import pdf_pages
+from minirerank_integrations.testing import write_pdf
 
 
 def test_rerank_prints_the_engines_ranking_as_json_lines(tiny4_path, tmp_path, capsys):
@@ -78,3 +80,25 @@ def test_demo_precaches_then_times_both_paths(capsys):
     # Text queries over pre-cached documents: every document prefix is read, none is computed.
     assert "reused: 40 document prefixes read from the store, 0 computed" in out
     assert "     1  " in out  # a ranked row
+
+
+def test_rerank_skip_bad_leaves_out_an_unreadable_pdf_with_one_warning(tiny4_path, tmp_path, capsys):
+    good = write_pdf(tmp_path / "good.pdf", [drawn_image(64, 96, seed=5)])
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.7 truncated, no pages")
+    argv = ["rerank", "--model", str(tiny4_path), "--query", "a red circle", "--text", "a red thing"]
+    argv += ["--pdf", str(bad), "--pdf", str(good), "--json"]
+    assert main([*argv, "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "warning" in line]
+    assert (
+        len(warning) == 1 and warning[0].startswith("minirerank: warning: skipped the PDF") and "bad.pdf" in warning[0]
+    )
+    document = json.loads(captured.out)
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    pages = [Candidate(images=[page]) for page in pdf_pages(good)]
+    expected = engine.rerank("a red circle", ["a red thing", *pages])
+    assert document["candidates"] == 2  # the text and the good PDF's page
+    assert [(r["index"], r["score"]) for r in document["results"]] == [(r.index, r.score) for r in expected]
+    assert main(argv) == 2  # without --skip-bad the unreadable PDF stops the command, naming it
+    assert "bad.pdf" in capsys.readouterr().err
