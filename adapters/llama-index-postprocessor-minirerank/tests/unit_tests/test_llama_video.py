@@ -1,5 +1,6 @@
 """Video nodes: ``Node.video_resource`` (data, path, url) and ``metadata["file_path"]`` naming a video file are scored
-with their video, exactly as the engine scores ``Candidate(videos=...)``; a URL goes through the image fetcher."""
+with their video, exactly as the engine scores ``Candidate(videos=...)``; a URL goes through the image fetcher; a video
+pre-cached at ingestion is a prefix hit at query time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from llama_index.core.schema import MediaResource, MetadataMode, Node, NodeWithS
 from minirerank_integrations import Candidate, CandidateError, VideoLoadError
 from minirerank_integrations.testing import moving_shape_frames, write_video
 
-from llama_index.postprocessor.minirerank import MiniRerank
+from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
 
 QUERY = "a red circle moving right"
 URL = "https://videos.example/red.mp4"
@@ -115,3 +116,22 @@ def test_a_file_path_of_another_type_is_not_a_video(engine, clips) -> None:
     got = MiniRerank(model=engine).postprocess_nodes([NodeWithScore(node=node, score=0.5)], query_str=QUERY)
     want = engine.rerank(QUERY, [Candidate(text=node.get_content(metadata_mode=MetadataMode.EMBED))])
     assert abs(float(got[0].score or 0.0) - want[0].score) <= 1e-6
+
+
+def test_video_nodes_pre_cached_at_ingestion_are_hits_at_query_time(fresh_engine, clips) -> None:
+    nodes = [
+        Node(id_="file", video_resource=MediaResource(path=clips["red"])),
+        Node(id_="data", video_resource=MediaResource(data=clips["blue"].read_bytes(), mimetype="video/mp4")),
+    ]
+    rerank = MiniRerank(model=fresh_engine, top_n=None)
+    MiniRerankPrecache(rerank)(nodes)
+    assert fresh_engine.counters.prefix_computations == 2
+    fresh_engine.counters.reset()
+    rerank.postprocess_nodes([NodeWithScore(node=n, score=0.5) for n in nodes], query_str=QUERY)
+    assert (fresh_engine.counters.prefix_computations, fresh_engine.counters.prefix_hits) == (0, 2)
+
+
+def test_precache_refuses_a_remote_postprocessor() -> None:
+    remote = MiniRerank(base_url="http://127.0.0.1:9")  # nothing is contacted until a call
+    with pytest.raises(ValueError, match=r"scores through a server \(http://127.0.0.1:9\).*POST /v1/precache"):
+        MiniRerankPrecache(remote)
