@@ -11,7 +11,16 @@ $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 	# The CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]" $(foreach a,$(ADAPTERS),-e $(dir $(a)))
+	$(MAKE) oracle-deps
 	touch $@
+
+# What the official video path needs and the core never imports (the video oracle test runs it in a child
+# process that adds this folder to its path): torchvision, decord, qwen-vl-utils, without their dependencies.
+# PyPI's torchvision is a CUDA build; its Python transforms run on the CPU torch (tests/official/README.md).
+# With the CPU index reachable, `--index-url https://download.pytorch.org/whl/cpu torchvision==0.28.0` also does.
+.PHONY: oracle-deps
+oracle-deps:
+	$(PY) -m pip install -q --no-deps --target $(VENV)/oracle torchvision==0.28.0 decord==0.6.0 qwen-vl-utils==0.0.14
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/minirerank demo

@@ -108,7 +108,7 @@ def qwen_tokenizer(
     ``tokenizer.json``, keyed by the ranks file's digest) and read back next time.
     """
     from tokenizers import AddedToken, Tokenizer, normalizers
-    from transformers import Qwen2TokenizerFast
+    from transformers import Qwen2TokenizerFast  # type: ignore[attr-defined]  # exported lazily, unseen by mypy
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     path = Path(ranks_path) if ranks_path is not None else qwen_ranks_path()

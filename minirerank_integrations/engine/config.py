@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .prompts import DEFAULT_INSTRUCTION, MAX_LENGTH
-from .video import (
+from .video_settings import (
     DEFAULT_VIDEO_FILE_TOTAL_PIXELS,
     DEFAULT_VIDEO_FPS,
     DEFAULT_VIDEO_FRAME_MAX_PIXELS,
@@ -48,14 +48,14 @@ class RerankConfig(BaseModel):
             raise ConfigError(_validation_message(exc)) from exc
 
     @classmethod
-    def model_validate(cls, obj: object, **kwargs: object) -> RerankConfig:  # type: ignore[override]
+    def model_validate(cls, obj: object, **kwargs: object) -> RerankConfig:
         try:
             return super().model_validate(obj, **kwargs)  # type: ignore[arg-type]
         except ValidationError as exc:
             raise ConfigError(_validation_message(exc)) from exc
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: object) -> RerankConfig:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: object) -> RerankConfig:
         try:
             return super().model_validate_json(json_data, **kwargs)  # type: ignore[arg-type]
         except ValidationError as exc:

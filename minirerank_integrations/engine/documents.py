@@ -22,6 +22,8 @@ A document file that cannot be read (a PDF that is encrypted or broken, a text f
 FIFO or device under a document's name) is one bad document: :func:`read_corpus` keeps its place as an
 :class:`UnreadableDocument` with the reason, so a run can store the rest and report it. A malformed JSONL
 line, a missing path or an unknown file type is a mistake in the list itself and raises :class:`InputError`.
+A text or JSONL file larger than ``max_file_bytes`` (:data:`MAX_DOCUMENT_FILE_BYTES` by default) is such a bad
+document too, its error naming the file and the cap.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import InputError, MiniRerankError
+from ..errors import ConfigError, InputError, MiniRerankError
 from .images import IMAGE_SUFFIXES, is_image_file
 from .inputs import Candidate, PdfPage
 from .pdf import pdf_pages
@@ -49,6 +51,7 @@ __all__ = [
     "DUMP_READERS_GROUP",
     "DumpReader",
     "JSONL_SUFFIXES",
+    "MAX_DOCUMENT_FILE_BYTES",
     "PDF_SUFFIXES",
     "TEXT_SUFFIXES",
     "UnreadableDocument",
@@ -62,6 +65,11 @@ logger = logging.getLogger(__name__)
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 PDF_SUFFIXES = frozenset({".pdf"})
+
+#: Largest text or JSONL document file read (bytes), as for an image file (``sources.MAX_FILE_BYTES``): a
+#: JSONL list this size already holds millions of documents, and the cap keeps a wrong path (a disk image, a
+#: log that grows while it is read) from filling memory. ``read_corpus(max_file_bytes=...)`` changes it.
+MAX_DOCUMENT_FILE_BYTES = 256 * 2**20
 
 #: The entry point group under which an adapter package registers the module that reads its framework's dumps.
 DUMP_READERS_GROUP = "minirerank.document_dumps"
@@ -83,14 +91,20 @@ class UnreadableDocument:
 
 
 def read_corpus(
-    paths: Iterable[str | os.PathLike[str]], *, require_ids: bool = False
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    require_ids: bool = False,
+    max_file_bytes: int = MAX_DOCUMENT_FILE_BYTES,
 ) -> list[Candidate | UnreadableDocument]:
     """The documents that ``paths`` hold, in order; a folder contributes its files sorted by path.
 
-    A document file that cannot be read is an :class:`UnreadableDocument` in its place. Raises
-    :class:`InputError` naming the path (and line) for a missing path, an unknown file type or a JSONL
-    line that is not a document, or (``require_ids``) a JSONL document without an id of its own.
+    A document file that cannot be read (or a text or JSONL file over ``max_file_bytes`` bytes) is an
+    :class:`UnreadableDocument` in its place. Raises :class:`InputError` naming the path (and line) for a
+    missing path, an unknown file type or a JSONL line that is not a document, or (``require_ids``) a JSONL
+    document without an id of its own; :class:`ConfigError` for a ``max_file_bytes`` below 1.
     """
+    if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes < 1:
+        raise ConfigError(f"max_file_bytes must be a positive number of bytes, got {max_file_bytes!r}")
     documents: list[Candidate | UnreadableDocument] = []
     for raw in paths:
         path = Path(raw)
@@ -104,15 +118,20 @@ def read_corpus(
             if not files:
                 raise InputError(f"{path}: the folder holds no image, text, PDF or JSONL files")
             for file in files:
-                documents.extend(_read_file(file, require_ids))
+                documents.extend(_read_file(file, require_ids, max_file_bytes))
         elif path.exists() or path.is_symlink():
-            documents.extend(_read_file(path, require_ids))
+            documents.extend(_read_file(path, require_ids, max_file_bytes))
         else:
             raise InputError(f"{path}: no such file or folder")
     return documents
 
 
-def read_documents(paths: Iterable[str | os.PathLike[str]], *, require_ids: bool = False) -> list[Candidate]:
+def read_documents(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    require_ids: bool = False,
+    max_file_bytes: int = MAX_DOCUMENT_FILE_BYTES,
+) -> list[Candidate]:
     """The documents that ``paths`` hold, in order; a folder contributes its files sorted by path.
 
     Raises :class:`InputError` naming the path (and line) for a missing path, an unknown file type or
@@ -120,7 +139,7 @@ def read_documents(paths: Iterable[str | os.PathLike[str]], *, require_ids: bool
     the first document file that cannot be read (:func:`read_corpus` keeps going instead).
     """
     documents = []
-    for document in read_corpus(paths, require_ids=require_ids):
+    for document in read_corpus(paths, require_ids=require_ids, max_file_bytes=max_file_bytes):
         if isinstance(document, UnreadableDocument):
             raise document.error
         documents.append(document)
@@ -152,7 +171,7 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def _read_file(path: Path, require_ids: bool) -> list[Candidate | UnreadableDocument]:
+def _read_file(path: Path, require_ids: bool, max_file_bytes: int) -> list[Candidate | UnreadableDocument]:
     kind = _kind(path)
     if kind is None:
         known = ", ".join(sorted({*IMAGE_SUFFIXES, *TEXT_SUFFIXES, *JSONL_SUFFIXES, *PDF_SUFFIXES}))
@@ -160,11 +179,13 @@ def _read_file(path: Path, require_ids: bool) -> list[Candidate | UnreadableDocu
     if kind == "image":  # read when it is scored, where a bad image is that candidate's error
         return [Candidate(images=[str(path)], id=str(path))]
     try:
-        _check_regular(path)
+        size = _check_regular(path)
+        if kind in ("text", "jsonl") and size > max_file_bytes:  # refused before a byte is read
+            raise _too_large(path, max_file_bytes, f"{size} bytes")
         if kind == "text":
-            return [Candidate(text=_text(path), id=str(path))]
+            return [Candidate(text=_text(path, max_file_bytes), id=str(path))]
         if kind == "jsonl":
-            return list(_read_jsonl(path, require_ids))
+            return list(_read_jsonl(path, require_ids, max_file_bytes))
         pages = len(pdf_pages(path))  # ImageLoadError names an encrypted, broken or unreadable PDF
     except _Unreadable as error:
         return [UnreadableDocument(str(path), error)]
@@ -179,21 +200,33 @@ class _Unreadable(InputError):
     """A document file that is there but cannot be read as one (JSONL files included)."""
 
 
-def _check_regular(path: Path) -> None:
+def _check_regular(path: Path) -> int:
+    """The size of ``path`` in bytes, once it is known to be a regular file."""
     try:
-        mode = path.stat().st_mode
+        status = path.stat()
     except OSError as error:
         raise _Unreadable(f"{path}: cannot read the file: {error}") from error
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         # Reading a FIFO blocks and a device (a link to /dev/zero, say) never ends.
         raise _Unreadable(f"{path}: not a regular file")
+    return status.st_size
 
 
-def _text(path: Path) -> str:
+def _too_large(path: Path, max_file_bytes: int, size: str) -> _Unreadable:
+    return _Unreadable(
+        f"{path}: {size}, over the {max_file_bytes}-byte cap on a text or JSONL document file; split it, or raise "
+        "the cap (read_corpus's max_file_bytes, minirerank precache --max-file-bytes)"
+    )
+
+
+def _text(path: Path, max_file_bytes: int) -> str:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(max_file_bytes + 1)  # bounded: the file may have grown since it was measured
     except OSError as error:
         raise _Unreadable(f"{path}: cannot read the file: {error}") from error
+    if len(data) > max_file_bytes:
+        raise _too_large(path, max_file_bytes, "grew while it was read")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -202,11 +235,15 @@ def _text(path: Path) -> str:
         ) from error
 
 
-def _read_jsonl(path: Path, require_ids: bool) -> list[Candidate]:
+def _read_jsonl(path: Path, require_ids: bool, max_file_bytes: int) -> list[Candidate]:
     documents = []
+    read = 0
     try:
         with path.open("rb") as lines:
             for number, raw in enumerate(lines, start=1):
+                read += len(raw)
+                if read > max_file_bytes:  # the file grew since it was measured
+                    raise _too_large(path, max_file_bytes, "grew while it was read")
                 where = f"{path}:{number}"
                 try:
                     line = raw.decode("utf-8")

@@ -14,6 +14,7 @@ from .config import RerankConfig
 from .counters import WorkCounters
 from .modeling import Backbone, SegmentStates
 from .prompts import PreparedImage, Segment
+from .video import VideoGroup
 from .pruning import embedder_importances, keep_mask, random_importance
 
 __all__ = ["FeatureCache", "SegmentEncoder"]
@@ -48,11 +49,17 @@ class SegmentEncoder:
         return len(self._importance)
 
     def features(self, backbone: Backbone, image: PreparedImage, cache: FeatureCache | None = None):
-        """Vision features of ``image`` under ``backbone``, from ``cache`` when this call already encoded it."""
+        """Vision features of ``image`` under ``backbone``, from ``cache`` when this call already encoded it.
+        A video's temporal group is encoded with its whole video, and every group of it is cached."""
         key = (id(backbone), image.digest)
         if cache is not None and key in cache:
             return cache[key]
         self.counters.vision_encodings += 1
+        if isinstance(image, VideoGroup):
+            cache = {} if cache is None else cache
+            for group, feats in zip(image.video.groups, backbone.encode_video(image.video)):
+                cache[(id(backbone), group.digest)] = feats
+            return cache[key]
         feats = backbone.encode_image(image)
         if cache is not None:
             cache[key] = feats
@@ -63,7 +70,7 @@ class SegmentEncoder:
         unique = list({im.digest: im for im in images if (id(self.backbone), im.digest) not in cache}.values())
         for image, feats in zip(unique, self.backbone.encode_images(unique)):
             cache[(id(self.backbone), image.digest)] = feats
-        self.counters.vision_encodings += len(unique)
+        self.counters.vision_encodings += len({getattr(im, "video", im) for im in unique})  # a video counts once
 
     def _guide(self, cfg: RerankConfig) -> tuple:
         """What ranks the tokens: the embedder's weight digest, not its identity (importances computed before its

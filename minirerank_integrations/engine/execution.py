@@ -49,30 +49,44 @@ def compute_prefix_entry(
 
 @torch.no_grad()
 def plan_logits(
-    plan: CallPlan, encoder: SegmentEncoder, store: PrefixStore, cancelled: threading.Event | None = None
+    plan: CallPlan,
+    encoder: SegmentEncoder,
+    store: PrefixStore,
+    cancelled: threading.Event | None = None,
+    dropped: Callable[[], set[int]] | None = None,
 ) -> torch.Tensor:
     """logit(yes) - logit(no) of each pair of ``plan`` [pairs], float32, on the model's device.
 
     ``cancelled``, when given, is checked between batches: once it is set the call stops with
-    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batch in flight)."""
+    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batch in flight). ``dropped``, when given,
+    names the rows no longer wanted (their callers left), asked before each batch: those rows are left out of
+    the batches not yet run and their logits are NaN; once every row is dropped the call stops as cancelled."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
     cache: FeatureCache = {}  # vision features of this call, by (backbone, digest)
     logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
     if not len(plan):
         return torch.zeros(0)
+    total = len(plan.singles) if cfg.format == "query_first" else len(plan.rows)
 
-    def check() -> None:
+    def check() -> set[int]:
+        """The rows to leave out of the next batch; raises once the whole call is abandoned."""
         if cancelled is not None and cancelled.is_set():
             raise CallCancelled("the call was cancelled; it stopped between batches")
+        gone = dropped() if dropped is not None else set()
+        if len(gone) >= total:
+            raise CallCancelled("every request of the call was abandoned; it stopped between batches")
+        return gone
 
-    check()
+    gone = check()
     if cfg.format == "query_first":
         for start in range(0, len(plan.singles), cfg.batch_size):
-            chunk = plan.singles[start : start + cfg.batch_size]
-            states = [encoder.states(segment, cfg, cache) for segment in chunk]
-            counters.single_passes += len(chunk)
-            logits.append(single_segment_logits(backbone, states, cfg.exit_layer))
-            check()
+            rows = [r for r in range(start, min(start + cfg.batch_size, total)) if r not in gone]
+            states = [encoder.states(plan.singles[r], cfg, cache) for r in rows]
+            counters.single_passes += len(rows)
+            stop = min(start + cfg.batch_size, total)
+            computed = single_segment_logits(backbone, states, cfg.exit_layer) if rows else None
+            logits.append(_spread(computed, rows, start, stop, backbone.device))
+            gone = check()
         return _per_pair(plan, logits)
 
     suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
@@ -84,27 +98,52 @@ def plan_logits(
     window = max(cfg.batch_size, FETCH_WINDOW)
     fetches = plan.fetch_windows(window)
     entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
+    missing: set[str] = set()  # store misses, computed when a wanted row first needs them: a dropped row's cost nothing
     with closing(_read_ahead(store.get_many, fetches)) as reads:  # closed at once, even on an error
         for w, fetched in enumerate(reads):
             window_start, window_end = w * window, (w + 1) * window
             for key, entry in zip(fetches[w], fetched):
                 if entry is None:
-                    entry = compute_prefix_entry(encoder, plan.prefixes[key], cfg, cache)
-                    store.put(key, entry)
+                    missing.add(key)
                 else:
                     counters.prefix_hits += 1
-                entries[key] = entry
+                    entries[key] = entry
             for start in range(window_start, min(window_end, len(plan.rows)), cfg.batch_size):
-                chunk = plan.rows[start : min(start + cfg.batch_size, window_end)]
+                stop = min(start + cfg.batch_size, window_end, len(plan.rows))
+                rows = [r for r in range(start, stop) if r not in gone]
+                for key in dict.fromkeys(plan.rows[r][0] for r in rows):
+                    if key in missing:
+                        missing.discard(key)
+                        entries[key] = compute_prefix_entry(encoder, plan.prefixes[key], cfg, cache)
+                        store.put(key, entries[key])
+                chunk = [plan.rows[r] for r in rows]
                 batch_entries = [entries[k] for k, _ in chunk]
                 batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
                 prebands = [suffixes[s][1] for _, s in chunk]
                 counters.pair_passes += len(chunk)
-                logits.append(pair_logits(backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer))
-                check()
+                computed = (
+                    pair_logits(backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
+                    if chunk
+                    else None
+                )
+                logits.append(_spread(computed, rows, start, stop, backbone.device))
+                gone = check()
             for key in [k for k in entries if last_use[k] < window_end]:
                 del entries[key]
     return _per_pair(plan, logits)
+
+
+def _spread(
+    computed: torch.Tensor | None, rows: list[int], start: int, stop: int, device: torch.device
+) -> torch.Tensor:
+    """The logits of rows ``start..stop-1`` [stop - start]: ``computed`` for ``rows`` (the wanted ones, in order),
+    NaN for the rows left out."""
+    if computed is not None and len(rows) == stop - start:
+        return computed
+    out = torch.full((stop - start,), float("nan"), dtype=torch.float32, device=device)
+    if computed is not None:
+        out[torch.tensor(rows, device=computed.device) - start] = computed.float()
+    return out
 
 
 def _per_pair(plan: CallPlan, row_logits: list[torch.Tensor]) -> torch.Tensor:

@@ -128,8 +128,11 @@ def key_image(
     fetcher: ImageFetcher | None = None,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    factor: int = 32,
 ) -> KeyedImage:
     """Key ``source`` for the model: its digest and resized size, decoding only a source not seen before.
+    ``factor``: the multiple both sides are rounded to (32; a video's frames are first resized at 64, as
+    qwen-vl-utils resizes each frame of a list).
 
     Raises:
         ImageLoadError: as :func:`~.images.prepare_image` (a source not seen before is decoded here, so an
@@ -138,28 +141,28 @@ def key_image(
     desc = describe_source(source)
     kind, value = _locate(source, desc, fetcher)
     if kind == "file":
-        return _key_file(value, desc, min_pixels, max_pixels)  # type: ignore[arg-type]
+        return _key_file(value, desc, min_pixels, max_pixels, factor)  # type: ignore[arg-type]
     if kind == "pdf":
-        return _key_page(value, desc, min_pixels, max_pixels)  # type: ignore[arg-type]
+        return _key_page(value, desc, min_pixels, max_pixels, factor)  # type: ignore[arg-type]
     if kind == "bytes":
         data: bytes = value  # type: ignore[assignment]
         key = f"c:{xxhash.xxh3_128_hexdigest(data)}"  # as a file of the same bytes
-        return _key_content(key, desc, lambda: _decode_as(data, desc), min_pixels, max_pixels)
+        return _key_content(key, desc, lambda: _decode_as(data, desc), min_pixels, max_pixels, factor)
     if kind == "text":
         text: str = value  # type: ignore[assignment]
         # base64 and data URIs are keyed by the bytes they carry, as a file or bytes of the same image: a page
         # pre-cached from its file is found when a framework sends it as base64 (one decode, ~1 GB/s).
-        data = encoded_image_bytes(text, desc)
-        if data:
-            key = f"c:{xxhash.xxh3_128_hexdigest(data)}"
+        carried = encoded_image_bytes(text, desc)
+        if carried:
+            key = f"c:{xxhash.xxh3_128_hexdigest(carried)}"
         else:
             key = f"t:{xxhash.xxh3_128_hexdigest(text.encode('utf-8', 'surrogatepass'))}"
-        return _key_content(key, desc, lambda: load_image(text), min_pixels, max_pixels)
+        return _key_content(key, desc, lambda: load_image(text), min_pixels, max_pixels, factor)
     # A PIL image: its pixels are its identity, and it may be changed by its owner between calls.
     upright = load_image(value)  # type: ignore[arg-type]  # a converted copy, never the caller's image
     hasher = xxhash.xxh3_128(f"{upright.mode}\0{upright.width}x{upright.height}\0".encode())
     hasher.update(upright.tobytes())
-    return _key_content(f"p:{hasher.hexdigest()}", desc, lambda: upright, min_pixels, max_pixels)
+    return _key_content(f"p:{hasher.hexdigest()}", desc, lambda: upright, min_pixels, max_pixels, factor)
 
 
 # -- sources ----------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ def _settled(info: os.stat_result) -> bool:
     return time.time_ns() - newest > SETTLE_SECONDS * 1e9
 
 
-def _key_file(path: str, desc: str, min_pixels: int, max_pixels: int) -> KeyedImage:
+def _key_file(path: str, desc: str, min_pixels: int, max_pixels: int, factor: int) -> KeyedImage:
     try:
         info: os.stat_result | None = os.stat(path)
     except (OSError, ValueError):
@@ -222,10 +225,10 @@ def _key_file(path: str, desc: str, min_pixels: int, max_pixels: int) -> KeyedIm
             size = _sizes.get(key)
             if size is not None:
                 decode = functools.partial(_checked_file, path, desc, digest)
-                return _lazy(key, desc, size, decode, min_pixels, max_pixels)  # type: ignore[arg-type]
+                return _lazy(key, desc, size, decode, min_pixels, max_pixels, factor)  # type: ignore[arg-type]
     data = _read_as(path, desc)
     digest = xxhash.xxh3_128_hexdigest(data)
-    keyed = _key_content(f"c:{digest}", desc, lambda: _decode_as(data, desc), min_pixels, max_pixels)
+    keyed = _key_content(f"c:{digest}", desc, lambda: _decode_as(data, desc), min_pixels, max_pixels, factor)
     # Remember the stamp only when it describes the bytes just read: unchanged across the read, and old
     # enough that a later write would show in it.
     try:
@@ -286,7 +289,7 @@ def _file_digest(path: str, desc: str) -> str:
         os.close(descriptor)
 
 
-def _key_page(page: PdfPage, desc: str, min_pixels: int, max_pixels: int) -> KeyedImage:
+def _key_page(page: PdfPage, desc: str, min_pixels: int, max_pixels: int, factor: int) -> KeyedImage:
     path = os.fsdecode(os.fspath(page.path))
     try:
         info: os.stat_result | None = os.stat(path)
@@ -310,20 +313,22 @@ def _key_page(page: PdfPage, desc: str, min_pixels: int, max_pixels: int) -> Key
             raise ImageLoadError(f"{desc}: the PDF changed while it was in use; score it again")
         return image
 
-    return _key_content(key, desc, render, min_pixels, max_pixels)
+    return _key_content(key, desc, render, min_pixels, max_pixels, factor)
 
 
 # -- digests and sizes ------------------------------------------------------------------------------------
 
 
-def _digest(key: str, min_pixels: int, max_pixels: int) -> str:
-    return xxhash.xxh3_128_hexdigest(f"image v{IMAGE_KEY_VERSION}\0{key}\0{min_pixels}\0{max_pixels}".encode())
+def _digest(key: str, min_pixels: int, max_pixels: int, factor: int) -> str:
+    rounding = "" if factor == 32 else f"\0factor {factor}"  # 32 is left out: digests made before stay valid
+    text = f"image v{IMAGE_KEY_VERSION}\0{key}\0{min_pixels}\0{max_pixels}{rounding}"
+    return xxhash.xxh3_128_hexdigest(text.encode())
 
 
-def _resized_size(size: tuple[int, int], desc: str, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def _resized_size(size: tuple[int, int], desc: str, min_pixels: int, max_pixels: int, factor: int) -> tuple[int, int]:
     width, height = size
     try:
-        new_height, new_width = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+        new_height, new_width = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     except ImageLoadError as exc:
         raise ImageLoadError(f"{desc}: {exc}") from exc
     return new_width, new_height
@@ -335,21 +340,27 @@ def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def _key_content(
-    key: str, desc: str, decode: Callable[[], Image.Image], min_pixels: int, max_pixels: int
+    key: str, desc: str, decode: Callable[[], Image.Image], min_pixels: int, max_pixels: int, factor: int
 ) -> KeyedImage:
     """Key a source by ``key`` (its kind and content digest); decode it unless its size is already known."""
     size = _sizes.get(key)
     if size is not None:
-        return _lazy(key, desc, size, decode, min_pixels, max_pixels)  # type: ignore[arg-type]
+        return _lazy(key, desc, size, decode, min_pixels, max_pixels, factor)  # type: ignore[arg-type]
     image = decode()
-    target = _resized_size(image.size, desc, min_pixels, max_pixels)
+    target = _resized_size(image.size, desc, min_pixels, max_pixels, factor)
     resized = _resize(image, target)
     _sizes.put(key, image.size)  # only once decoded and resizable: a bad source is never remembered
-    return KeyedImage(_digest(key, min_pixels, max_pixels), target, resized, lambda: resized)
+    return KeyedImage(_digest(key, min_pixels, max_pixels, factor), target, resized, lambda: resized)
 
 
 def _lazy(
-    key: str, desc: str, size: tuple[int, int], decode: Callable[[], Image.Image], min_pixels: int, max_pixels: int
+    key: str,
+    desc: str,
+    size: tuple[int, int],
+    decode: Callable[[], Image.Image],
+    min_pixels: int,
+    max_pixels: int,
+    factor: int,
 ) -> KeyedImage:
-    target = _resized_size(size, desc, min_pixels, max_pixels)
-    return KeyedImage(_digest(key, min_pixels, max_pixels), target, None, lambda: _resize(decode(), target))
+    target = _resized_size(size, desc, min_pixels, max_pixels, factor)
+    return KeyedImage(_digest(key, min_pixels, max_pixels, factor), target, None, lambda: _resize(decode(), target))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, Union, cast
 
 from PIL import Image
 
@@ -183,7 +183,9 @@ def _as_image_tuple(images: object, what: str) -> tuple[ImageSource, ...]:
             "wrap one image in a list: images=[...]"
         )
     # One image is accepted where a list is expected; bytes are sequences too, of ints.
-    if isinstance(images, (bytes, bytearray, memoryview, os.PathLike, Image.Image, PdfPage)):
+    if isinstance(images, (bytearray, memoryview)):
+        return (bytes(images),)
+    if isinstance(images, (bytes, os.PathLike, Image.Image, PdfPage)):
         return (images,)
     if isinstance(images, (Mapping, Set)):
         # A dict iterates over its keys, a set in no stable order: neither is a list of images.
@@ -213,7 +215,7 @@ def _as_video_tuple(videos: object, what: str) -> tuple[VideoSource, ...]:
     if isinstance(videos, (Mapping, Set)):
         raise InputError(f"{what}'s videos must be a list of video sources, got {type(videos).__name__}")
     try:
-        items = tuple(videos)  # type: ignore[call-overload]  # any iterable; a non-iterable is refused below
+        items = tuple(cast(Iterable[object], videos))  # any iterable; a non-iterable is refused below
     except TypeError as exc:
         raise InputError(f"{what}'s videos must be a list of video sources, got {type(videos).__name__}") from exc
     return tuple(_as_video(item, what, number) for number, item in enumerate(items))

@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -89,7 +89,7 @@ def load(
     if str(name_or_path) == DEMO_MODEL:
         # The dense weights for the query-first format (the preset or a configuration), else the adapted ones.
         dense = config == "dense" or (isinstance(config, RerankConfig) and config.format == "query_first")
-        variant = "dense" if dense else "paper"
+        variant: Literal["dense", "paper"] = "dense" if dense else "paper"
         name_or_path = demo_checkpoint(variant)
         if variant == "paper" and embedder is None:
             embedder = demo_checkpoint("dense")

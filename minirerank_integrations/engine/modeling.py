@@ -4,9 +4,11 @@ DeepStack features, and M-RoPE positions computed per segment.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
@@ -14,8 +16,13 @@ from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, Qwen3VLF
 from ..errors import ConfigError, ModelLoadError
 from .fingerprint import ModelIdentity, processor_identity
 from .prompts import PreparedImage, Segment
+from .video import PreparedVideo, VideoGroup
+from .video_settings import VideoProcessing
 
 logger = logging.getLogger(__name__)
+
+#: A checkpoint's video processor settings; read as JSON (the transformers class needs torchvision).
+VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
 
 #: A checkpoint folder may hold the RerankConfig it was adapted to; ``from_pretrained(config=None)`` uses it.
 CONFIG_FILE = "minirerank_config.json"
@@ -31,7 +38,7 @@ class SegmentStates:
 
     hidden: torch.Tensor  # [tokens, hidden]
     positions: torch.Tensor  # [3, tokens] M-RoPE (t, h, w)
-    visual: torch.Tensor  # [tokens] bool, True at image-pad tokens
+    visual: torch.Tensor  # [tokens] bool, True at image-pad and video-pad tokens
     deepstack: list[torch.Tensor]  # per DeepStack layer: [visual tokens, hidden]
     next_position: int  # where a following segment's first token sits
 
@@ -59,7 +66,14 @@ class SegmentStates:
 class Backbone:
     """A loaded ``Qwen3VLForConditionalGeneration`` with the pieces the layer loop needs."""
 
-    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor, name: str) -> None:
+    def __init__(
+        self,
+        model: Qwen3VLForConditionalGeneration,
+        tokenizer,
+        image_processor,
+        name: str,
+        video_processing: VideoProcessing | None = None,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -71,11 +85,13 @@ class Backbone:
         self.rotary = inner.language_model.rotary_emb
         self.norm = inner.language_model.norm
         self.embed_tokens = inner.language_model.embed_tokens
-        config = model.config
+        config: Any = model.config  # transformers types text_config and vision_config loosely
         self.num_layers = config.text_config.num_hidden_layers
         self.image_token_id = config.image_token_id
+        self.video_token_id = config.video_token_id
         self.merge_size = config.vision_config.spatial_merge_size
         self.patch_size = config.vision_config.patch_size
+        self.video_processing = video_processing or video_processing_of(image_processor)
         self.special_ids = set(tokenizer.all_special_ids) | {
             config.image_token_id,
             config.video_token_id,
@@ -129,7 +145,10 @@ class Backbone:
         return PreparedImage(image, grid, digest, self.merge_size)
 
     def encode_image(self, image: PreparedImage) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Vision features of one image: merged tokens [n, hidden] and DeepStack features [n, hidden] each."""
+        """Vision features of one image: merged tokens [n, hidden] and DeepStack features [n, hidden] each.
+        A video's temporal group is encoded with its whole video (:meth:`encode_video`)."""
+        if isinstance(image, VideoGroup):
+            return self.encode_video(image.video)[image.index]
         out = self.image_processor(images=[image.image], do_resize=False, return_tensors="pt")
         if tuple(out["image_grid_thw"][0].tolist()) != image.grid_thw:
             raise ValueError(f"image processor grid {out['image_grid_thw'][0].tolist()} != {image.grid_thw}")
@@ -138,12 +157,26 @@ class Backbone:
         out = self.visual(pixels, grid_thw=grid, return_dict=True)
         return out.pooler_output.to(self.dtype), [f.to(self.dtype) for f in out.deepstack_features]
 
+    def encode_video(self, video: PreparedVideo) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Vision features of each temporal group of ``video``, from one vision-encoder call on the whole video
+        (as ``Qwen3VLModel.get_video_features``: attention stays within each group)."""
+        pixels = video.pixel_values(self.video_processing).to(self.device, self.visual.dtype)
+        grid = torch.tensor([video.grid_thw], device=self.device)
+        out = self.visual(pixels, grid_thw=grid, return_dict=True)
+        sizes = [group.num_tokens for group in video.groups]
+        merged = out.pooler_output.to(self.dtype).split(sizes)
+        stacks = [f.to(self.dtype).split(sizes) for f in out.deepstack_features]
+        return [(merged[i], [stack[i] for stack in stacks]) for i in range(len(sizes))]
+
     # -- segments ---------------------------------------------------------------------------------
 
     def encode_images(self, images: list[PreparedImage]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
-        """:meth:`encode_image` of several images in one vision-encoder call (attention stays per image)."""
+        """:meth:`encode_image` of several images in one vision-encoder call (attention stays per image); video
+        groups are encoded by video, each video once."""
         if not images:
             return []
+        if any(isinstance(im, VideoGroup) for im in images):
+            return self._encode_mixed(images)
         out = self.image_processor(images=[im.image for im in images], do_resize=False, return_tensors="pt")
         grid = out["image_grid_thw"].to(self.device)
         if [tuple(g) for g in grid.tolist()] != [im.grid_thw for im in images]:
@@ -154,18 +187,29 @@ class Backbone:
         stacks = [f.to(self.dtype).split(sizes) for f in result.deepstack_features]
         return [(merged[i], [stack[i] for stack in stacks]) for i in range(len(images))]
 
+    def _encode_mixed(self, units: list[PreparedImage]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        plain = [im for im in units if not isinstance(im, VideoGroup)]
+        found = dict(zip((im.digest for im in plain), self.encode_images(plain)))
+        for unit in units:
+            if isinstance(unit, VideoGroup) and unit.digest not in found:
+                for group, feats in zip(unit.video.groups, self.encode_video(unit.video)):
+                    found[group.digest] = feats
+        return [found[unit.digest] for unit in units]
+
     def positions(self, segment: Segment, start: int = 0) -> tuple[torch.Tensor, int]:
         """M-RoPE positions [3, tokens] of a segment starting at ``start``, and the next free position.
 
         Text tokens advance all three axes together; an image at p gets t = p, h = p + row,
         w = p + column on the merged grid, and text after it resumes at p + max(rows, columns)
-        (as ``Qwen3VLModel.get_rope_index`` does for a whole sequence).
+        (as ``Qwen3VLModel.get_rope_index`` does for a whole sequence). A video's temporal group is placed as an
+        image of one frame: its timestamp text between groups separates them.
         """
         ids = segment.input_ids
+        pads = (self.image_token_id, self.video_token_id)
         out: list[torch.Tensor] = []
         pos, i, image_iter = start, 0, iter(segment.images)
         while i < len(ids):
-            if ids[i] == self.image_token_id:
+            if ids[i] in pads:
                 image = next(image_iter)
                 t, h, w = image.grid_thw
                 rows, cols = h // self.merge_size, w // self.merge_size
@@ -178,7 +222,7 @@ class Backbone:
                 pos += max(rows, cols)
             else:
                 j = i
-                while j < len(ids) and ids[j] != self.image_token_id:
+                while j < len(ids) and ids[j] not in pads:
                     j += 1
                 out.append(torch.arange(pos, pos + j - i).expand(3, -1))
                 pos += j - i
@@ -192,7 +236,7 @@ class Backbone:
         """Token embeddings with image features scattered in; ``image_features`` maps digest -> encode_image()."""
         ids = torch.tensor(segment.input_ids, device=self.device)
         hidden = self.embed_tokens(ids)  # [tokens, hidden]
-        visual = ids == self.image_token_id  # [tokens]
+        visual = (ids == self.image_token_id) | (ids == self.video_token_id)  # [tokens]
         deepstack: list[torch.Tensor] = []
         if segment.images:
             feats = [image_features[im.digest] for im in segment.images]
@@ -257,14 +301,51 @@ def load_backbone(
         raise ModelLoadError(
             f"{name!r} is a {config.model_type!r} model; a Qwen3VLForConditionalGeneration checkpoint is needed"
         )
+    extra: dict[str, Any] = dict(model_kwargs)  # passed through to transformers as given
     try:
-        model = Qwen3VLForConditionalGeneration.from_pretrained(name, dtype=torch_dtype, **model_kwargs)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(name, dtype=torch_dtype, **extra)
         tokenizer = AutoTokenizer.from_pretrained(name)
         image_processor = AutoImageProcessor.from_pretrained(name)
     except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError on a damaged weights file, ...
         raise ModelLoadError(f"cannot load {name!r}: {type(exc).__name__}: {exc}") from exc
+    video_processing = video_processing_of(image_processor, _video_processor_settings(name))
     try:
-        model.to(torch_device)
+        moved: Any = model  # transformers' stubs type .to(device) on a model wrongly
+        moved.to(torch_device)
     except (RuntimeError, AssertionError) as exc:  # e.g. torch built without that backend
         raise ModelLoadError(f"cannot move {name!r} to device {str(torch_device)!r}: {exc}") from exc
-    return Backbone(model, tokenizer, image_processor, name)
+    return Backbone(model, tokenizer, image_processor, name, video_processing)
+
+
+def video_processing_of(image_processor, settings: dict[str, Any] | None = None) -> VideoProcessing:
+    """How this checkpoint turns frames into ``pixel_values``: its video processor's settings (``settings``, read
+    from ``video_preprocessor_config.json``) where given, else its image processor's (Qwen3-VL ships the same)."""
+    settings = settings or {}
+
+    def pick(key: str, default: Any) -> Any:
+        value = settings.get(key)
+        return value if value is not None else getattr(image_processor, key, default)
+
+    base = VideoProcessing()
+    return VideoProcessing(
+        patch_size=int(pick("patch_size", base.patch_size)),
+        temporal_patch_size=int(pick("temporal_patch_size", base.temporal_patch_size)),
+        merge_size=int(pick("merge_size", base.merge_size)),
+        image_mean=tuple(float(v) for v in pick("image_mean", base.image_mean)),
+        image_std=tuple(float(v) for v in pick("image_std", base.image_std)),
+        rescale_factor=float(pick("rescale_factor", base.rescale_factor)),
+    )
+
+
+def _video_processor_settings(name: str) -> dict[str, Any] | None:
+    """The checkpoint folder's ``video_preprocessor_config.json``, when it has one."""
+    path = Path(name).expanduser() / VIDEO_PROCESSOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {str(path)!r}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise ModelLoadError(f"{str(path)!r} does not hold a JSON object")
+    return settings

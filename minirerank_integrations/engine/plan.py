@@ -73,7 +73,7 @@ def prefix_side(q: SideContent, d: SideContent, cfg: RerankConfig) -> Literal["q
     side = cfg.prefix_side
     if side != "auto":
         return side
-    return "query" if q.images and not d.images else "document"
+    return "query" if q.has_visual and not d.has_visual else "document"
 
 
 def pair_segments(

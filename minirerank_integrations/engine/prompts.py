@@ -18,7 +18,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import xxhash
 from PIL import Image
@@ -80,6 +80,10 @@ class PreparedImage:
         t, h, w = self.grid_thw
         return t * h * w // (self.merge_size**2)
 
+    def placeholder(self) -> str:
+        """Its place in the prompt: ``<|vision_start|>``, one ``<|image_pad|>`` per merged token, ``<|vision_end|>``."""
+        return "<|vision_start|>" + "<|image_pad|>" * self.num_tokens + "<|vision_end|>"
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PreparedImage):
             return NotImplemented
@@ -92,17 +96,36 @@ class PreparedImage:
         return f"PreparedImage(grid_thw={self.grid_thw}, digest={self.digest!r}, loaded={self.loaded})"
 
 
+class VideoLike(Protocol):
+    """A prepared video as a prompt sees it: its temporal groups, each a visual unit (:mod:`.video`)."""
+
+    @property
+    def groups(self) -> Sequence[PreparedImage]: ...
+
+
 @dataclass(frozen=True)
 class SideContent:
-    """What one side (query or document) contributes: its images, then its text."""
+    """What one side (query or document) contributes: its videos, then its images, then its text."""
 
     text: str | None
     images: Sequence[PreparedImage] = field(default_factory=tuple)
+    videos: Sequence[VideoLike] = field(default_factory=tuple)
+
+    @property
+    def has_visual(self) -> bool:
+        """Whether the side holds an image or a video."""
+        return bool(self.images) or bool(self.videos)
+
+    @property
+    def visual_units(self) -> tuple[PreparedImage, ...]:
+        """Its visual units in prompt order: each video's temporal groups, then the images."""
+        return (*(group for video in self.videos for group in video.groups), *self.images)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A tokenized stretch of prompt and the images whose pad tokens it holds, in order."""
+    """A tokenized stretch of prompt and the visual units (images, video groups) whose pad tokens it holds, in
+    order."""
 
     input_ids: tuple[int, ...]
     images: tuple[PreparedImage, ...]
@@ -207,16 +230,14 @@ def _encode_parts(tokenizer, parts: Sequence[Part]) -> list[int]:
     return ids
 
 
-def _image_placeholder(image: PreparedImage) -> str:
-    return "<|vision_start|>" + "<|image_pad|>" * image.num_tokens + "<|vision_end|>"
-
-
 def render_side(content: SideContent) -> tuple[list[Part], tuple[PreparedImage, ...]]:
-    """Images first, then text; a side with no content says ``NULL`` (as the official code does)."""
+    """Videos first (each temporal group after its timestamp), then images, then text; a side with no content
+    says ``NULL`` (as the official code does)."""
     text = content.text or ""
-    if not content.images and not text:
+    units = content.visual_units
+    if not units and not text:
         return ["NULL"], ()
-    return [*(_image_placeholder(im) for im in content.images), UserText(text)], tuple(content.images)
+    return [*(unit.placeholder() for unit in units), UserText(text)], units
 
 
 def _system_and_user_start(system: str) -> str:
@@ -327,6 +348,7 @@ def vision_first_segments(
 
 
 def embedder_segment(tokenizer, image: PreparedImage) -> Segment:
-    """The Qwen3-VL-Embedding prompt for one image; its last token is the pooled one."""
-    text = _system_and_user_start(EMBEDDER_SYSTEM) + _image_placeholder(image) + _ASSISTANT_START
+    """The Qwen3-VL-Embedding prompt for one visual unit (an image, or a video's temporal group after its
+    timestamp); its last token is the pooled one."""
+    text = _system_and_user_start(EMBEDDER_SYSTEM) + image.placeholder() + _ASSISTANT_START
     return Segment(tuple(encode_parts(tokenizer, [text])), (image,))

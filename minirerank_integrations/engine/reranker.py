@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL
-from ..errors import CandidateError, ConfigError, InputError, MiniRerankError
+from ..errors import CallCancelled, CandidateError, ConfigError, InputError, MiniRerankError
 from ..store import MemoryPrefixStore, PrefixStore, Storage, StoreConfig
 from .config import PresetName, RerankConfig
 from .counters import WorkCounters
@@ -30,7 +30,7 @@ from .modeling import Backbone, SegmentStates
 from .plan import CallPlan, pair_segments, plan_call
 from .precache_report import PrecacheOutcome, PrecacheReport
 from .prompts import Segment, SideContent
-from .request import RerankRequest, candidate_error, prepare_request
+from .request import PreparedRequest, RerankRequest, candidate_error, prepare_request
 from .sides import candidate_list, check_on_error, pair_list, prepare_side
 
 __all__ = ["MiniReranker", "RerankRequest", "WorkCounters"]
@@ -65,7 +65,7 @@ class MiniReranker:
         #: Embeds segments for this engine; its importance LRU is shared across calls.
         self.encoder = SegmentEncoder(backbone, embedder or backbone, self.counters)
         self._lock = threading.RLock()
-        self.config = config  # type: ignore[assignment]  # validated by the setter
+        self.config = config
         #: The :meth:`from_pretrained` arguments it was loaded with (name as given, options not at their default),
         #: None when built directly: what a framework component writes down to load the same engine again.
         self.loaded_as: dict[str, object] | None = None
@@ -135,7 +135,7 @@ class MiniReranker:
             loaded.backbone,
             loaded.config,
             store=loaded.store,
-            embedder=loaded.embedder,  # type: ignore[arg-type]  # a path was loaded into a Backbone
+            embedder=loaded.embedder,
             image_fetcher=image_fetcher,
         )
         reranker.loaded_as = loaded.loaded_as
@@ -149,7 +149,7 @@ class MiniReranker:
     def config(self, config: RerankConfig | PresetName) -> None:
         depth = self.backbone.num_layers
         if isinstance(config, str):
-            resolved = RerankConfig.preset(config, depth)  # type: ignore[arg-type]  # preset() names the bad one
+            resolved = RerankConfig.preset(config, depth)
         elif isinstance(config, RerankConfig):
             resolved = config.resolve(depth)
         else:
@@ -215,20 +215,56 @@ class MiniReranker:
         self, requests: Sequence[RerankRequest], return_exceptions: bool, cancelled: threading.Event | None = None
     ) -> list[RerankResults | MiniRerankError]:
         cfg = self._config  # one configuration from start to end of the call
-        prepared = [prepare_request(self.prepare, request, cfg) for request in requests]
+        prepared = [self.prepare_request(request, cfg) for request in requests]
         if not return_exceptions:
             for p in prepared:
                 if p.error is not None:
                     raise p.error
-        live = [p for p in prepared if p.error is None]
-        pairs = [(p.query, side) for p in live for _, _, side in p.kept]
-        scores = iter(self._score_pairs(pairs, cfg, cancelled))  # type: ignore[arg-type]
+        return self.score_prepared(list(zip(requests, prepared)), cfg, cancelled=cancelled)
+
+    def prepare_request(self, request: RerankRequest, cfg: RerankConfig | None = None) -> PreparedRequest:
+        """The first half of :meth:`rerank_many`, outside the model lock: ``request``'s sides read and checked
+        (images keyed, decoded when new). Its own errors are kept in the result, not raised. A server prepares
+        each request as it arrives and scores, with :meth:`score_prepared`, whatever is prepared once the model
+        is free."""
+        return prepare_request(self.prepare, request, cfg or self._config)
+
+    def score_prepared(
+        self,
+        items: Sequence[tuple[RerankRequest, PreparedRequest]],
+        cfg: RerankConfig | None = None,
+        *,
+        cancelled: threading.Event | None = None,
+        abandoned: Sequence[threading.Event] | None = None,
+    ) -> list[RerankResults | MiniRerankError]:
+        """The second half of :meth:`rerank_many`: the prepared requests (prepared under ``cfg``) scored in one
+        plan; a request prepared with an error gets that error. ``abandoned[i]`` set means request ``i``'s caller
+        left: its pairs are left out of the batches not yet run (a pair another request wants still runs) and it
+        gets :class:`CallCancelled`; once every request is abandoned, or ``cancelled`` is set, the call stops
+        between batches with :class:`CallCancelled`."""
+        cfg = cfg or self._config
+        pairs: list[tuple[SideContent, SideContent]] = []
+        owner: list[int] = []  # the request of each pair
+        for number, (_, p) in enumerate(items):
+            if p.error is None:
+                assert p.query is not None  # prepared without an error: a query
+                pairs += [(p.query, side) for _, _, side in p.kept]
+                owner += [number] * len(p.kept)
+        gone = abandoned or [threading.Event() for _ in items]
+        logits = self._logits(pairs, cfg, cancelled, owner, gone)
+        kept = [k for k in range(len(pairs)) if not gone[owner[k]].is_set()]
+        scores = dict(zip(kept, finite_scores(logits[kept], kept) if kept else []))
         out: list[RerankResults | MiniRerankError] = []
-        for request, p in zip(requests, prepared):
+        position = 0
+        for number, (request, p) in enumerate(items):
             if p.error is not None:
                 out.append(p.error)
                 continue
-            results = [RerankResult(index, next(scores), cid) for index, cid, _ in p.kept]
+            first, position = position, position + len(p.kept)
+            if gone[number].is_set():
+                out.append(CallCancelled("the request was abandoned; its pairs were dropped from the batches left"))
+                continue
+            results = [RerankResult(index, scores[k], cid) for k, (index, cid, _) in enumerate(p.kept, first)]
             results.sort(key=lambda r: (-r.score, r.index))
             out.append(RerankResults(results if request.top_n is None else results[: request.top_n], p.skipped))
         return out
@@ -403,9 +439,29 @@ class MiniReranker:
     def _score_pairs(
         self, pairs: list[tuple[SideContent, SideContent]], cfg: RerankConfig, cancelled: threading.Event | None = None
     ) -> list[float]:
+        return finite_scores(self._logits(pairs, cfg, cancelled), range(len(pairs))) if pairs else []
+
+    def _logits(
+        self,
+        pairs: list[tuple[SideContent, SideContent]],
+        cfg: RerankConfig,
+        cancelled: threading.Event | None = None,
+        owner: list[int] | None = None,
+        gone: Sequence[threading.Event] = (),
+    ) -> torch.Tensor:
+        """Each pair's logit [pairs] by the plan; a pair whose request ``gone[owner[k]]`` is set may be dropped
+        (NaN) from the batches not yet run."""
         if not pairs:
-            return []
+            return torch.zeros(0)
         with self._lock:
             plan = plan_call(self.backbone, self.encoder.embedder, pairs, cfg)
-            logits = plan_logits(plan, self.encoder, self.store, cancelled)
-        return finite_scores(logits, range(len(pairs)))
+            rows = len(plan.singles) if cfg.format == "query_first" else len(plan.rows)
+
+            def dropped() -> set[int]:
+                if owner is None or not any(event.is_set() for event in gone):
+                    return set()
+                wanted = {plan.pair_rows[k] for k, number in enumerate(owner) if not gone[number].is_set()}
+                return set(range(rows)) - wanted
+
+            logits = plan_logits(plan, self.encoder, self.store, cancelled, dropped)
+        return logits

@@ -7,13 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from ..errors import ImageLoadError, InputError
+from ..errors import ImageLoadError, InputError, VideoLoadError
 from .config import RerankConfig
 from .image_keys import key_image
 from .images import ImageFetcher
 from .inputs import Candidate, OnError, Query
 from .modeling import Backbone
 from .prompts import PreparedImage, SideContent
+from .video import prepare_video
+from .video_settings import VideoSettings
 
 __all__ = ["OnError", "candidate_list", "check_on_error", "check_top_n", "pair_list", "prepare_side"]
 
@@ -27,15 +29,14 @@ def prepare_side(
     fetcher: ImageFetcher | None = None,
     side: Literal["query", "candidate"] = "candidate",
 ) -> SideContent:
-    """Read one side's images and check its text. ``what`` names the item in messages; a candidate's
-    errors are wrapped in :class:`CandidateError` by the caller, so its images are named "image i".
+    """Read one side's images and videos and check its text. ``what`` names the item in messages; a candidate's
+    errors are wrapped in :class:`CandidateError` by the caller, so its images are named "image i" (its videos
+    "video i").
 
     An image seen before (same bytes, same resize bounds) is not decoded again: its size is remembered, and its
     pixels are decoded only if they are encoded (:mod:`.image_keys`)."""
     if item.is_empty:
         raise InputError(f"{what} has neither text nor images")
-    if item.videos:
-        raise InputError(f"{what}: videos are not yet supported by this engine")
     if item.text is not None:
         check_encodable(item.text, what)
     images = []
@@ -49,10 +50,26 @@ def prepare_side(
         width, height = keyed.size
         grid = (1, height // backbone.patch_size, width // backbone.patch_size)
         images.append(PreparedImage(keyed.image, grid, keyed.digest, backbone.merge_size, loader=keyed.loader))
-    pads = sum(im.num_tokens + 2 for im in images)  # + vision_start and vision_end
+    videos = []
+    for number, video in enumerate(item.videos):
+        try:
+            videos.append(
+                prepare_video(
+                    video,
+                    settings=VideoSettings.of(cfg),
+                    processing=backbone.video_processing,
+                    fetcher=fetcher,
+                )
+            )
+        except VideoLoadError as exc:
+            label = f"{what}'s video {number}" if side == "query" else f"video {number}"
+            raise VideoLoadError(f"{label}: {exc}") from exc
+    content = SideContent(item.text, tuple(images), tuple(videos))
+    pads = sum(unit.num_tokens + 2 for unit in content.visual_units)  # + vision_start and vision_end
     if pads > cfg.max_length:
-        raise InputError(f"{what}'s {len(images)} images need {pads} tokens, more than max_length {cfg.max_length}")
-    return SideContent(item.text, tuple(images))
+        shown = f"{len(images)} images" + (f" and {len(videos)} videos" if videos else "")
+        raise InputError(f"{what}'s {shown} need {pads} tokens, more than max_length {cfg.max_length}")
+    return content
 
 
 def check_encodable(text: str, what: str) -> None:

@@ -1,0 +1,82 @@
+"""Dense (query-first) scores with videos equal the official reranker's: its own formatting, qwen-vl-utils'
+sampling and resize, and transformers' Qwen3-VL processor (timestamps, temporal patches), then a plain forward
+of the model, within 1e-5 in float32 (``docs/design.md``, "Video")."""
+
+from __future__ import annotations
+
+import pytest
+from official.oracle import run_official
+from pictures import drawn_image
+from video_clips import clip_frames, write_clip
+
+from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
+
+MAX_FRAMES = 4  # a 7-frame list is subsampled, a 12-frame file at 4 fps gives its 4-frame minimum
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    frames = clip_frames(7, seed=3)  # a list of 7: the official sampling keeps 4 of them
+    frame_paths = []
+    for index, frame in enumerate(frames):
+        frame_paths.append(str(folder / f"frame{index}.png"))
+        frame.save(frame_paths[-1])
+    image = folder / "page.png"
+    drawn_image(64, 96, 5).save(image)
+    return {
+        "clip": str(write_clip(folder / "clip.mov", clip_frames(12, seed=1))),  # 3 s at 4 fps
+        "mp4": str(write_clip(folder / "clip.mp4", clip_frames(6, 96, 64, seed=2), codec="libx264")),
+        "frames": frame_paths,
+        "image": str(image),
+    }
+
+
+def cases(media):
+    """(engine query, engine candidate, official query, official document)."""
+    return [
+        (  # text -> video file
+            Query(text="a disc moving right"),
+            Candidate(videos=[media["clip"]]),
+            {"text": "a disc moving right"},
+            {"video": media["clip"]},
+        ),
+        (  # video (a list of frame files) -> text
+            Query(videos=[media["frames"]]),
+            Candidate(text="a disc crossing the frame"),
+            {"video": media["frames"]},
+            {"text": "a disc crossing the frame"},
+        ),
+        (  # video file -> image
+            Query(videos=[media["mp4"]]),
+            Candidate(images=[media["image"]]),
+            {"video": media["mp4"]},
+            {"image": media["image"]},
+        ),
+        (  # a side with a video and an image and text; the other side a video too
+            Query(text="which clip", videos=[media["mp4"]]),
+            Candidate(text="a caption", images=[media["image"]], videos=[media["frames"]]),
+            {"text": "which clip", "video": media["mp4"]},
+            {"text": "a caption", "image": media["image"], "video": media["frames"]},
+        ),
+    ]
+
+
+def test_dense_video_scores_equal_the_official_reranker(tiny4_path, media, tmp_path):
+    config = RerankConfig(format="query_first", video_max_frames=MAX_FRAMES)
+    engine = MiniReranker.from_pretrained(tiny4_path, config=config)
+    pairs = cases(media)
+    official = run_official(
+        tiny4_path,
+        [{"query": oq, "document": od} for _, _, oq, od in pairs],
+        max_frames=MAX_FRAMES,
+        workdir=tmp_path,
+    )
+    for index, (query, candidate, _, _) in enumerate(pairs):
+        q, d = engine.prepare(query, "q"), engine.prepare(candidate, "d")
+        segment, _ = engine.segments(q, d)
+        assert list(segment.input_ids) == official["input_ids"][index], f"case {index}: token ids differ"
+    scores = engine.score([(q, c) for q, c, _, _ in pairs])
+    assert scores == pytest.approx(official["scores"], abs=1e-5)
+    # The cases are not degenerate: the videos move the score.
+    assert max(scores) - min(scores) > 1e-3
