@@ -55,7 +55,7 @@ def add_commands(commands: Subparsers) -> None:
     batching = serve.add_argument_group("batching across requests")
     batching.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for company")
     batching.add_argument("--batch-max-pairs", type=int, default=512, help="pairs per merged batch")
-    batching.add_argument("--batch-workers", type=int, default=2, help="batches handed to the engine at once")
+    batching.add_argument("--batch-workers", type=int, default=1, help="batches handed to the engine at once")
     batching.add_argument("--no-batching", action="store_true", help="score every request alone")
     serve.add_argument(
         "--graceful-timeout", type=float, default=60.0, help="seconds SIGTERM waits for requests in flight"

@@ -45,5 +45,8 @@ class ServeSettings(BaseModel):
         512, gt=0, description="pairs one merged batch may hold; a request larger than this runs alone"
     )
     batch_workers: int = Field(
-        2, gt=0, description="batches handed to the engine at once (one prepares inputs while one holds the model)"
+        1,
+        gt=0,
+        description="batches handed to the engine at once; inputs are prepared per request as they arrive, so one "
+        "keeps every request that waited for the model in the next batch",
     )
