@@ -14,8 +14,8 @@ from .config import RerankConfig
 from .counters import WorkCounters
 from .modeling import Backbone, SegmentStates
 from .prompts import PreparedImage, Segment
-from .video import VideoGroup
 from .pruning import embedder_importances, keep_mask, random_importance
+from .video import VideoGroup
 
 __all__ = ["FeatureCache", "SegmentEncoder"]
 
