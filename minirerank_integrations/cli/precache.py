@@ -43,6 +43,14 @@ def add_commands(commands: Subparsers) -> None:
     precache.add_argument("--ray", action="store_true", help="run on a Ray cluster (RAY_ADDRESS, else a local one)")
     precache.add_argument("--workers", type=int, default=2, help="Ray actors, one loaded model each (with --ray)")
     precache.add_argument("--batch-size", type=int, default=8, help="documents per actor call (with --ray)")
+    precache.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest text or JSONL file read; a larger one is reported as a failed document (default: the "
+        "reader's, 256 MiB)",
+    )
     precache.add_argument("--no-progress", action="store_true", help="no progress bar")
     precache.set_defaults(handler=_precache)
 
@@ -57,10 +65,11 @@ def _precache(args: argparse.Namespace) -> int:
         return fail(f"--workers ({args.workers}) and --batch-size ({args.batch_size}) must be >= 1")
     engine = None
     try:
-        corpus = read_corpus(args.paths)
+        cap = {} if args.max_file_bytes is None else {"max_file_bytes": args.max_file_bytes}
+        corpus = read_corpus(args.paths, **cap)
         # A document file that cannot be read fails alone: the others are stored, it is reported.
         positions = [position for position, document in enumerate(corpus) if isinstance(document, Candidate)]
-        documents = [corpus[position] for position in positions]
+        documents = [document for document in corpus if isinstance(document, Candidate)]  # in positions' order
         if args.ray:
             report = precache_on_ray(
                 documents,

@@ -202,3 +202,19 @@ def test_ctrl_c_exits_130_saying_what_was_stored(redis_server, tiny4_path, tmp_p
     stored = len(list(client.scan_iter("minirerank:prefix:*")))
     # The count is of writes the server confirmed: one whose reply the interrupt cut off is stored, uncounted.
     assert int(match[1]) in (stored, stored - 1) and 3 <= stored < 400
+
+
+def test_a_text_file_over_max_file_bytes_fails_alone_naming_the_cap(tiny4_path, tmp_path, capsys):
+    from minirerank_integrations.cli import main
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "long.txt").write_text("a note about circles, squares and triangles", encoding="utf-8")  # 43 bytes
+    (folder / "short.txt").write_text("a red circle", encoding="utf-8")
+    argv = ["precache", str(folder), "--model", str(tiny4_path), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--no-progress", "--max-file-bytes", "32"]) == 1
+    out = capsys.readouterr().out
+    assert "documents: 2 (1 stored, 0 already stored, 1 failed)" in out
+    assert f"failed: document 0 ({folder / 'long.txt'}): " in out and "over the 32-byte cap" in out
+    assert main([*argv, "--no-progress"]) == 0  # the default cap (256 MiB) reads it
+    assert "documents: 2 (1 stored, 1 already stored, 0 failed)" in capsys.readouterr().out

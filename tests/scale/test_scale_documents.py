@@ -202,3 +202,28 @@ def test_adapt_documents_are_read_by_the_same_reader(tmp_path):
     dump.write_text('{"id": "x", "image": "docs/sub/a.png"}\n{"id": "x", "text": "again"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="document id 'x' already used"):
         load_documents(dump)
+
+
+def test_a_text_or_jsonl_file_over_the_cap_is_one_bad_document_naming_it(tmp_path):
+    from minirerank_integrations.engine.documents import MAX_DOCUMENT_FILE_BYTES
+    from minirerank_integrations.errors import ConfigError
+    from minirerank_integrations.scale.documents import UnreadableDocument, read_corpus
+
+    assert MAX_DOCUMENT_FILE_BYTES == 256 * 2**20  # as an image file's cap
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("short", encoding="utf-8")  # 5 bytes
+    (folder / "b.txt").write_text("a note about circles, squares and triangles", encoding="utf-8")  # 43 bytes
+    (folder / "c.jsonl").write_text(json.dumps({"id": "x", "text": "a long enough line of text"}) + "\n")
+    corpus = read_corpus([folder], max_file_bytes=32)
+    assert isinstance(corpus[0], Candidate) and corpus[0].text == "short"
+    for bad, name in ((corpus[1], "b.txt"), (corpus[2], "c.jsonl")):
+        assert isinstance(bad, UnreadableDocument) and bad.id == str(folder / name)
+        assert isinstance(bad.error, InputError)
+        assert str(bad.error).startswith(f"{folder / name}: ") and "over the 32-byte cap" in str(bad.error)
+    assert [d.id for d in read_corpus([folder])] == [str(folder / n) for n in ("a.txt", "b.txt")] + ["x"]
+    with pytest.raises(InputError, match="b.txt: 43 bytes, over the 32-byte cap"):
+        read_documents([folder], max_file_bytes=32)
+    for cap in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="max_file_bytes"):
+            read_corpus([folder], max_file_bytes=cap)
