@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import stat
-import sys
 import threading
 from typing import Any
 
@@ -17,13 +16,14 @@ import torch
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from ..errors import CacheError
+from .buffers import HostBuffers
 from .disk_layout import is_value_file_name
 
-__all__ = ["READ_BUFFER_BYTES", "BytesOnlyDisk", "ReadBuffers", "RefusedValue", "VanishedValue"]
+__all__ = ["READ_BUFFER_BYTES", "BytesOnlyDisk", "RefusedValue", "VanishedValue"]
 
 logger = logging.getLogger(__name__)
 
-READ_BUFFER_BYTES = 256 * 2**20  # host read buffers a store keeps warm for reuse (see ReadBuffers)
+READ_BUFFER_BYTES = 256 * 2**20  # host read buffers a store keeps warm for reuse (see .buffers.HostBuffers)
 
 
 class RefusedValue(CacheError):
@@ -55,7 +55,7 @@ class BytesOnlyDisk(diskcache.Disk):
     def __init__(self, directory: str, min_file_size: int = 2**15, pickle_protocol: int = 0, **_: Any) -> None:
         # Extra ``disk_*`` settings read from the database are ignored rather than failing the open.
         super().__init__(directory, min_file_size=min_file_size, pickle_protocol=pickle_protocol)
-        self._buffers = ReadBuffers(READ_BUFFER_BYTES)
+        self._buffers = HostBuffers(READ_BUFFER_BYTES)
         self._local = threading.local()  # value files this thread stored since the last take_stored()
 
     def put(self, key: Any) -> tuple[str, bool]:
@@ -157,39 +157,3 @@ class BytesOnlyDisk(diskcache.Disk):
         if self.pinned:
             return torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy().data  # a view keeping the tensor
         return self._buffers.take(size)
-
-
-class ReadBuffers:
-    """Host buffers that value files are read into, reused once no decoded entry views them any more.
-
-    A fresh buffer costs a page fault per 4 KiB page (about 4500 for an 18 MB entry, which the kernel maps and
-    zeroes): measured here at 3 to 5 times the read itself, while a warm buffer costs none. A buffer is free
-    when this pool holds the only reference: ``torch.frombuffer`` keeps the buffer alive through the
-    memoryview it was given, so while an entry's tensors (or any view of them) live, its buffer is not handed
-    out again. At most ``max_bytes`` of buffers are kept; reads beyond that get fresh ones.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._buffers: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self, size: int) -> memoryview:
-        """``size`` writable bytes, warm when a kept buffer is free."""
-        count = getattr(sys, "getrefcount", None)  # CPython; elsewhere every read gets a fresh buffer
-        with self._lock:
-            free_slot = None
-            for slot in range(len(self._buffers)):
-                # 2: this list's reference and getrefcount's argument; any more and an entry still views it.
-                if count is None or count(self._buffers[slot]) != 2:
-                    continue
-                if len(self._buffers[slot]) >= size:
-                    return memoryview(self._buffers[slot])[:size]  # taken before the lock is released
-                free_slot = slot if free_slot is None else free_slot
-            buffer = bytearray(size)
-            kept = sum(len(kept) for kept in self._buffers)
-            if free_slot is not None and kept - len(self._buffers[free_slot]) + size <= self.max_bytes:
-                self._buffers[free_slot] = buffer  # a free buffer too small for this read makes room
-            elif count is not None and kept + size <= self.max_bytes:
-                self._buffers.append(buffer)
-            return memoryview(buffer)

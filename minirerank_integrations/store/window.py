@@ -1,9 +1,11 @@
 """A window of prefix entries gathered into one batch of keys and values, on the device that scores it.
 
-Each entry is copied once, straight into one buffer allocated for the window, right-padded to the longest
-entry; only the padding is zeroed (it is masked, but must never be NaN). The buffer is page-locked when the
-window goes to a CUDA device (:func:`host_buffer_pinned`), so the one copy to the device per tensor runs
-asynchronously; there is no stack on the host followed by a second, pinning copy.
+Each entry is copied once, straight into one buffer holding the window's keys and values, right-padded to
+the longest entry; only the padding is zeroed (it is masked, but must never be NaN). Where that buffer lives
+is decided in one place, :func:`window_buffer`: page-locked host memory when the window goes to a CUDA device
+(torch's caching host allocator keeps those blocks warm, and the one copy to the device runs asynchronously;
+there is no stack on the host followed by a second, pinning copy), a reused warm host buffer when the window
+is scored on the host (a fresh one costs a page fault per 4 KiB), device memory when the entries are there.
 
 int8 entries (:class:`~.entry.Int8KV`) are dequantized once, fused, in the gather: into the window buffer
 on the host when the window is scored there, or, for a device, their codes and scales are gathered (half the
@@ -13,17 +15,40 @@ bytes of bfloat16 cross the bus) and dequantized on the device into its buffer. 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from .buffers import HostBuffers
 from .entry import PrefixEntry, dequantize_into
 
-__all__ = ["gather_window", "host_buffer_pinned"]
+__all__ = ["WINDOW_BUFFER_BYTES", "gather_window", "host_buffer_pinned", "window_buffer"]
+
+#: Bytes of host window buffers kept warm for reuse: a window of 16 entries of 1024x1024 pages at the 2B shape
+#: in bfloat16 (keys and values, 290 MB) fits.
+WINDOW_BUFFER_BYTES = 512 * 2**20
+_HOST_WINDOWS = HostBuffers(WINDOW_BUFFER_BYTES)
 
 
 def host_buffer_pinned(target: torch.device) -> bool:
     """Whether a host buffer bound for ``target`` is page-locked: only when it goes to a CUDA device (the copy
     from pinned memory is then asynchronous and needs no staging copy). The one allocation policy here."""
     return target.type == "cuda" and torch.cuda.is_available()
+
+
+def window_buffer(
+    shape: tuple[int, ...], dtype: torch.dtype, source: torch.device, target: torch.device
+) -> torch.Tensor:
+    """An uninitialized [2, *shape] buffer (keys, values) for a window gathered on ``source`` and bound for
+    ``target``: pinned host memory for a CUDA target, a warm reused host buffer for a host target (handed out
+    again only once no tensor views it), else fresh memory on ``source``. The one allocation policy here."""
+    full = (2, *shape)
+    if source.type == "cpu" and host_buffer_pinned(target):
+        return torch.empty(full, dtype=dtype, pin_memory=True)
+    size = math.prod(full) * dtype.itemsize
+    if source.type == "cpu" and target.type == "cpu" and size:
+        return torch.frombuffer(_HOST_WINDOWS.take(size), dtype=torch.uint8).view(dtype).view(full)
+    return torch.empty(full, dtype=dtype, device=source)
 
 
 def gather_window(
@@ -44,10 +69,7 @@ def gather_window(
     if codes_first and quantized:
         return _gather_codes(entries, source, target, dtype)
     # Gathered where the entries live (the host, when read from disk), then one transfer per tensor.
-    pinned = source.type == "cpu" and host_buffer_pinned(target)
-    shape = _window_shape(entries)
-    past_k = torch.empty(shape, dtype=dtype, device=source, pin_memory=pinned)
-    past_v = torch.empty(shape, dtype=dtype, device=source, pin_memory=pinned)
+    past_k, past_v = window_buffer(_window_shape(entries), dtype, source, target)  # one buffer, two halves
     for b, entry in enumerate(entries):
         n = entry.length
         if entry.int8 is not None:
@@ -60,6 +82,7 @@ def gather_window(
         past_k[:, b, :, n:] = 0
         past_v[:, b, :, n:] = 0
     if source != target:
+        pinned = past_k.is_pinned()  # asynchronous from page-locked memory; the allocator keeps it until copied
         past_k = past_k.to(target, non_blocking=pinned)
         past_v = past_v.to(target, non_blocking=pinned)
     return past_k, past_v

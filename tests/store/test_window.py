@@ -8,7 +8,7 @@ import torch
 from minirerank_integrations.store import PrefixEntry
 from minirerank_integrations.store.codec import decode_entry, encode_entry
 from minirerank_integrations.store.entry import dequantize_into
-from minirerank_integrations.store.window import gather_window, host_buffer_pinned
+from minirerank_integrations.store.window import gather_window, host_buffer_pinned, window_buffer
 
 SHAPE = (2, 3, 16)  # band_layers, kv_heads, head_dim
 
@@ -106,3 +106,25 @@ def test_an_int8_entry_moves_as_codes_and_keeps_its_bytes() -> None:
     assert served.shape == original.shape and served.dtype == torch.bfloat16 and served.is_finite()
     # Written again as int8 (a tier writing back what it read): byte for byte the first blob.
     assert encode_entry(served, key="k", storage="int8") == encode_entry(original, key="k", storage="int8")
+
+
+def test_host_windows_reuse_a_warm_buffer_only_once_nothing_views_it() -> None:
+    cpu = torch.device("cpu")
+    shape = (2, 3, 4, 5, 8)
+    first = window_buffer(shape, torch.bfloat16, cpu, cpu)
+    assert first.shape == (2, *shape) and not first.is_pinned()
+    second = window_buffer(shape, torch.bfloat16, cpu, cpu)
+    assert second.data_ptr() != first.data_ptr()  # the first is still viewed: not handed out again
+    address = first.data_ptr()
+    del first, second
+    assert window_buffer(shape, torch.bfloat16, cpu, cpu).data_ptr() == address  # warm, reused
+
+
+def test_a_kept_window_is_never_overwritten_by_the_next() -> None:
+    one, two = [entry(6, 40), entry(4, 41)], [int8(entry(6, 42)), entry(5, 43)]
+    keys, values = gather_window(one, "cpu", torch.bfloat16)
+    del values  # half of the buffer dropped: the other half still holds it
+    gather_window(two, "cpu", torch.bfloat16)
+    again = gather_window(two, "cpu", torch.bfloat16)
+    assert torch.equal(keys, stacked(one, torch.bfloat16)[0])
+    assert torch.equal(again[0], stacked(two, torch.bfloat16)[0])
