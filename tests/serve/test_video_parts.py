@@ -186,3 +186,19 @@ def test_the_remote_client_refuses_what_it_cannot_send(server, clips, tmp_path) 
     with pytest.raises(InputError, match=r"the query: video 0 'nowhere\.mp4': no such file"):
         remote.rerank(Query(videos=["nowhere.mp4"]), ["a report"])
     remote.close()
+
+
+def test_precache_stores_a_video_document(server, tmp_path) -> None:
+    clip = write_video(tmp_path / "green.mp4", moving_shape_frames("green", step=6))  # a clip no other test sends
+    corrupt = "data:video/mp4;base64," + base64.b64encode(b"\x00\x00\x00\x18ftypmp42" + b"\x07" * 200).decode()
+    documents = [
+        _video_item(_video_uri(clip)),
+        _video_item("https://elsewhere.example.org/a.mp4"),
+        _video_item(corrupt),
+    ]
+    first = httpx.post(f"{server.url}/v1/precache", json={"documents": documents}, timeout=120).json()
+    assert [r["status"] for r in first["results"]] == ["stored", "failed", "failed"], first
+    assert first["results"][0]["bytes"] > 0 and "not on the allowlist" in first["results"][1]["reason"]
+    assert "video" in first["results"][2]["reason"]
+    again = httpx.post(f"{server.url}/v1/precache", json={"documents": documents[:1]}, timeout=120).json()
+    assert again["results"][0]["status"] == "present"
