@@ -202,3 +202,13 @@ def test_precache_stores_a_video_document(server, tmp_path) -> None:
     assert "video" in first["results"][2]["reason"]
     again = httpx.post(f"{server.url}/v1/precache", json={"documents": documents[:1]}, timeout=120).json()
     assert again["results"][0]["status"] == "present"
+
+
+def test_videos_per_item_are_capped(start_server) -> None:
+    running = start_server(max_images_per_item=2)
+    tiny = "data:video/mp4;base64," + base64.b64encode(b"not decoded: refused first").decode()
+    parts = [{"type": "video_url", "video_url": {"url": tiny}}] * 3
+    error = _error(
+        httpx.post(f"{running.url}/v1/rerank", json={"query": QUERY, "documents": [{"content": parts}]}), 422
+    )
+    assert error["param"] == "documents[0]" and "more than 2 videos (--max-images-per-item)" in error["message"]

@@ -13,6 +13,7 @@ from minirerank_integrations import Candidate, CandidateError, VideoLoadError
 from minirerank_integrations.testing import moving_shape_frames, write_video
 
 from llama_index.postprocessor.minirerank import MiniRerank, MiniRerankPrecache
+from llama_index.postprocessor.minirerank.dumps import candidate_from_dump
 
 QUERY = "a red circle moving right"
 URL = "https://videos.example/red.mp4"
@@ -135,3 +136,12 @@ def test_precache_refuses_a_remote_postprocessor() -> None:
     remote = MiniRerank(base_url="http://127.0.0.1:9")  # nothing is contacted until a call
     with pytest.raises(ValueError, match=r"scores through a server \(http://127.0.0.1:9\).*POST /v1/precache"):
         MiniRerankPrecache(remote)
+
+
+def test_a_node_dump_with_a_video_is_read_as_the_postprocessor_reads_it(clips) -> None:
+    node = Node(
+        id_="dumped", video_resource=MediaResource(path=clips["red"]), text_resource=MediaResource(text="a clip")
+    )
+    assert candidate_from_dump(node.to_dict(), "line 1") == Candidate(
+        text="a clip", id="dumped", videos=(str(clips["red"]),)
+    )
