@@ -177,6 +177,7 @@ class MicroBatcher:
         try:
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_pairs.observe(sum(j.pairs for j in batch))
+            results: Sequence[RerankResults | BaseException]
             try:
                 results = await asyncio.to_thread(_score_prepared, self.engine, batch)
             except CallCancelled as exc:  # every caller of the batch left: it stopped between forwards

@@ -2,8 +2,8 @@
 answered by a ``minirerank serve`` server (or any server speaking vLLM's ``/v1/rerank``) over HTTP, with httpx.
 
 Images travel as ``image_url`` parts: an http(s) URL as itself (the server fetches it if its host is allowed),
-everything else (a file, bytes, a PIL image, base64 text) as a ``data:`` URI, so that the server scores exactly
-the pixels the local engine would. Videos travel as ``video_url`` parts the same way (a file, a ``file://`` URI or
+everything else (a file, bytes, a PIL image, base64 text, a PDF page rendered here) as a ``data:`` URI, so that
+the server scores exactly the pixels the local engine would. Videos travel as ``video_url`` parts the same way (a file, a ``file://`` URI or
 bytes as a ``data:`` URI of the file's bytes); a video given as a list of frames is refused, as vLLM's API has no
 form for one. Results come back as the engine's own :class:`RerankResults`, ids included.
 """
@@ -23,7 +23,8 @@ import httpx
 from PIL import Image
 
 from .. import Candidate, PdfPage, Query, RerankResult, RerankResults, SkippedCandidate
-from ..engine.images import read_image_file
+from ..engine.images import load_image, read_image_file
+from ..engine.pdf import parse_page_reference
 from ..errors import CandidateError, ImageLoadError, InputError, MiniRerankError, VideoLoadError
 
 __all__ = ["RemoteReranker"]
@@ -138,8 +139,12 @@ def _item(text: str | None, images: Sequence[object], videos: Sequence[object] =
 
 
 def _image_url(image: object) -> str:
+    if isinstance(image, str) and len(image) < 4096:
+        image = parse_page_reference(image) or image  # "file.pdf#page=N", as the engine reads it
     if isinstance(image, PdfPage):
-        raise InputError(f"{image}: PDF pages are not sent to a server; render the page to an image first")
+        # Rendered here as the engine renders it (pypdfium2 at the page's scale) and sent losslessly, so the
+        # server scores the very pixels the local engine would; ImageLoadError names the page.
+        image = load_image(image)
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")  # lossless: the server sees the same pixels

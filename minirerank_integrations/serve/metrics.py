@@ -31,8 +31,13 @@ class _PrefixCollector(Collector):
         hits.add_metric([], counters.prefix_hits)
         misses = CounterMetricFamily("minirerank_prefix_misses", "prefixes computed (not in the store)")
         misses.add_metric([], counters.prefix_computations)
+        computed = CounterMetricFamily(
+            "minirerank_pairs_computed", "pairs run through the per-pair layers (a pair dropped or repeated: none)"
+        )
+        computed.add_metric([], counters.pair_passes + counters.single_passes)
         yield hits
         yield misses
+        yield computed
 
 
 class ServeMetrics:

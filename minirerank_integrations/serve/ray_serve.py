@@ -32,7 +32,7 @@ def deployment(
 
     ingress = serve.ingress(build)()
     options = {"num_cpus": replica_cpus}
-    return serve.deployment(ingress, name=APP_NAME, num_replicas=replicas, ray_actor_options=options).bind()
+    return serve.deployment(name=APP_NAME, num_replicas=replicas, ray_actor_options=options)(ingress).bind()
 
 
 def start(

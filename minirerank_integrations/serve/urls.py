@@ -55,7 +55,7 @@ class URLPolicy:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise URLRefused(f"image URL host {host!r} does not resolve ({exc})") from exc
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not self.allow_private:
             for address in addresses:
                 kind = _non_global_kind(ipaddress.ip_address(address.split("%", 1)[0]))

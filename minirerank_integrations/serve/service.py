@@ -1,0 +1,58 @@
+"""What the handlers of one running service share: the engine (once loaded), the micro-batcher, the metrics and
+the URL policy."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from .. import MiniReranker
+from .batcher import MicroBatcher
+from .errors import ServeError
+from .inputs import check_pixels
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+from .urls import URLPolicy
+
+__all__ = ["Service"]
+
+
+class Service:
+    """What the handlers share: the engine (once loaded), the batcher, the metrics and the URL policy."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.engine: MiniReranker | None = None
+        self.load_error: BaseException | None = None
+        self.batcher: MicroBatcher | None = None
+        self.metrics = ServeMetrics(lambda: self.engine.counters if self.engine is not None else None)
+        self.policy = URLPolicy(
+            allowed_hosts=settings.allowed_image_hosts,
+            allow_private=settings.allow_private_addresses,
+            timeout_s=settings.image_fetch_timeout_s,
+            max_bytes=settings.image_fetch_max_bytes,
+        )
+        self.started = int(time.time())
+        #: Names this server among replicas: the X-Minirerank-Instance header of every answer.
+        self.instance = uuid.uuid4().hex[:12]
+
+    def fetch_image(self, url: str) -> bytes:
+        """The engine's ``image_fetcher``: the URL policy, then the pixel limit on the bytes fetched."""
+        data = self.policy.fetch(url)
+        check_pixels(data, f"the image at {url}", self.settings.max_image_pixels)
+        return data
+
+    def ready(self) -> tuple[MiniReranker, MicroBatcher]:
+        if self.engine is None or self.batcher is None:
+            why = f"the model failed to load: {self.load_error}" if self.load_error else "the model is loading"
+            raise ServeError(503, why, kind="unavailable", headers={"Retry-After": str(self.settings.retry_after_s)})
+        return self.engine, self.batcher
+
+    def count_tokens(self, texts: list[str | None]) -> list[int]:
+        """Text tokens of each text by the engine's tokenizer (0 for none): the usage the engine does not give.
+        Images and the fixed prompt template are not counted."""
+        assert self.engine is not None
+        present = [t for t in texts if t]
+        ids = self.engine.backbone.tokenizer(present, add_special_tokens=False)["input_ids"] if present else []
+        counts = iter(ids)
+        return [len(next(counts)) if t else 0 for t in texts]
