@@ -96,3 +96,39 @@ def test_vision_first_suffix_length_with_the_real_vocabulary(qwen_tiny, tokenize
     decoded = tokenizer.decode(list(prefix.input_ids) + list(suffix.input_ids))
     assert decoded.endswith("<Query>:a chart of quarterly revenue<|im_end|>\n<|im_start|>assistant\n")
     assert 20 <= len(suffix.input_ids) <= 40
+
+
+def test_a_video_pair_tokenizes_as_the_official_processor_does(qwen_tiny, tmp_path):
+    """With Qwen's vocabulary, a video pair's ids (timestamps as ordinary text next to the labels and the text
+    around them, one vision block per temporal group, videos before images before text) equal what the official
+    reranker's template, qwen-vl-utils and transformers' processor give; the score agrees too."""
+    from official.oracle import OfficialRun
+    from video_clips import clip_frames, write_clip
+
+    clip = str(write_clip(tmp_path / "clip.mov", clip_frames(8, seed=1)))
+    frames = []
+    for index, frame in enumerate(clip_frames(3, seed=2)):
+        frame.save(tmp_path / f"f{index}.png")
+        frames.append(str(tmp_path / f"f{index}.png"))
+    page = tmp_path / "page.png"
+    drawn_image(64, 96, 5).save(page)
+    query = Query(text="which clip, 2024?", videos=[frames])
+    document = Candidate(text="Revenue rose 12% in Q3.", images=[str(page)], videos=[clip])
+    run = OfficialRun(
+        qwen_tiny,
+        [
+            {
+                "query": {"text": "which clip, 2024?", "video": frames},
+                "document": {"text": "Revenue rose 12% in Q3.", "image": str(page), "video": clip},
+            }
+        ],
+        max_frames=64,
+        workdir=tmp_path,
+    )
+    engine = MiniReranker.from_pretrained(qwen_tiny, config="dense")
+    segment, _ = engine.segments(engine.prepare(query, "q"), engine.prepare(document, "d"))
+    score = engine.score([(query, document)])
+    official = run.result()
+    assert list(segment.input_ids) == official["input_ids"][0]
+    assert "<0.2 seconds>" in engine.backbone.tokenizer.decode(list(segment.input_ids))  # a frame list's first group
+    assert score == pytest.approx(official["scores"], abs=1e-5)

@@ -192,3 +192,19 @@ def test_skip_leaves_out_a_bad_video_candidate(engine, clips, tmp_path):
     assert [r.index for r in results] == [0]
     assert [(s.index, s.id) for s in results.skipped] == [(1, "bad")]
     assert "video 0" in results.skipped[0].error and "no such file" in results.skipped[0].error
+
+
+def test_video_inputs_are_checked_when_built():
+    from minirerank_integrations import InputError
+
+    with pytest.raises(InputError, match="wrap one video in a list"):
+        Query(videos="clip.mp4")
+    with pytest.raises(InputError, match="video 0: frame 1 must be an image source"):
+        Candidate(videos=[[drawn_image(64, 64, 1), 3]])
+    with pytest.raises(InputError, match="video 1 must be a path, URL, bytes or a list of frames"):
+        Candidate(videos=["a.mp4", 7])
+    frames = [drawn_image(64, 64, 1)]
+    candidate = Candidate(videos=[frames, bytearray(b"\x00\x01")])
+    frames.append(drawn_image(64, 64, 2))  # the caller's list may change; the candidate keeps what it was given
+    assert candidate.videos[0] == tuple(frames[:1]) and candidate.videos[1] == b"\x00\x01"
+    assert not Candidate(videos=[b"x"]).is_empty and Query(videos=[b"x"]).videos == (b"x",)

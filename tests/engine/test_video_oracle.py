@@ -5,7 +5,7 @@ of the model, within 1e-5 in float32 (``docs/design.md``, "Video")."""
 from __future__ import annotations
 
 import pytest
-from official.oracle import run_official
+from official.oracle import OfficialRun
 from pictures import drawn_image
 from video_clips import clip_frames, write_clip
 
@@ -63,20 +63,23 @@ def cases(media):
 
 
 def test_dense_video_scores_equal_the_official_reranker(tiny4_path, media, tmp_path):
-    config = RerankConfig(format="query_first", video_max_frames=MAX_FRAMES)
-    engine = MiniReranker.from_pretrained(tiny4_path, config=config)
     pairs = cases(media)
-    official = run_official(
+    run = OfficialRun(
         tiny4_path,
         [{"query": oq, "document": od} for _, _, oq, od in pairs],
         max_frames=MAX_FRAMES,
         workdir=tmp_path,
     )
-    for index, (query, candidate, _, _) in enumerate(pairs):
-        q, d = engine.prepare(query, "q"), engine.prepare(candidate, "d")
-        segment, _ = engine.segments(q, d)
-        assert list(segment.input_ids) == official["input_ids"][index], f"case {index}: token ids differ"
+    config = RerankConfig(format="query_first", video_max_frames=MAX_FRAMES)
+    engine = MiniReranker.from_pretrained(tiny4_path, config=config)
+    ids = []
+    for query, candidate, _, _ in pairs:
+        segment, _ = engine.segments(engine.prepare(query, "q"), engine.prepare(candidate, "d"))
+        ids.append(list(segment.input_ids))
     scores = engine.score([(q, c) for q, c, _, _ in pairs])
+    official = run.result()
+    for index, expected in enumerate(official["input_ids"]):
+        assert ids[index] == expected, f"case {index}: token ids differ"
     assert scores == pytest.approx(official["scores"], abs=1e-5)
     # The cases are not degenerate: the videos move the score.
     assert max(scores) - min(scores) > 1e-3

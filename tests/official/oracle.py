@@ -15,20 +15,35 @@ ORACLE = Path(sys.prefix) / "oracle"
 RUNNER = Path(__file__).resolve().parent / "run_official.py"
 
 
+class OfficialRun:
+    """The official reranker scoring ``cases`` in a child process (see ``run_official.py``), started at once so
+    the test's own work overlaps it; :meth:`result` waits for its scores and token ids."""
+
+    def __init__(self, checkpoint: Path, cases: list[dict], *, max_frames: int, workdir: Path) -> None:
+        if not (ORACLE / "torchvision").is_dir() or not (ORACLE / "qwen_vl_utils").is_dir():
+            pytest.fail(f"the official video path needs the oracle folder {ORACLE}: run `make oracle-deps`")
+        spec = workdir / "cases.json"
+        spec.write_text(json.dumps({"max_frames": max_frames, "cases": cases}))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ORACLE), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, str(RUNNER), str(checkpoint), str(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def result(self) -> dict:
+        try:
+            out, err = self.process.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        if self.process.returncode != 0:
+            raise AssertionError(f"the official reranker failed:\n{err[-4000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+
 def run_official(checkpoint: Path, cases: list[dict], *, max_frames: int, workdir: Path) -> dict:
-    """The official scores and token ids of ``cases`` (see ``run_official.py``)."""
-    if not (ORACLE / "torchvision").is_dir() or not (ORACLE / "qwen_vl_utils").is_dir():
-        pytest.fail(f"the official video path needs the oracle folder {ORACLE}: run `make oracle-deps`")
-    spec = workdir / "cases.json"
-    spec.write_text(json.dumps({"max_frames": max_frames, "cases": cases}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ORACLE), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, str(RUNNER), str(checkpoint), str(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"the official reranker failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The official scores and token ids of ``cases``."""
+    return OfficialRun(checkpoint, cases, max_frames=max_frames, workdir=workdir).result()

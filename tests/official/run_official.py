@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import sys
-import tempfile
 import types
 from pathlib import Path
 
@@ -70,38 +68,35 @@ def main() -> None:
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from qwen3_vl_reranker import Qwen3VLReranker
+    import qwen3_vl_reranker as official
 
-    with tempfile.TemporaryDirectory() as folder:
-        # The checkpoint with a full processor (the tiny checkpoints ship an image processor and a tokenizer).
-        copy = Path(folder) / "checkpoint"
-        shutil.copytree(checkpoint, copy)
-        image_processor = AutoImageProcessor.from_pretrained(checkpoint)
-        video_processor = Qwen3VLVideoProcessor(
-            patch_size=image_processor.patch_size,
-            temporal_patch_size=image_processor.temporal_patch_size,
-            merge_size=image_processor.merge_size,
-            image_mean=list(image_processor.image_mean),
-            image_std=list(image_processor.image_std),
-            cap_pixels_per_frame=False,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        processor = Qwen3VLProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=video_processor,
-            chat_template=CHAT_TEMPLATE,
-        )
-        processor.save_pretrained(copy)
-        reranker = Qwen3VLReranker(str(copy), max_frames=spec["max_frames"], dtype=torch.float32)
-        input_ids: list[list[int]] = []  # what the official tokenize gives each pair, truncated and all
-        reranker.tokenize = _with_tensor_token_types(reranker.tokenize, input_ids)
-        scores = []
-        for case in spec["cases"]:
-            inputs = {"query": case["query"], "documents": [case["document"]]}
-            if "instruction" in case:
-                inputs["instruction"] = case["instruction"]
-            scores.extend(reranker.process(inputs))
+    # The tiny checkpoints ship an image processor and a tokenizer: the full processor is built here and handed
+    # to the official class where its __init__ asks AutoProcessor for it.
+    image_processor = AutoImageProcessor.from_pretrained(checkpoint)
+    video_processor = Qwen3VLVideoProcessor(
+        patch_size=image_processor.patch_size,
+        temporal_patch_size=image_processor.temporal_patch_size,
+        merge_size=image_processor.merge_size,
+        image_mean=list(image_processor.image_mean),
+        image_std=list(image_processor.image_std),
+        cap_pixels_per_frame=False,
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=AutoTokenizer.from_pretrained(checkpoint, padding_side="left"),
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    official.AutoProcessor = types.SimpleNamespace(from_pretrained=lambda *args, **kwargs: processor)
+    reranker = official.Qwen3VLReranker(str(checkpoint), max_frames=spec["max_frames"], dtype=torch.float32)
+    input_ids: list[list[int]] = []  # what the official tokenize gives each pair, truncated and all
+    reranker.tokenize = _with_tensor_token_types(reranker.tokenize, input_ids)
+    scores = []
+    for case in spec["cases"]:
+        inputs = {"query": case["query"], "documents": [case["document"]]}
+        if "instruction" in case:
+            inputs["instruction"] = case["instruction"]
+        scores.extend(reranker.process(inputs))
     print(json.dumps({"scores": scores, "input_ids": input_ids}))
 
 
