@@ -208,3 +208,32 @@ def test_video_inputs_are_checked_when_built():
     frames.append(drawn_image(64, 64, 2))  # the caller's list may change; the candidate keeps what it was given
     assert candidate.videos[0] == tuple(frames[:1]) and candidate.videos[1] == b"\x00\x01"
     assert not Candidate(videos=[b"x"]).is_empty and Query(videos=[b"x"]).videos == (b"x",)
+
+
+def test_a_video_url_data_uri_and_bytes_share_the_file_key(tiny4_path, clips):
+    import base64
+    from pathlib import Path
+
+    data = Path(clips["file"]).read_bytes()
+    fetched = []
+
+    def fetcher(url: str) -> bytes:
+        fetched.append(url)
+        return data
+
+    engine = MiniReranker.from_pretrained(
+        tiny4_path, config=RerankConfig.preset("paper", 4, **SMALL), image_fetcher=fetcher
+    )
+    query = Query(text="a disc")
+    first = engine.score([(query, Candidate(videos=[clips["file"]]))])[0]
+    uri = "data:video/quicktime;base64," + base64.b64encode(data).decode()
+    others = [Candidate(videos=["https://example.test/a.mov"]), Candidate(videos=[data]), Candidate(videos=[uri])]
+    engine.counters.reset()
+    scores = engine.score([(query, c) for c in others])
+    assert fetched == ["https://example.test/a.mov"]
+    assert engine.counters.prefix_computations == 0 and engine.counters.prefix_hits == 1  # one prefix, the file's
+    assert scores == pytest.approx([first] * 3, abs=1e-6)
+    with pytest.raises(CandidateError, match="URLs are not fetched by default"):
+        MiniReranker.from_pretrained(tiny4_path, config="dense").rerank(query, [others[0]])
+    with pytest.raises(CandidateError, match="data URI media type 'image/png' is not a video type"):
+        engine.rerank(query, [Candidate(videos=["data:image/png;base64,AAAA"])])
