@@ -26,14 +26,15 @@ def clip_frames(count: int, width: int = 64, height: int = 64, seed: int = 0) ->
 
 def write_clip(path: str | Path, frames: list[Image.Image], fps: int = 4, codec: str = "png") -> Path:
     """Write ``frames`` as a video file: PNG frames in a QuickTime container by default (lossless, so every
-    decoder gives the same pixels), or another PyAV codec (``libx264`` in ``.mp4``)."""
+    decoder gives the same pixels), or another PyAV codec (``libx264`` in ``.mp4``; ``ffv1``, lossless, in
+    ``.mkv``, a container that records no frame count)."""
     import av
 
     path = Path(path)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].size
-        stream.pix_fmt = "rgb24" if codec == "png" else "yuv444p"
+        stream.pix_fmt = {"png": "rgb24", "ffv1": "bgr0"}.get(codec, "yuv444p")
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")):
                 out.mux(packet)

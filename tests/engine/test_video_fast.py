@@ -237,3 +237,15 @@ def test_a_video_url_data_uri_and_bytes_share_the_file_key(tiny4_path, clips):
         MiniReranker.from_pretrained(tiny4_path, config="dense").rerank(query, [others[0]])
     with pytest.raises(CandidateError, match="data URI media type 'image/png' is not a video type"):
         engine.rerank(query, [Candidate(videos=["data:image/png;base64,AAAA"])])
+
+
+def test_containers_without_a_frame_count_and_too_short_files(engine, tmp_path):
+    frames = clip_frames(8, 128, 128, seed=6)
+    mov, mkv = write_clip(tmp_path / "a.mov", frames), write_clip(tmp_path / "a.mkv", frames, codec="ffv1")
+    query = Query(text="a disc")
+    # Matroska records no frame count (its packets are counted); the lossless frames are the same pixels.
+    scores = engine.score([(query, Candidate(videos=[mov])), (query, Candidate(videos=[mkv]))])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+    one = write_clip(tmp_path / "one.mov", frames[:1])
+    cause = _cause(engine, Candidate(videos=[one]))
+    assert isinstance(cause, VideoLoadError) and "at least 2 frames" in str(cause)
