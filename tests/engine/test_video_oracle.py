@@ -10,8 +10,19 @@ from pictures import drawn_image
 from video_clips import clip_frames, write_clip
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
+from minirerank_integrations.engine.video import smart_nframes
+from minirerank_integrations.engine.video_settings import VideoSettings
 
 MAX_FRAMES = 4  # a 7-frame list is subsampled, a 12-frame file at 4 fps gives its 4-frame minimum
+
+#: (total frames, the file's fps, fps, min_frames, max_frames) for qwen-vl-utils' smart_nframes: long and short
+#: files, odd bounds, fractional rates, fewer frames than the minimum, one frame.
+NFRAMES = [
+    [total, video_fps, fps, low, high]
+    for total in (1, 2, 3, 5, 12, 29, 300, 7201)
+    for video_fps in (4.0, 29.97, 60.0)
+    for fps, low, high in ((1.0, 4, 64), (2.0, 4, 64), (0.5, 3, 9), (1.0, 2, 768))
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +80,7 @@ def test_dense_video_scores_equal_the_official_reranker(tiny4_path, media, tmp_p
         [{"query": oq, "document": od} for _, _, oq, od in pairs],
         max_frames=MAX_FRAMES,
         workdir=tmp_path,
+        nframes=NFRAMES,
     )
     config = RerankConfig(format="query_first", video_max_frames=MAX_FRAMES)
     engine = MiniReranker.from_pretrained(tiny4_path, config=config)
@@ -78,6 +90,14 @@ def test_dense_video_scores_equal_the_official_reranker(tiny4_path, media, tmp_p
         ids.append(list(segment.input_ids))
     scores = engine.score([(q, c) for q, c, _, _ in pairs])
     official = run.result()
+    mine = []
+    for total, video_fps, fps, min_frames, max_frames in NFRAMES:
+        settings = VideoSettings(fps=fps, min_frames=min_frames, max_frames=max_frames)
+        try:
+            mine.append(smart_nframes(total, video_fps, settings))
+        except ValueError:
+            mine.append(None)
+    assert mine == official["nframes"]
     for index, expected in enumerate(official["input_ids"]):
         assert ids[index] == expected, f"case {index}: token ids differ"
     assert scores == pytest.approx(official["scores"], abs=1e-5)

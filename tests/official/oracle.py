@@ -19,11 +19,19 @@ class OfficialRun:
     """The official reranker scoring ``cases`` in a child process (see ``run_official.py``), started at once so
     the test's own work overlaps it; :meth:`result` waits for its scores and token ids."""
 
-    def __init__(self, checkpoint: Path, cases: list[dict], *, max_frames: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        cases: list[dict],
+        *,
+        max_frames: int,
+        workdir: Path,
+        nframes: list[list[float]] | None = None,
+    ) -> None:
         if not (ORACLE / "torchvision").is_dir() or not (ORACLE / "qwen_vl_utils").is_dir():
             pytest.fail(f"the official video path needs the oracle folder {ORACLE}: run `make oracle-deps`")
         spec = workdir / "cases.json"
-        spec.write_text(json.dumps({"max_frames": max_frames, "cases": cases}))
+        spec.write_text(json.dumps({"max_frames": max_frames, "cases": cases, "nframes": nframes or []}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ORACLE), os.environ.get("PYTHONPATH", "")])}
         self.process = subprocess.Popen(
             [sys.executable, str(RUNNER), str(checkpoint), str(spec)],

@@ -2,8 +2,9 @@
 
 Usage: ``python run_official.py CHECKPOINT CASES.json`` in a process whose path holds the oracle folder
 (torchvision, decord, qwen-vl-utils: ``make oracle-deps``). CASES.json: ``{"max_frames": int, "cases":
-[{"query": {...}, "document": {...}}]}`` where each side is the official ``{"text", "image", "video"}`` dict (a
-frame list is a list of file paths). Prints ``{"scores": [...], "input_ids": [[...], ...]}``.
+[{"query": {...}, "document": {...}}], "nframes": [[total, video_fps, fps, min_frames, max_frames], ...]}``
+where each side is the official ``{"text", "image", "video"}`` dict (a
+frame list is a list of file paths). Prints ``{"scores": [...], "input_ids": [[...], ...], "nframes": [...]}``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def _with_tensor_token_types(tokenize, seen: list):
     return wrapped
 
 
+def _nframes(cases: list[list[float]]) -> list[int | None]:
+    """qwen-vl-utils' ``smart_nframes`` of each (total frames, video fps, fps, min_frames, max_frames); None
+    where it refuses."""
+    from qwen_vl_utils.vision_process import smart_nframes
+
+    out: list[int | None] = []
+    for total, video_fps, fps, min_frames, max_frames in cases:
+        try:
+            ele = {"fps": fps, "min_frames": min_frames, "max_frames": max_frames}
+            out.append(int(smart_nframes(ele, total_frames=int(total), video_fps=video_fps)))
+        except ValueError:
+            out.append(None)
+    return out
+
+
 def main() -> None:
     checkpoint, cases_file = Path(sys.argv[1]), Path(sys.argv[2])
     spec = json.loads(cases_file.read_text())
@@ -97,7 +113,7 @@ def main() -> None:
         if "instruction" in case:
             inputs["instruction"] = case["instruction"]
         scores.extend(reranker.process(inputs))
-    print(json.dumps({"scores": scores, "input_ids": input_ids}))
+    print(json.dumps({"scores": scores, "input_ids": input_ids, "nframes": _nframes(spec.get("nframes", []))}))
 
 
 if __name__ == "__main__":
