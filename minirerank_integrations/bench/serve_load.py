@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,11 @@ def drive(url: str, model_name: str, pages: Pages, requests: list, users: int) -
     with tempfile.TemporaryDirectory() as folder:
         plan, out = Path(folder, "plan.json"), Path(folder, "out.json")
         plan.write_text(json.dumps({"url": url, "users": _split(bodies, users)}))
+        # CPU seconds of this process (the server and its engine run on its threads) and of the load client, so
+        # a busy shared machine's noise is told apart from the work each request costs.
+        cpu, client_cpu = time.process_time(), _children_cpu()
         subprocess.run([sys.executable, "-m", "minirerank_integrations.serve.loadgen", str(plan), str(out)], check=True)
+        cpu, client_cpu = time.process_time() - cpu, _children_cpu() - client_cpu
         result = json.loads(out.read_text())
     after = httpx.get(f"{url}/metrics").text
     records = result["requests"]
@@ -126,7 +131,14 @@ def drive(url: str, model_name: str, pages: Pages, requests: list, users: int) -
         "p99_ms": 1000 * _quantile(latencies, 0.99),
         "mean_batch_requests": merged / batches if batches else 0.0,
         "batches": int(batches),
+        "server_cpu_ms_per_request": 1000 * cpu / len(records),
+        "client_cpu_ms_per_request": 1000 * client_cpu / len(records),
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -139,17 +151,17 @@ def in_process(engine: MiniReranker, pages: Pages, requests: list, group: int) -
     """The engine on the same requests: one ``rerank`` after another (group 1), or ``rerank_many`` of ``group``."""
     calls = [RerankRequest(query, [Candidate(images=[pages.png(i)]) for i in indices]) for query, indices in requests]
 
-    def score_all() -> float:
-        started = time.perf_counter()
+    def score_all() -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(calls), group):
             engine.rerank_many(calls[start : start + group])
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
     # On a worker thread, as the server calls the engine: on a busy CPU machine, torch's two OpenMP threads called
     # from the main thread measured 2-3 s for a warm 14-page request that took 50 ms from a worker thread (and
     # 100 ms from either with torch.set_num_threads(1)); the main thread would make the reference look 30x slower.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        wall = pool.submit(score_all).result()
+        wall, cpu = pool.submit(score_all).result()
     pairs = sum(len(c.candidates) for c in calls)
     return {
         "requests": len(calls),
@@ -157,6 +169,7 @@ def in_process(engine: MiniReranker, pages: Pages, requests: list, group: int) -
         "seconds": wall,
         "requests_per_s": len(calls) / wall,
         "pairs_per_s": pairs / wall,
+        "cpu_ms_per_request": 1000 * cpu / len(calls),
     }
 
 
@@ -269,8 +282,9 @@ def summary(result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "| batching | pages | users | req/s | pairs/s | p50 ms | p95 ms | p99 ms | mean batch (requests) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| batching | pages | users | req/s | pairs/s | p50 ms | p95 ms | p99 ms | mean batch (requests) "
+        "| server CPU ms/request | client CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     server = _median_rows(result["server"], ("batching", "temperature", "users"))
     reference = _median_rows(result["in_process"], ("temperature", "rerank_many_group"))
@@ -278,18 +292,22 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(
             f"| {'on' if r['batching'] else 'off'} | {r['temperature']} | {r['users']} | {r['requests_per_s']:.2f} | "
             f"{r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | "
-            f"{r['mean_batch_requests']:.2f} |"
+            f"{r['mean_batch_requests']:.2f} | {r.get('server_cpu_ms_per_request', float('nan')):.1f} | "
+            f"{r.get('client_cpu_ms_per_request', float('nan')):.1f} |"
         )
     lines += [
         "",
         "In-process engine on the same kind of requests (no HTTP; called from a worker thread, as the server calls it):",
         "",
-        "| pages | calls | req/s | pairs/s |",
-        "|---|---|---|---|",
+        "| pages | calls | req/s | pairs/s | CPU ms/request |",
+        "|---|---|---|---|---|",
     ]
     for r in reference:
         call = "rerank, one by one" if r["rerank_many_group"] == 1 else f"rerank_many of {r['rerank_many_group']}"
-        lines.append(f"| {r['temperature']} | {call} | {r['requests_per_s']:.2f} | {r['pairs_per_s']:.1f} |")
+        lines.append(
+            f"| {r['temperature']} | {call} | {r['requests_per_s']:.2f} | {r['pairs_per_s']:.1f} | "
+            f"{r.get('cpu_ms_per_request', float('nan')):.1f} |"
+        )
     lines += ["", "Ratios measured in this run:", ""]
     by = {(r["batching"], r["temperature"], r["users"]): r for r in server}
     top = max(r["users"] for r in server)
@@ -300,6 +318,16 @@ def summary(result: dict[str, Any]) -> str:
                 f"- {temperature}, {top} users: batching on / off = {on['requests_per_s'] / off['requests_per_s']:.2f}x "
                 f"requests/s (p99 {on['p99_ms']:.0f} ms on, {off['p99_ms']:.0f} ms off)"
             )
+            if "server_cpu_ms_per_request" in on and "server_cpu_ms_per_request" in off:
+                cost = {
+                    k: r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"]
+                    for k, r in (("on", on), ("off", off))
+                }
+                lines.append(
+                    f"- {temperature}, {top} users: CPU per request (server and load client) {cost['off']:.1f} ms off, "
+                    f"{cost['on']:.1f} ms on: off / on = {cost['off'] / cost['on']:.2f}x, the throughput ratio two "
+                    "idle cores would allow"
+                )
         ref = [r for r in reference if r["temperature"] == temperature]
         if on and ref:
             best = max(ref, key=lambda r: r["pairs_per_s"])
@@ -309,6 +337,16 @@ def summary(result: dict[str, Any]) -> str:
                 f"{on['pairs_per_s'] / one['pairs_per_s']:.2f}; / in-process best ({best['rerank_many_group']} per "
                 f"call) = {on['pairs_per_s'] / best['pairs_per_s']:.2f}"
             )
+            many = next((r for r in ref if r["rerank_many_group"] == top), one)
+            if off and "cpu_ms_per_request" in one and "server_cpu_ms_per_request" in off:
+                lines.append(
+                    f"- {temperature}: the engine alone (in-process, one by one) takes {one['cpu_ms_per_request']:.1f} "
+                    f"CPU ms a request, {one['cpu_ms_per_request'] / off['server_cpu_ms_per_request']:.0%} of the "
+                    f"server's {off['server_cpu_ms_per_request']:.1f} with batching off; merged "
+                    f"{many['rerank_many_group']} per call it takes {many['cpu_ms_per_request']:.1f}, "
+                    f"{many['cpu_ms_per_request'] / on['server_cpu_ms_per_request']:.0%} of the server's "
+                    f"{on['server_cpu_ms_per_request']:.1f} with batching on"
+                )
     return "\n".join(lines) + "\n"
 
 

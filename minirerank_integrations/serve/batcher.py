@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import MiniReranker, RerankRequest, RerankResults
@@ -60,6 +61,8 @@ class MicroBatcher:
         self._admitted = 0  # preparing + ready + in a running batch
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.batch_workers)
+        # Threads of their own for the batches: a batch never queues behind preparations on the default executor.
+        self._scorers = ThreadPoolExecutor(settings.batch_workers, thread_name_prefix="minirerank-score")
         self._running: set[asyncio.Task] = set()  # preparations and batches
         self._batches: set[asyncio.Task] = set()  # batches being scored
         self._loop_task: asyncio.Task | None = None
@@ -104,6 +107,7 @@ class MicroBatcher:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        self._scorers.shutdown(wait=False)
 
     async def _prepare(self, job: Job) -> None:
         config = self.engine.config  # the configuration the request is prepared, and later scored, under
@@ -179,7 +183,9 @@ class MicroBatcher:
             self.metrics.batch_pairs.observe(sum(j.pairs for j in batch))
             results: Sequence[RerankResults | BaseException]
             try:
-                results = await asyncio.to_thread(_score_prepared, self.engine, batch)
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._scorers, _score_prepared, self.engine, batch
+                )
             except CallCancelled as exc:  # every caller of the batch left: it stopped between forwards
                 results = [exc] * len(batch)
             except Exception as exc:  # an engine failure is every request's answer, not the loop's end

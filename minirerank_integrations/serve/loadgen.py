@@ -19,23 +19,27 @@ async def run_load(url: str, users: list[list[dict[str, Any]]], *, path: str = "
     records: list[dict[str, Any]] = []
     limits = httpx.Limits(max_connections=len(users) + 4, max_keepalive_connections=len(users) + 4)
 
-    async def user(client: httpx.AsyncClient, number: int, bodies: list[dict[str, Any]]) -> None:
-        for body in bodies:
+    # Each body is encoded once, before the clock starts: the client's JSON work is not the server's.
+    encoded = [[(json.dumps(body).encode(), len(body["documents"])) for body in bodies] for bodies in users]
+    headers = {"content-type": "application/json"}
+
+    async def user(client: httpx.AsyncClient, number: int, bodies: list[tuple[bytes, int]]) -> None:
+        for content, pairs in bodies:
             started = time.perf_counter()
-            response = await client.post(path, json=body)
+            response = await client.post(path, content=content, headers=headers)
             records.append(
                 {
                     "user": number,
                     "seconds": time.perf_counter() - started,
                     "status": response.status_code,
-                    "pairs": len(body["documents"]),
+                    "pairs": pairs,
                 }
             )
 
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await client.get("/health")  # connection set up outside the timed part
         started = time.perf_counter()
-        await asyncio.gather(*(user(client, number, bodies) for number, bodies in enumerate(users)))
+        await asyncio.gather(*(user(client, number, bodies) for number, bodies in enumerate(encoded)))
         wall = time.perf_counter() - started
     return {"wall_seconds": wall, "requests": records}
 
