@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -116,6 +117,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="measure the video family alone (dense and fast) for --dense/--paper, record it under --video-name in "
         "video.json and re-render the video section of results.md",
+    )
+    parser.add_argument(
+        "--no-paper", action="store_true", help="with --video-only: the dense model alone (no adapted weights)"
+    )
+    parser.add_argument(
+        "--image-check-only",
+        action="store_true",
+        help="with --video-only: the image families alone (--image-check without the video rows), merged into the "
+        "--video-name entry, so the two can run side by side",
     )
     parser.add_argument("--video-queries", type=int, default=100, help="test-split queries of the video family")
     parser.add_argument("--video-name", default="shipped demo model", help="the row label of --video-only's models")
@@ -403,45 +413,27 @@ def record_video(args: argparse.Namespace, document: dict) -> None:
     """Measure the video family (and with ``--image-check`` the image families) on ``args.dense`` and
     ``args.paper``; record it in ``video.json`` under ``args.video_name``, replacing an earlier entry of
     that name."""
-    from train_demo_video import CLIP_FRAMES, CLIP_SIZE, VIDEO_FIELDS, video_tasks
+    from train_demo import ADAPTED_CONFIG
+    from train_demo_video import CLIP_FRAMES, CLIP_SIZE, VIDEO_FIELDS
 
     dense = MiniReranker.from_pretrained(args.dense, config="dense")
-    adapted = MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)
-    fast = adapted.config.model_dump(include={"format", "exit_layer", "band", "keep_ratio"})
-    tasks = video_tasks("test", args.video_queries, args.seed)
-    rows = {
-        "dense": run(dense, {"format": "query_first"} | VIDEO_FIELDS, tasks),
-        "adapted config, dense weights": run(dense, fast | VIDEO_FIELDS, tasks),
-        "adapted config, adapted weights": run(adapted, fast | VIDEO_FIELDS, tasks),
-    }
-    base = rows["dense"]
-    entry: dict = {
-        "name": args.video_name,
-        "dense": str(args.dense),
-        "paper": str(args.paper),
-        "adapted_config": fast,
-        "rows": {
-            name: {
-                "metrics": report.metrics,
-                "retention": retention(report, base),
-                "seconds": (report.seconds or {}).get(OVERALL, 0.0),
-            }
-            for name, report in rows.items()
-        },
-        "chance_hit@1": {f: chance([t for t in tasks if t.family == f]) for f in VIDEO_FAMILIES},
-    }
-    for name, report in rows.items():
-        print("video", args.video_name, name, {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()})
+    adapted = None if args.no_paper else MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)
+    fast = (adapted.config if adapted is not None else ADAPTED_CONFIG).model_dump(
+        include={"format", "exit_layer", "band", "keep_ratio"}
+    )
+    entry: dict = {"name": args.video_name}
+    if not args.image_check_only:
+        entry |= video_rows(args, dense, adapted, fast)
     if args.video_history is not None:
         history = json.loads(args.video_history.read_text())
         entry["training"] = {key: history.get(key) for key in ("args", "dense_summary", "adapt_summary")}
-    if args.image_check:
+    if args.image_check or args.image_check_only:
         image = test_tasks(FAMILIES, args.queries, args.seed)
         results = document["results"]
         entry["image_check"] = {
             "queries_per_family": args.queries,
             "dense": run(dense, {"format": "query_first"}, image).metrics,
-            "adapted": run(adapted, fast, image).metrics,
+            "adapted": None if adapted is None else run(adapted, fast, image).metrics,
             # The same tasks as results.json's tables when --queries and --seed are those of the run that wrote it.
             "results_json": {
                 "queries_per_family": document["tasks"]["queries_per_family"],
@@ -449,7 +441,9 @@ def record_video(args: argparse.Namespace, document: dict) -> None:
                 "adapted": results["adapted weights"]["adapted config"]["metrics"],
             },
         }
-        print("image families", entry["image_check"]["dense"], entry["image_check"]["adapted"])
+        print("image families", entry["image_check"]["dense"], entry["image_check"]["adapted"], flush=True)
+    # Read just before writing: a run measuring the same model's image families (--image-check-only) may
+    # have written its part of the entry meanwhile; each run's keys replace only their own.
     path = args.out / VIDEO_FILE
     doc = json.loads(path.read_text()) if path.is_file() else {}
     doc |= {
@@ -464,8 +458,47 @@ def record_video(args: argparse.Namespace, document: dict) -> None:
         },
         "video_fields": VIDEO_FIELDS,
     }
-    doc["models"] = [m for m in doc.get("models", []) if m["name"] != args.video_name] + [entry]
+    models = doc.get("models", [])
+    earlier = next((m for m in models if m["name"] == args.video_name), {})
+    doc["models"] = [m for m in models if m["name"] != args.video_name] + [earlier | entry]
     path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def video_rows(args: argparse.Namespace, dense: MiniReranker, adapted: MiniReranker | None, fast: dict) -> dict:
+    """The video family's test tasks on ``dense`` (query-first and the adapted configuration) and on
+    ``adapted`` (its configuration), with retention over the dense row."""
+    from train_demo_video import VIDEO_FIELDS, video_tasks
+
+    tasks = video_tasks("test", args.video_queries, args.seed)
+    rows = {
+        "dense": run(dense, {"format": "query_first"} | VIDEO_FIELDS, tasks),
+        "adapted config, dense weights": run(dense, fast | VIDEO_FIELDS, tasks),
+    }
+    if adapted is not None:
+        rows["adapted config, adapted weights"] = run(adapted, fast | VIDEO_FIELDS, tasks)
+    base = rows["dense"]
+    for name, report in rows.items():
+        print(
+            "video",
+            args.video_name,
+            name,
+            {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()},
+            flush=True,
+        )
+    return {
+        "dense": str(args.dense),
+        "paper": None if adapted is None else str(args.paper),
+        "adapted_config": fast,
+        "rows": {
+            name: {
+                "metrics": report.metrics,
+                "retention": retention(report, base),
+                "seconds": (report.seconds or {}).get(OVERALL, 0.0),
+            }
+            for name, report in rows.items()
+        },
+        "chance_hit@1": {f: chance([t for t in tasks if t.family == f]) for f in VIDEO_FAMILIES},
+    }
 
 
 def video_section(results_dir: Path) -> list[str]:
@@ -482,14 +515,16 @@ def video_section(results_dir: Path) -> list[str]:
         f'family ("a red circle moving left"; colour x shape x direction), {spec["candidates"]} candidate clips '
         f"each, {round(100 * spec['hard_negative_share'])}% of the negatives one attribute off, the query's own clip "
         f"turned to the three other directions first; each clip {spec['frames']} frames of {spec['frame_size']} x "
-        f"{spec['frame_size']} pixels, kept at that size ({doc['video_fields']}: the official floor of 128 x 32 x 32 "
+        f"{spec['frame_size']} pixels, kept at that size ("
+        + ", ".join(f"`{k}={v}`" for k, v in doc["video_fields"].items())
+        + ": the official floor of 128 x 32 x 32 "
         "pixels per frame would upscale them 16-fold). Dense is the official query-first prompt; the fast rows are "
         "the adapted variant's configuration (vision-first, exit, band, pruning) served by the engine's fast path. "
         "Retention is over the same model's dense row.",
         "",
     ]
     rows = []
-    for model in doc["models"]:
+    for model in (m for m in doc["models"] if "rows" in m):
         dense_seconds = model["rows"]["dense"]["seconds"] or float("nan")
         for name, row in model["rows"].items():
             m, r = row["metrics"]["text_to_video"], row["retention"]["text_to_video"]
@@ -499,11 +534,11 @@ def video_section(results_dir: Path) -> list[str]:
                     name,
                     f"{m['hit_rate@1']:.3f} / {m['ndcg@5']:.3f}",
                     f"{m['mrr@10']:.3f}",
-                    f"{r['hit_rate@1']:.3f} / {r['ndcg@5']:.3f}",
+                    " / ".join(f"{r[k]:.3f}" if math.isfinite(r[k]) else "n/a" for k in ("hit_rate@1", "ndcg@5")),
                     f"{row['seconds'] / dense_seconds:.2f}",
                 ]
             )
-    chance_hit = doc["models"][-1]["chance_hit@1"]["text_to_video"] if doc["models"] else float("nan")
+    chance_hit = next((m["chance_hit@1"]["text_to_video"] for m in doc["models"] if "rows" in m), float("nan"))
     lines += [
         table(
             ["model", "configuration", "Hit@1 / NDCG@5", "MRR@10", "retention Hit@1 / NDCG@5", "runtime / dense"],
@@ -532,7 +567,9 @@ def video_section(results_dir: Path) -> list[str]:
                         model["name"],
                         f,
                         *(
-                            f"{check[kind][f]['hit_rate@1']:.3f} / {check[kind][f]['ndcg@5']:.3f}"
+                            "not measured"
+                            if check[kind] is None
+                            else f"{check[kind][f]['hit_rate@1']:.3f} / {check[kind][f]['ndcg@5']:.3f}"
                             + (
                                 f" (tables: {then[kind][f]['hit_rate@1']:.3f} / {then[kind][f]['ndcg@5']:.3f})"
                                 if same

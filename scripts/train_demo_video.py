@@ -8,7 +8,7 @@ image families, then (``--adapt-steps``) adapt it to the shipped miniReranker co
 
 The clips are 4 frames of 96 x 96 (two temporal groups of 3 x 3 merged tokens, ``VIDEO_FIELDS``): the
 official frame floor of 128 x 32 x 32 pixels would upscale each frame to 384 x 384, 16 times the tokens, for
-shapes that 96 pixels already show. Ranking is dense with the official query-first prompt: 16 queries x 4
+shapes that 96 pixels already show. Ranking is dense with the official query-first prompt: 8 queries x 4
 candidates per step, listwise softmax + 0.2 x BCE, 75% hard negatives (for a clip, its own reverse among
 them), lr ``--lr`` with cosine decay to 10% over ``--steps`` and a ``--minutes`` cap. The image families are
 replayed (``--replay-queries`` per family, with caption queries as in train_demo.py) so they do not regress.
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-queries", type=int, default=400, help="training queries per image family")
     parser.add_argument("--steps", type=int, default=2000, help="cosine schedule length (the run may stop sooner)")
     parser.add_argument("--minutes", type=float, default=25.0, help="stop dense ranking after this long")
-    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--queries-per-step", type=int, default=8, help="groups of 4 candidates per step")
     parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--val-queries", type=int, default=15, help="validation queries per family")
     parser.add_argument(
@@ -145,7 +146,7 @@ def train_dense(
 ) -> None:
     settings = TrainSettings(
         steps=args.steps,
-        queries_per_step=16,
+        queries_per_step=args.queries_per_step,
         candidates_per_query=4,
         lr=args.lr,
         warmup_steps=50,
