@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from .demo_model import DEMO_MODEL
 from .engine.counters import WorkCounters
@@ -20,6 +22,8 @@ from .engine.inputs import Candidate, Query
 from .engine.reranker import MiniReranker
 from .quality.data import generate, query_text
 from .quality.data.tasks import RerankTask
+
+T = TypeVar("T")
 
 __all__ = ["demo_tasks", "describe", "run_demo"]
 
@@ -78,6 +82,7 @@ def run_demo(
     fast = MiniReranker.from_pretrained(model)  # the configuration saved with the checkpoint, else paper
     dense = MiniReranker.from_pretrained(model, config="dense")
     cfg = fast.config
+    exit_layer = cfg.exit_layer if cfg.exit_layer is not None else fast.num_layers  # resolved: always set
     emit(
         f"fast path: {cfg.format.replace('_', '-')}, exit after {cfg.exit_layer}/{fast.num_layers} layers, "
         f"band {_band(cfg.band)}, {cfg.keep_ratio:.0%} of visual tokens kept"
@@ -105,8 +110,8 @@ def run_demo(
     top_hits = {"fast": 0, "dense": 0}
     for number, job in enumerate(jobs, 1):
         before = _snapshot(fast.counters)
-        fast_s, ranked = _timed(lambda job=job: fast.rerank(job.query, job.candidates))
-        dense_s, dense_ranked = _timed(lambda job=job: dense.rerank(job.query, job.candidates))
+        fast_s, ranked = _timed(partial(fast.rerank, job.query, job.candidates))
+        dense_s, dense_ranked = _timed(partial(dense.rerank, job.query, job.candidates))
         fast_total, dense_total = fast_total + fast_s, dense_total + dense_s
         baseline = {r.index: r.score for r in dense_ranked}
         task = job.task
@@ -136,7 +141,7 @@ def run_demo(
     emit(
         f"reused: {c.prefix_hits} document prefixes read from the store, {c.prefix_computations} computed "
         f"(image queries' own); {c.suffix_prebands} distinct suffixes run below the band once each, "
-        f"{c.pair_passes} per-pair passes through layers {cfg.band[0] if cfg.band else 0}..{cfg.exit_layer - 1}"
+        f"{c.pair_passes} per-pair passes through layers {cfg.band[0] if cfg.band else 0}..{exit_layer - 1}"
     )
     emit("(single timings on a busy CPU vary; `minirerank bench` measures cold and warm runs against dense)")
     return "\n".join(lines)
@@ -152,7 +157,7 @@ def _warm_up(fast: MiniReranker, dense: MiniReranker, documents: list[Candidate]
         reranker.rerank("warm-up", documents)
 
 
-def _timed(call: Callable[[], object]):
+def _timed(call: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     result = call()
     return time.perf_counter() - started, result

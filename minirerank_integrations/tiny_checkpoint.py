@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import Qwen2TokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+# transformers 5: Qwen2Tokenizer is the tokenizers-backed class (Qwen2TokenizerFast an untyped alias of it).
+from transformers import Qwen2Tokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from .engine.prompts import DEFAULT_INSTRUCTION, EMBEDDER_SYSTEM, RERANKER_SYSTEM
@@ -39,7 +41,7 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 600, extra_corpus: Sequence[str] = ()) -> Qwen2TokenizerFast:
+def build_tokenizer(vocab_size: int = 600, extra_corpus: Sequence[str] = ()) -> Qwen2Tokenizer:
     """A byte-level BPE with Qwen's special tokens, where ``yes`` and ``no`` are single tokens.
 
     ``extra_corpus`` adds sentences (e.g. a data set's queries) so their words become few tokens.
@@ -54,11 +56,11 @@ def build_tokenizer(vocab_size: int = 600, extra_corpus: Sequence[str] = ()) -> 
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4 + list(extra_corpus), trainer=trainer)
-    tokenizer = Qwen2TokenizerFast(
+    tokenizer = Qwen2Tokenizer(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]  # byte-level: no unknown token; transformers types it str
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     for word in ("yes", "no"):
@@ -68,7 +70,7 @@ def build_tokenizer(vocab_size: int = 600, extra_corpus: Sequence[str] = ()) -> 
 
 
 def tiny_config(
-    tokenizer: Qwen2TokenizerFast,
+    tokenizer: Qwen2Tokenizer,
     *,
     num_layers: int = 4,
     hidden_size: int = 64,
@@ -81,7 +83,12 @@ def tiny_config(
 
     ``vocab_size``: rows of the embedding table (at least the tokenizer's length; the real checkpoints pad it).
     """
-    ids = tokenizer.convert_tokens_to_ids
+
+    def ids(token: str) -> int:
+        found = tokenizer.convert_tokens_to_ids(token)  # one token in, one id out
+        assert isinstance(found, int), found
+        return found
+
     return Qwen3VLConfig(
         text_config={
             "vocab_size": max(vocab_size or 0, len(tokenizer)),
@@ -140,7 +147,7 @@ def build_tiny_checkpoint(
     vision_depth: int = 3,
     seed: int = 0,
     weight_scale: float = 4.0,
-    tokenizer: Qwen2TokenizerFast | None = None,
+    tokenizer: Qwen2Tokenizer | None = None,
     vocab_size: int | None = None,
 ) -> Path:
     """Write a randomly initialised tiny Qwen3-VL checkpoint (model, tokenizer, image processor) to ``path``.

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw
@@ -29,13 +30,16 @@ from ..engine.inputs import Candidate
 from ..engine.pruning import kept_count
 from ..engine.reranker import MiniReranker
 from ..scale import precache_documents, precache_on_ray
-from ..store import PrefixEntry, encode_entry
+from ..store import PrefixEntry, Storage, encode_entry
 from ..testing import RedisServer
 from .prefix_bytes import SYSTEM_TOKENS, visual_tokens
 from .shapes import SHAPES
 
+if TYPE_CHECKING:
+    from redis import Redis
+
 PAGES = [(512, 512), (1024, 1024), (1024, 1344), (1536, 2048)]  # width x height before the resize rule
-STORAGES = ("float32", "bfloat16", "int8")
+STORAGES: tuple[Storage, ...] = ("float32", "bfloat16", "int8")
 TEXT_TOKENS = 64
 
 
@@ -47,6 +51,7 @@ def entry_of(layers: int, kv_heads: int, tokens: int, head_dim: int) -> PrefixEn
 def bytes_table() -> list[dict]:
     shape = SHAPES["qwen3-vl-2b"]
     paper = RerankConfig.preset("paper", shape.layers)
+    assert paper.band is not None, "the paper preset has a band"
     layers = paper.band[1] - paper.band[0]
     rows = []
     for width, height in PAGES:
@@ -67,9 +72,17 @@ def redis_overhead(server: RedisServer, blob: bytes, count: int = 8) -> float:
     names = [f"capacity:prefix:{i:064x}" for i in range(count)]
     for name in names:
         client.set(name, blob)
-    used = sum(client.memory_usage(name, samples=0) for name in names) / count
+    used = sum(_memory_usage(client, name) for name in names) / count
     client.flushall()
     return used
+
+
+def _memory_usage(client: Redis, name: str) -> int:
+    """MEMORY USAGE of ``name``, bytes (the key was just written: the server answers None only if it is gone)."""
+    used = client.memory_usage(name, samples=0)
+    if used is None:
+        raise RuntimeError(f"redis holds no {name!r}: was it evicted (maxmemory) while measuring?")
+    return int(used)
 
 
 def pages(folder: Path, n: int, size: int) -> list[Candidate]:

@@ -76,7 +76,7 @@ def measure_entries(width: int, height: int, model: str | Path | None = None) ->
             if entry is None:
                 raise RuntimeError(f"precache stored no entry under {key!r} for the {name!r} configuration")
             for storage in ("float32", "int8"):
-                sizes[(name, storage)] = len(encode_entry(entry, key=MEASURE_KEY, storage=storage))  # type: ignore[arg-type]
+                sizes[(name, storage)] = len(encode_entry(entry, key=MEASURE_KEY, storage=storage))
     return sizes
 
 

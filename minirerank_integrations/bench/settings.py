@@ -34,63 +34,65 @@ class BenchSettings(CheckedSettings):
     """
 
     shape: str = Field(
-        "small",
+        default="small",
         description="model shape built with random weights (bench.shapes)",
         json_schema_extra={"choices": list[JsonValue](sorted(SHAPES))},
     )
-    sizes: tuple[_Pixels, ...] = Field((128, 256), description="page sides measured, pixels")
+    sizes: tuple[_Pixels, ...] = Field(default=(128, 256), description="page sides measured, pixels")
     warm_n: tuple[_Count, ...] = Field(
-        (1, 10, 100), description="documents per query of the warm and cold rows (sorted), documents"
+        default=(1, 10, 100), description="documents per query of the warm and cold rows (sorted), documents"
     )
     large_n: _Count | None = Field(
-        None, description="an extra warm N for paper at the smallest size (e.g. 1000), documents"
+        default=None, description="an extra warm N for paper at the smallest size (e.g. 1000), documents"
     )
-    dense_pairs: _Count = Field(1, description="pairs timed for dense-official (scaled to N), pairs")
-    dense_batch: _Count = Field(2, description="pairs in the dense-batched forward, pairs")
-    ingest_docs: _Count = Field(1, description="documents really ingested per configuration, documents")
-    text_candidates: _Count = Field(10, description="N of the image query over text candidates, candidates")
+    dense_pairs: _Count = Field(default=1, description="pairs timed for dense-official (scaled to N), pairs")
+    dense_batch: _Count = Field(default=2, description="pairs in the dense-batched forward, pairs")
+    ingest_docs: _Count = Field(default=1, description="documents really ingested per configuration, documents")
+    text_candidates: _Count = Field(default=10, description="N of the image query over text candidates, candidates")
     # vision-first stores every layer of every token: its warm store would be large, so its N is capped
-    full_kv_max_n: _Count = Field(10, description="largest warm N of vision-first alone, documents")
+    full_kv_max_n: _Count = Field(default=10, description="largest warm N of vision-first alone, documents")
     methods: tuple[EngineMethod, ...] = Field(
-        ENGINE_METHODS, description="the engine's configurations measured (cumulative)"
+        default=ENGINE_METHODS, description="the engine's configurations measured (cumulative)"
     )
-    storage: Storage = Field("bfloat16", description="precision of the warm disk store's entries")
+    storage: Storage = Field(default="bfloat16", description="precision of the warm disk store's entries")
     device: str = Field(
-        "cpu", description="where the model runs, e.g. cpu, cuda", json_schema_extra={"metavar": "DEVICE"}
+        default="cpu", description="where the model runs, e.g. cpu, cuda", json_schema_extra={"metavar": "DEVICE"}
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the random weights")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="dtype of the random weights"
+    )
     guide_layers: tuple[_Count | None, ...] = Field(
-        (1, 2, 4, None),
+        default=(1, 2, 4, None),
         description="pruning-guide depths whose ingestion stage is timed ('all': the full-depth guide), layers",
         json_schema_extra={"none": "all"},
     )
     instruction_in_prefix: bool = Field(
-        True,
+        default=True,
         description="time paper with the instruction moved into the prefix too",
         json_schema_extra={"flag": "--no-instruction-row"},
     )
     profile: bool = Field(
-        True,
+        default=True,
         description="profile a warm and a cold query (torch.profiler)",
         json_schema_extra={"flag": "--no-profile"},
     )
     # a CPU run's budget goes to the rows its targets read
     detail_sizes: tuple[_Pixels, ...] | None = Field(
-        None,
+        default=None,
         description="sizes where every method is measured (None: all); elsewhere dense-official, paper and its "
         "stages with the default guide only, pixels",
     )
     work_dir: str | None = Field(
-        None,
+        default=None,
         description="where the disk stores live, deleted after each method (None: a temporary one)",
         json_schema_extra={"metavar": "DIR"},
     )
     vocabulary: Literal["auto", "qwen", "workload"] = Field(
-        "auto",
+        default="auto",
         description="tokenizer: Qwen's real vocabulary (the dev extra has its ranks), a stand-in whose workload "
         "words are single tokens, or Qwen's when installed; the result names the one used",
     )
-    seed: int = Field(0, ge=0, description="seed of the random weights")
+    seed: int = Field(default=0, ge=0, description="seed of the random weights")
 
     @field_validator("shape")
     @classmethod

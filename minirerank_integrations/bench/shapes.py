@@ -110,5 +110,5 @@ def random_backbone(
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen3VLForConditionalGeneration(shape_config(shape, tokenizer))
-    model.to(dtype)
+    model.to(dtype)  # type: ignore[arg-type]  # transformers types its wrapped `to` as taking the model itself
     return Backbone(model, tokenizer, image_processor, f"random {name}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..demo_model import DEMO_MODEL
+from ..engine.config import PresetName, RerankConfig
 from ..engine.modeling import Backbone
 from ..engine.reranker import MiniReranker
 from ..quality.data import FAMILIES, generate
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     frozen = fresh_backbone()  # the pruning guide, as in the demo's adaptation
     # The configuration the checkpoint was adapted to (the demo ships one), else the paper preset.
     adapted = MiniReranker.from_pretrained(args.model, device=args.device).config
-    rows = [("dense", "dense", True), ("adapted", adapted, True), ("adapted, reference forward", adapted, False)]
+    rows: list[tuple[str, RerankConfig | PresetName, bool]] = [
+        ("dense", "dense", True),
+        ("adapted", adapted, True),
+        ("adapted, reference forward", adapted, False),
+    ]
     seconds: dict[str, dict[str, float]] = {}
     for vision in ("trained", "frozen"):
         for name, preset, fast in rows:

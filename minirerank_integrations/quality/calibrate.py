@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +85,9 @@ def measure_timing(
     On those tasks: per pair = warm seconds / pairs; per document = (cold - warm seconds) / documents,
     floored at 0 (the query-first prompt caches nothing, so its two runs differ by noise only).
     """
-    if len(reranker.store) or reranker.encoder.cached_importances:
+    store = reranker.store  # the memory store is Sized; another counts what it was given
+    held = len(store) if isinstance(store, Sized) else store.stats.writes
+    if held or reranker.encoder.cached_importances:
         raise InputError("measure_timing needs a fresh reranker: its prefix store or pruning importances hold work")
     scores, cold = _rerank_all(reranker, tasks)
     timed = list(tasks[: max(1, warm_tasks)])

@@ -43,11 +43,11 @@ def _one_line(name: str, exc: ValidationError) -> str:
 class LoraSpec(CheckedSettings):
     """Where LoRA adapters go and their shape; defaults are the paper's recipe (rank 16, alpha 32)."""
 
-    rank: int = Field(16, ge=1, description="LoRA rank (inner dimension of each adapter)")
-    alpha: int = Field(32, ge=1, description="LoRA alpha; the adapter's output is scaled by alpha / rank")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on each adapter's input while training")
+    rank: int = Field(default=16, ge=1, description="LoRA rank (inner dimension of each adapter)")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha; the adapter's output is scaled by alpha / rank")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="dropout on each adapter's input while training")
     train_vision: bool = Field(
-        False, description="adapt the vision tower's blocks and mergers too (else only the text decoder)"
+        default=False, description="adapt the vision tower's blocks and mergers too (else only the text decoder)"
     )
 
 
@@ -58,45 +58,51 @@ class AdaptSettings(CheckedSettings):
     field (``queries_per_step`` is ``--queries-per-step``) with these defaults and descriptions.
     """
 
-    steps: int = Field(1000, ge=1, description="optimizer steps in all (a resumed run counts the saved ones)")
-    queries_per_step: int = Field(8, ge=1, description="groups (one query each) per micro-batch of groups")
-    grad_accum: int = Field(1, ge=1, description="micro-batches of groups per optimizer step")
+    steps: int = Field(default=1000, ge=1, description="optimizer steps in all (a resumed run counts the saved ones)")
+    queries_per_step: int = Field(default=8, ge=1, description="groups (one query each) per micro-batch of groups")
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches of groups per optimizer step")
     micro_batch_pairs: int = Field(
-        16,
+        default=16,
         ge=1,
         description="pairs per forward/backward pass, in whole groups (at least one): bounds peak memory; "
         "the step's gradient does not depend on it (docs/adaptation.md sizes it for the 2B)",
     )
     group_size: int = Field(
-        8, ge=2, description="candidates per group: the teacher's best --teacher-top, the rest drawn at random"
+        default=8, ge=2, description="candidates per group: the teacher's best --teacher-top, the rest drawn at random"
     )
-    teacher_top: int = Field(3, ge=1, description="the teacher's best candidates always in a group")
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (merged at the end) or every weight")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (the adapter's output is scaled by alpha / rank)")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on each LoRA adapter's input")
-    train_vision: bool = Field(False, description="train the vision tower too (frozen by default)")
-    lr: float | None = Field(None, gt=0.0, description="peak learning rate; default 1e-4 (lora) or 3e-4 (full)")
-    warmup_steps: int = Field(20, ge=0, description="steps of linear warm-up before the cosine decay to 10%")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0.0, description="gradient norm clipped to this before each step")
-    distill_weight: float = Field(1.0, ge=0.0, description="weight of the KL from the teacher's softmax per group")
-    score_weight: float = Field(0.2, ge=0.0, description="weight of the BCE towards sigmoid(teacher logit)")
+    teacher_top: int = Field(default=3, ge=1, description="the teacher's best candidates always in a group")
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="LoRA adapters (merged at the end) or every weight"
+    )
+    lora_rank: int = Field(default=16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha (the adapter's output is scaled by alpha / rank)")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="dropout on each LoRA adapter's input")
+    train_vision: bool = Field(default=False, description="train the vision tower too (frozen by default)")
+    lr: float | None = Field(default=None, gt=0.0, description="peak learning rate; default 1e-4 (lora) or 3e-4 (full)")
+    warmup_steps: int = Field(default=20, ge=0, description="steps of linear warm-up before the cosine decay to 10%")
+    weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay")
+    grad_clip: float = Field(default=1.0, gt=0.0, description="gradient norm clipped to this before each step")
+    distill_weight: float = Field(
+        default=1.0, ge=0.0, description="weight of the KL from the teacher's softmax per group"
+    )
+    score_weight: float = Field(default=0.2, ge=0.0, description="weight of the BCE towards sigmoid(teacher logit)")
     temperature: float = Field(
-        1.0, gt=0.0, description="softmax temperature of the distillation (below 1: the top of the order weighs more)"
+        default=1.0,
+        gt=0.0,
+        description="softmax temperature of the distillation (below 1: the top of the order weighs more)",
     )
     label_weight: float = Field(
-        0.0, ge=0.0, description="weight of the labels' listwise + 0.2 x BCE loss (tasks must carry relevance)"
+        default=0.0, ge=0.0, description="weight of the labels' listwise + 0.2 x BCE loss (tasks must carry relevance)"
     )
-    save_every: int = Field(100, ge=1, description="write the resumable state every this many steps")
+    save_every: int = Field(default=100, ge=1, description="write the resumable state every this many steps")
     ema: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         lt=1.0,
         description="serve a moving average of the trained weights with this decay per step (e.g. 0.998; 0: off)",
     )
-    seed: int = Field(0, description="seed of the LoRA init, the groups drawn and dropout")
-    teacher_batch: int = Field(32, ge=1, description="pairs per forward pass of the teacher")
+    seed: int = Field(default=0, description="seed of the LoRA init, the groups drawn and dropout")
+    teacher_batch: int = Field(default=32, ge=1, description="pairs per forward pass of the teacher")
 
     @model_validator(mode="after")
     def _check(self) -> AdaptSettings:
@@ -126,34 +132,41 @@ class TrainSettings(CheckedSettings):
     1e-4).
     """
 
-    steps: int = Field(1000, ge=1, description="optimizer steps in all, steps")
-    queries_per_step: int = Field(8, ge=1, description="groups (one query each) per optimizer step, queries")
+    steps: int = Field(default=1000, ge=1, description="optimizer steps in all, steps")
+    queries_per_step: int = Field(default=8, ge=1, description="groups (one query each) per optimizer step, queries")
     candidates_per_query: int = Field(
-        8, ge=2, description="candidates per group: one to a quarter of them positives, the rest negatives, candidates"
+        default=8,
+        ge=2,
+        description="candidates per group: one to a quarter of them positives, the rest negatives, candidates",
     )
-    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW), per step")
-    warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay to 10%, steps")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay, a fraction of each weight per step")
-    grad_clip: float = Field(1.0, gt=0.0, description="gradient norm clipped to this before each step, L2 norm")
+    lr: float = Field(default=1e-3, gt=0.0, description="peak learning rate (AdamW), per step")
+    warmup_steps: int = Field(default=50, ge=0, description="linear warm-up before the cosine decay to 10%, steps")
+    weight_decay: float = Field(
+        default=0.01, ge=0.0, description="AdamW weight decay, a fraction of each weight per step"
+    )
+    grad_clip: float = Field(default=1.0, gt=0.0, description="gradient norm clipped to this before each step, L2 norm")
     listwise_weight: float = Field(
-        1.0, ge=0.0, description="weight of the listwise softmax cross-entropy per group, a factor"
+        default=1.0, ge=0.0, description="weight of the listwise softmax cross-entropy per group, a factor"
     )
-    bce_weight: float = Field(0.5, ge=0.0, description="weight of the point-wise binary cross-entropy, a factor")
+    bce_weight: float = Field(
+        default=0.5, ge=0.0, description="weight of the point-wise binary cross-entropy, a factor"
+    )
     hard_start: float = Field(
-        0.0, ge=0.0, le=1.0, description="share of hard negatives (one attribute off) at step 0, a fraction"
+        default=0.0, ge=0.0, le=1.0, description="share of hard negatives (one attribute off) at step 0, a fraction"
     )
     hard_end: float = Field(
-        0.75,
+        default=0.75,
         ge=0.0,
         le=1.0,
         description="share of hard negatives reached linearly by 60% of the steps (a curriculum), a fraction",
     )
-    seed: int = Field(0, description="seed of the groups drawn and of torch, an integer")
+    seed: int = Field(default=0, description="seed of the groups drawn and of torch, an integer")
     time_limit_s: float | None = Field(
-        None, gt=0.0, description="stop early after this long, seconds (None: run every step)"
+        default=None, gt=0.0, description="stop early after this long, seconds (None: run every step)"
     )
     # Vision-first configurations: the loss through the serving decomposition (prefix up to the band end,
     # shared suffix layers once per distinct suffix) equals the reference definition (tested) and is cheaper.
     fast_path: bool = Field(
-        True, description="compute vision-first losses through the serving decomposition (else the reference forward)"
+        default=True,
+        description="compute vision-first losses through the serving decomposition (else the reference forward)",
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..engine.inputs import Candidate, Query
 from ..engine.reranker import MiniReranker
 from ..errors import CacheError, ScoreError
 from .data.tasks import RerankTask
@@ -38,11 +39,11 @@ def task_digest(tasks: Sequence[RerankTask]) -> str:
         if isinstance(image, bytes):
             return "bytes:" + hashlib.blake2b(image, digest_size=16).hexdigest()
         if hasattr(image, "tobytes"):  # a PIL image
-            return "pixels:" + hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()  # type: ignore[attr-defined]
+            return "pixels:" + hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
         return "ref:" + str(image)
 
     for task in tasks:
-        items = [task.query, *task.candidates]
+        items: list[Query | Candidate] = [task.query, *task.candidates]
         record = [task.id, [[item.text, [image_ref(im) for im in item.images]] for item in items]]
         digest.update(json.dumps(record, ensure_ascii=False).encode())
     return digest.hexdigest()
