@@ -69,7 +69,8 @@ def gather_window(
     if codes_first and quantized:
         return _gather_codes(entries, source, target, dtype)
     # Gathered where the entries live (the host, when read from disk), then one transfer per tensor.
-    past_k, past_v = window_buffer(_window_shape(entries), dtype, source, target)  # one buffer, two halves
+    buffer = window_buffer(_window_shape(entries), dtype, source, target)  # [2, *window]: keys, values
+    past_k, past_v = buffer[0], buffer[1]  # indexed, not unpacked: unbind's views refuse in-place writes under grad
     for b, entry in enumerate(entries):
         n = entry.length
         if entry.int8 is not None:

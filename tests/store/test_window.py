@@ -128,3 +128,13 @@ def test_a_kept_window_is_never_overwritten_by_the_next() -> None:
     again = gather_window(two, "cpu", torch.bfloat16)
     assert torch.equal(keys, stacked(one, torch.bfloat16)[0])
     assert torch.equal(again[0], stacked(two, torch.bfloat16)[0])
+
+
+def test_a_window_of_entries_that_need_gradients_is_gathered_and_differentiable() -> None:
+    """Training gathers computed entries under grad mode: the window carries their gradients back."""
+    leaves = [entry(3, 50, torch.float32), entry(5, 51, torch.float32)]
+    for e in leaves:
+        e.keys.requires_grad_(True)
+    keys, values = gather_window(leaves, "cpu", torch.float32)
+    keys.sum().backward()
+    assert all(e.keys.grad is not None and torch.equal(e.keys.grad, torch.ones_like(e.keys)) for e in leaves)
