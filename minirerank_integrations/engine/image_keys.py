@@ -52,7 +52,17 @@ from .images import (
 from .inputs import ImageSource, PdfPage
 from .pdf import parse_page_reference
 
-__all__ = ["IMAGE_KEY_VERSION", "MEMO_ENTRIES", "SETTLE_SECONDS", "KeyedImage", "clear_memo", "key_image"]
+__all__ = [
+    "IMAGE_KEY_VERSION",
+    "MEMO_ENTRIES",
+    "SETTLE_SECONDS",
+    "KeyedImage",
+    "Memo",
+    "clear_memo",
+    "file_stamp",
+    "key_image",
+    "settled",
+]
 
 #: Part of every image digest; bumped when the decoding or the resize rule changes what a source becomes.
 IMAGE_KEY_VERSION = 1
@@ -68,7 +78,7 @@ _HASH_CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
 
-class _Memo:
+class Memo:
     """An LRU of at most ``entries`` items behind a lock (sides are prepared on several threads)."""
 
     def __init__(self, entries: int) -> None:
@@ -98,8 +108,8 @@ class _Memo:
         return len(self._items)
 
 
-_stamps = _Memo(MEMO_ENTRIES)  # file stamp -> xxh3-128 of the file's bytes
-_sizes = _Memo(MEMO_ENTRIES)  # source key -> (width, height) decoded, upright, before the resize
+_stamps = Memo(MEMO_ENTRIES)  # file stamp -> xxh3-128 of the file's bytes
+_sizes = Memo(MEMO_ENTRIES)  # source key -> (width, height) decoded, upright, before the resize
 
 
 def clear_memo() -> None:
@@ -204,11 +214,13 @@ def _locate(source: ImageSource, desc: str, fetcher: ImageFetcher | None) -> tup
     return "text", source  # base64, or a missing file that load_image names
 
 
-def _stamp(path: str, info: os.stat_result) -> tuple:
+def file_stamp(path: str, info: os.stat_result) -> tuple:
+    """What identifies a file's bytes without reading them: path, device, inode, size and both timestamps."""
     return (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def _settled(info: os.stat_result) -> bool:
+def settled(info: os.stat_result) -> bool:
+    """Whether the file was last written long enough ago that a later write would show in its stamp."""
     newest = max(info.st_mtime_ns, info.st_ctime_ns)
     return time.time_ns() - newest > SETTLE_SECONDS * 1e9
 
@@ -219,7 +231,7 @@ def _key_file(path: str, desc: str, min_pixels: int, max_pixels: int, factor: in
     except (OSError, ValueError):
         info = None  # read_image_file names the problem
     if info is not None and stat.S_ISREG(info.st_mode):
-        digest = _stamps.get(_stamp(path, info))
+        digest = _stamps.get(file_stamp(path, info))
         if isinstance(digest, str):
             key = f"c:{digest}"
             size = _sizes.get(key)
@@ -235,8 +247,8 @@ def _key_file(path: str, desc: str, min_pixels: int, max_pixels: int, factor: in
         after = os.stat(path)
     except (OSError, ValueError):
         return keyed
-    if info is not None and _stamp(path, after) == _stamp(path, info) and _settled(after):
-        _stamps.put(_stamp(path, info), digest)
+    if info is not None and file_stamp(path, after) == file_stamp(path, info) and settled(after):
+        _stamps.put(file_stamp(path, info), digest)
     return keyed
 
 
@@ -297,14 +309,14 @@ def _key_page(page: PdfPage, desc: str, min_pixels: int, max_pixels: int, factor
         info = None
     if info is not None and not stat.S_ISREG(info.st_mode):
         load_image(page)  # refuses it by type, naming the page
-    digest = _stamps.get(_stamp(path, info)) if info is not None else None
+    digest = _stamps.get(file_stamp(path, info)) if info is not None else None
     if digest is None:
         if info is None:
             load_image(page)  # raises: no such file, naming the page
         digest = _file_digest(path, desc)
         after = os.stat(path)
-        if _stamp(path, after) == _stamp(path, info) and _settled(after):  # type: ignore[arg-type]
-            _stamps.put(_stamp(path, info), digest)  # type: ignore[arg-type]
+        if file_stamp(path, after) == file_stamp(path, info) and settled(after):  # type: ignore[arg-type]
+            _stamps.put(file_stamp(path, info), digest)  # type: ignore[arg-type]
     key = f"d:{digest}:{page.index}:{page.label!r}:{float(page.scale)!r}"
 
     def render() -> Image.Image:

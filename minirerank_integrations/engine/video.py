@@ -6,9 +6,11 @@ processing, and its frames are decoded only when it is encoded."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
@@ -17,7 +19,7 @@ import torch
 import xxhash
 
 from ..errors import ImageLoadError, VideoLoadError
-from .image_keys import key_image
+from .image_keys import MEMO_ENTRIES, Memo, file_stamp, key_image, settled
 from .images import smart_resize
 from .inputs import ImageSource
 from .prompts import PreparedImage
@@ -30,7 +32,14 @@ from .sources import (
     file_uri_path,
     read_source_file,
 )
-from .video_decode import decode_frames, normalize_and_patchify, probe_video, resize_frames
+from .video_decode import (
+    VideoProbe,
+    check_frame_budget,
+    decode_frames,
+    normalize_and_patchify,
+    probe_video,
+    resize_frames,
+)
 from .video_settings import FRAME_FACTOR, VideoProcessing, VideoSettings
 
 #: Part of every video digest; bumped when sampling, decoding or the resize changes what a source becomes.
@@ -200,8 +209,7 @@ def prepare_video(
     )
     if isinstance(source, (list, tuple)):
         return _prepare_frames(source, desc, settings, processing, settings_key, fetcher)
-    data = _read_video(source, desc, fetcher)
-    probe = probe_video(data, desc, max_source_frames=settings.max_source_frames)
+    content, probe, read = _video_content(source, desc, fetcher, settings)
     try:
         nframes = smart_nframes(probe.frames, probe.fps, settings)
     except ValueError as exc:
@@ -211,13 +219,79 @@ def prepare_video(
     timestamps = group_timestamps(indices, probe.fps, processing.temporal_patch_size)
     hasher = xxhash.xxh3_128(settings_key.encode())
     hasher.update(b"file\0")
-    hasher.update(xxhash.xxh3_128_digest(data))
+    hasher.update(content)
     grid = _grid(nframes, height, width, processing)
 
     def load() -> torch.Tensor:
-        return resize_frames(decode_frames(data, indices, desc, probe), height, width)
+        return resize_frames(decode_frames(read(), indices, desc, probe), height, width)
 
     return PreparedVideo(f"v:{hasher.hexdigest()}", grid, timestamps, processing.merge_size, load)
+
+
+#: A settled video file's stamp -> (xxh3-128 of its bytes, its probe): a file seen before is not read again to key
+#: it (its bytes are read when its frames are decoded, on a store miss, and checked against the digest).
+_files = Memo(MEMO_ENTRIES)
+
+
+def _video_content(
+    source: object, desc: str, fetcher: Fetcher | None, settings: VideoSettings
+) -> tuple[bytes, VideoProbe, Callable[[], bytes]]:
+    """The digest of a video's bytes, its probe, and how to get the bytes to decode."""
+    path = _local_path(source, desc)
+    if path is not None:
+        try:
+            info: os.stat_result | None = os.stat(path)
+        except (OSError, ValueError):
+            info = None  # the read below names the problem
+        if info is not None and stat.S_ISREG(info.st_mode):
+            seen = _files.get(file_stamp(path, info))
+            if isinstance(seen, tuple):
+                digest, probe = seen
+                check_frame_budget(probe.frames, desc, settings.max_source_frames)
+                return digest, probe, functools.partial(_checked_read, path, desc, digest)
+        data = _read_file(path, desc)
+        digest = xxhash.xxh3_128_digest(data)
+        probe = probe_video(data, desc, max_source_frames=settings.max_source_frames)
+        try:
+            after = os.stat(path)
+        except (OSError, ValueError):
+            after = None
+        if (
+            info is not None
+            and after is not None
+            and file_stamp(path, after) == file_stamp(path, info)
+            and settled(after)
+        ):
+            _files.put(file_stamp(path, info), (digest, probe))
+        return digest, probe, lambda: data
+    data = _read_video(source, desc, fetcher)
+    probe = probe_video(data, desc, max_source_frames=settings.max_source_frames)
+    return xxhash.xxh3_128_digest(data), probe, lambda: data
+
+
+def _checked_read(path: str, desc: str, digest: bytes) -> bytes:
+    """A remembered file's bytes, read when its frames are needed, refused if they are no longer the ones keyed."""
+    data = _read_file(path, desc)
+    if xxhash.xxh3_128_digest(data) != digest:
+        raise VideoLoadError(f"{desc}: the file changed while it was in use; score it again")
+    return data
+
+
+def _local_path(source: object, desc: str) -> str | None:
+    """The local file a path, ``PathLike`` or ``file://`` URI names; None for bytes, URLs and data URIs."""
+    if isinstance(source, os.PathLike):
+        try:
+            return os.fsdecode(os.fspath(source))
+        except (TypeError, ValueError) as exc:
+            raise VideoLoadError(f"{desc}: not a usable file path: {exc}") from exc
+    if not isinstance(source, str):
+        return None
+    text = source.strip()
+    if text[:7].lower() == "file://":
+        return file_uri_path(text, desc, error=VideoLoadError)
+    if not text or URL_SCHEME.match(text) or text[:5].lower() == "data:":
+        return None
+    return source
 
 
 def _read_video(source: object, desc: str, fetcher: Fetcher | None) -> bytes:

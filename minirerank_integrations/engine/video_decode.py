@@ -14,7 +14,15 @@ import torch
 from ..errors import MissingExtraError, VideoLoadError
 from .sources import MAX_SOURCE_PIXELS
 
-__all__ = ["VideoProbe", "decode_frames", "import_av", "normalize_and_patchify", "probe_video", "resize_frames"]
+__all__ = [
+    "VideoProbe",
+    "check_frame_budget",
+    "decode_frames",
+    "import_av",
+    "normalize_and_patchify",
+    "probe_video",
+    "resize_frames",
+]
 
 _INSTALL = "pip install 'minirerank-integrations[video]'"
 
@@ -67,11 +75,7 @@ def probe_video(data: bytes, desc: str, *, max_source_frames: int) -> VideoProbe
         raise VideoLoadError(f"{desc}: not a decodable video: {exc}") from exc
     if frames <= 0:
         raise VideoLoadError(f"{desc}: empty video (no frames)")
-    if frames > max_source_frames:
-        raise VideoLoadError(
-            f"{desc}: the video holds {frames} frames, more than the {max_source_frames} allowed "
-            "(video_max_source_frames); refusing to decode it"
-        )
+    check_frame_budget(frames, desc, max_source_frames)
     if not rate or float(rate) <= 0:
         raise VideoLoadError(f"{desc}: the video gives no frame rate")
     if width <= 0 or height <= 0:
@@ -82,6 +86,15 @@ def probe_video(data: bytes, desc: str, *, max_source_frames: int) -> VideoProbe
             "allowed (max_source_pixels); refusing to decode it"
         )
     return VideoProbe(frames, float(rate), width, height)
+
+
+def check_frame_budget(frames: int, desc: str, max_source_frames: int) -> None:
+    """:class:`VideoLoadError` for a video of more than ``max_source_frames`` frames."""
+    if frames > max_source_frames:
+        raise VideoLoadError(
+            f"{desc}: the video holds {frames} frames, more than the {max_source_frames} allowed "
+            "(video_max_source_frames); refusing to decode it"
+        )
 
 
 def decode_frames(data: bytes, indices: Sequence[int], desc: str, probe: VideoProbe) -> torch.Tensor:

@@ -5,6 +5,7 @@ reference. And the typed errors a bad video gives (``docs/design.md``, "Video").
 from __future__ import annotations
 
 import sys
+import time
 
 import av
 import numpy as np
@@ -177,9 +178,10 @@ def test_a_video_over_the_frame_budget_is_refused(tiny4_path, clips):
     assert "more than max_length 20" in str(_cause(small, Candidate(videos=[clips["file"]])))
 
 
-def test_without_pyav_a_video_file_names_the_extra(engine, clips, monkeypatch):
+def test_without_pyav_a_video_file_names_the_extra(engine, clips, tmp_path, monkeypatch):
+    path = write_clip(tmp_path / "new.mov", clip_frames(4, seed=9))  # never seen: its header must be read
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
-    cause = _cause(engine, Candidate(videos=[clips["file"]]))
+    cause = _cause(engine, Candidate(videos=[path]))
     assert isinstance(cause, MissingExtraError) and isinstance(cause, ImportError)
     assert "pip install 'minirerank-integrations[video]'" in str(cause)
     # A list of frames needs no decoder.
@@ -249,3 +251,30 @@ def test_containers_without_a_frame_count_and_too_short_files(engine, tmp_path):
     one = write_clip(tmp_path / "one.mov", frames[:1])
     cause = _cause(engine, Candidate(videos=[one]))
     assert isinstance(cause, VideoLoadError) and "at least 2 frames" in str(cause)
+
+
+def test_a_seen_video_file_is_not_read_again_until_it_changes(engine, tmp_path, monkeypatch):
+    from minirerank_integrations.engine import image_keys, video
+    from minirerank_integrations.engine.video import VideoProcessing, VideoSettings, prepare_video
+
+    monkeypatch.setattr(image_keys, "SETTLE_SECONDS", 0.05)  # settled after 50 ms instead of 2 s
+    reads = []
+    real_read = video.read_source_file
+    monkeypatch.setattr(video, "read_source_file", lambda path, *a, **k: reads.append(path) or real_read(path, *a, **k))
+    path = write_clip(tmp_path / "seen.mov", clip_frames(8, 128, 128, seed=7))
+    time.sleep(0.1)
+    query, candidate = Query(text="a disc"), Candidate(videos=[str(path)])
+    cold = engine.score([(query, candidate)])[0]
+    assert len(reads) == 1  # read to key it; its frames decoded from those bytes
+    warm = engine.score([(query, candidate)])[0]
+    assert len(reads) == 1 and warm == pytest.approx(cold, abs=1e-6)  # a stat, no read: the prefix is stored
+    # Seen but not stored: its bytes are read when its frames are decoded, and checked against the key.
+    settings, processing = VideoSettings(**{k.removeprefix("video_"): v for k, v in SMALL.items()}), VideoProcessing()
+    seen = prepare_video(str(path), settings=settings, processing=processing)
+    assert len(reads) == 1
+    write_clip(path, clip_frames(8, 128, 128, seed=8))  # the file changes before its frames are needed
+    with pytest.raises(VideoLoadError, match="the file changed while it was in use"):
+        seen.frames  # noqa: B018
+    engine.counters.reset()
+    changed = engine.score([(query, candidate)])[0]  # a new stamp: read, keyed and computed again
+    assert engine.counters.prefix_computations == 1 and changed != pytest.approx(cold, abs=1e-6)
