@@ -515,10 +515,11 @@ def video_section(results_dir: Path) -> list[str]:
         f'family ("a red circle moving left"; colour x shape x direction), {spec["candidates"]} candidate clips '
         f"each, {round(100 * spec['hard_negative_share'])}% of the negatives one attribute off, the query's own clip "
         f"turned to the three other directions first; each clip {spec['frames']} frames of {spec['frame_size']} x "
-        f"{spec['frame_size']} pixels, kept at that size ("
+        f"{spec['frame_size']} pixels, which the official frame-list path rounds to multiples of 64 (128 x 128: "
+        "two temporal groups of 4 x 4 merged tokens) and which are then kept at that size ("
         + ", ".join(f"`{k}={v}`" for k, v in doc["video_fields"].items())
         + ": the official floor of 128 x 32 x 32 "
-        "pixels per frame would upscale them 16-fold). Dense is the official query-first prompt; the fast rows are "
+        "pixels per frame would upscale them to 384 x 384, nine times the tokens). Dense is the official query-first prompt; the fast rows are "
         "the adapted variant's configuration (vision-first, exit, band, pruning) served by the engine's fast path. "
         "Retention is over the same model's dense row.",
         "",

@@ -6,9 +6,10 @@ image families, then (``--adapt-steps``) adapt it to the shipped miniReranker co
     python scripts/train_demo_video.py --out build/demo-video --from-dense build/demo-video/dense \\
         --adapt-steps 2000                                                         # adaptation, as train_demo.py
 
-The clips are 4 frames of 96 x 96 (two temporal groups of 3 x 3 merged tokens, ``VIDEO_FIELDS``): the
-official frame floor of 128 x 32 x 32 pixels would upscale each frame to 384 x 384, 16 times the tokens, for
-shapes that 96 pixels already show. Ranking is dense with the official query-first prompt: 8 queries x 4
+The clips are 4 frames of 96 x 96, which the official frame-list path rounds to 128 x 128 (multiples of 64):
+two temporal groups of 4 x 4 merged tokens. ``VIDEO_FIELDS`` keeps them there: the official frame floor of
+128 x 32 x 32 pixels would upscale each frame to 384 x 384, nine times the tokens, for shapes that 96 pixels
+already show. Ranking is dense with the official query-first prompt: 8 queries x 4
 candidates per step, listwise softmax + 0.2 x BCE, 75% hard negatives (for a clip, its own reverse among
 them), lr ``--lr`` with cosine decay to 10% over ``--steps`` and a ``--minutes`` cap. The image families are
 replayed (``--replay-queries`` per family, with caption queries as in train_demo.py) so they do not regress.
@@ -37,10 +38,10 @@ from minirerank_integrations.quality.training import TrainSettings, save_checkpo
 
 log = logging.getLogger("train_demo_video")
 
-#: Frames per clip and their side, in pixels (two temporal groups of 3 x 3 merged 32-pixel tokens).
+#: Frames per clip and their side, in pixels (rounded to 128 by the frame-list path: 2 groups of 4 x 4 tokens).
 CLIP_FRAMES = 4
 CLIP_SIZE = 96
-#: The sampling settings the demo's video family is trained and measured with: frames kept at their size.
+#: The sampling settings the demo's video family is trained and measured with: no upscaling past 128 x 128.
 VIDEO_FIELDS = {"video_frame_min_pixels": CLIP_SIZE * CLIP_SIZE, "video_max_frames": 64}
 
 
