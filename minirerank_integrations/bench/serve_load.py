@@ -6,8 +6,8 @@ across requests on and off; the in-process engine scores the same requests as th
 Reports requests/s, pairs/s, p50/p95/p99 latency and the mean batch the server's ``/metrics`` saw. Usage::
 
     python -m minirerank_integrations.bench.serve_load --model demo --out docs/bench/serve-demo-cpu
-    python -m minirerank_integrations.bench.serve_load --model qwen3-vl-2b --temperatures warm --image-size 256 \\
-        --out docs/bench/serve-2b-cpu
+    python -m minirerank_integrations.bench.serve_load --model qwen3-vl-2b --dtype bfloat16 --temperatures warm \\
+        --users 2 --requests 4 --repeats 1 --pool 4 --docs 2 3 --image-size 256 --out docs/bench/serve-2b-cpu
 """
 
 from __future__ import annotations
@@ -273,9 +273,10 @@ def summary(result: dict[str, Any]) -> str:
     """A markdown report: the server rows, the in-process reference, and the headline ratios."""
     lines = [f"# Serving load: {result['model']} on {result['machine']['device']}", ""]
     s = result["settings"]
+    cold = f" ({s['cold_requests']} cold)" if "cold" in s["temperatures"] else ""
     lines.append(
         f"Each request: one text query over {s['docs'][0]}-{s['docs'][1]} page screenshots of "
-        f"{s['image_size']}x{s['image_size']}; {s['requests']} requests per warm row ({s['cold_requests']} cold), split "
+        f"{s['image_size']}x{s['image_size']}; {s['requests']} requests per warm row{cold}, split "
         f"over the users; batch wait {s['batch_wait_ms']} ms. Warm: pages from a pool of {s['pool']} whose prefixes "
         f"are stored; cold: new pages. Medians of {s['repeats']} turns (warm; cold: one), the servers with batching "
         f"on and off taking turns. Machine load average at the end: {result['machine']['load_average']}."
