@@ -319,6 +319,18 @@ def summary(result: dict[str, Any]) -> str:
                 f"- {temperature}, {top} users: batching on / off = {on['requests_per_s'] / off['requests_per_s']:.2f}x "
                 f"requests/s (p99 {on['p99_ms']:.0f} ms on, {off['p99_ms']:.0f} ms off)"
             )
+            turns = {
+                (r["batching"], r["repeat"]): r["requests_per_s"]
+                for r in result["server"]
+                if r["temperature"] == temperature and r["users"] == top
+            }
+            paired = [turns[True, k] / turns[False, k] for _, k in turns if (True, k) in turns and (False, k) in turns]
+            paired.sort()
+            if len(paired) > 1:  # each turn's on and off ran back to back, under the same load from others
+                lines.append(
+                    f"- {temperature}, {top} users: batching on / off turn by turn = "
+                    f"{', '.join(f'{x:.2f}x' for x in paired)} (median {statistics.median(paired):.2f}x)"
+                )
             if "server_cpu_ms_per_request" in on and "server_cpu_ms_per_request" in off:
                 cost = {
                     k: r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"]
