@@ -8,13 +8,13 @@ and dropped after their last pair, so a query over many documents holds at most 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import torch
 
-from ..errors import CallCancelled, ScoreError
+from ..errors import CallCancelled, ConfigError, ScoreError
 from ..store import PrefixEntry, PrefixStore
 from .config import RerankConfig
 from .encoder import FeatureCache, SegmentEncoder
@@ -38,13 +38,23 @@ __all__ = ["FETCH_WINDOW", "CallCancelled", "finite_scores", "compute_prefix_ent
 FETCH_WINDOW = 32
 
 
+def _band_and_exit(cfg: RerankConfig) -> tuple[tuple[int, int], int]:
+    """The band and exit layer of a resolved configuration (``RerankConfig.resolve`` fills them)."""
+    if cfg.band is None or cfg.exit_layer is None:
+        raise ConfigError(
+            f"the configuration is not resolved for a model's depth (band {cfg.band}, exit {cfg.exit_layer})"
+        )
+    return cfg.band, cfg.exit_layer
+
+
 @torch.no_grad()
 def compute_prefix_entry(
-    encoder: SegmentEncoder, prefix: Segment, plan_config, cache: FeatureCache | None = None
+    encoder: SegmentEncoder, prefix: Segment, plan_config: RerankConfig, cache: FeatureCache | None = None
 ) -> PrefixEntry:
     """The stored form of ``prefix``: its band layers' keys and values (a store miss)."""
     encoder.counters.prefix_computations += 1
-    return compute_prefix(encoder.backbone, encoder.states(prefix, plan_config, cache), plan_config.band)
+    band, _ = _band_and_exit(plan_config)
+    return compute_prefix(encoder.backbone, encoder.states(prefix, plan_config, cache), band)
 
 
 @torch.no_grad()
@@ -62,6 +72,7 @@ def plan_logits(
     names the rows no longer wanted (their callers left), asked before each batch: those rows are left out of
     the batches not yet run and their logits are NaN; once every row is dropped the call stops as cancelled."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
+    band, exit_layer = _band_and_exit(cfg)
     cache: FeatureCache = {}  # vision features of this call, by (backbone, digest)
     logits: list[torch.Tensor] = []  # kept on the device: one transfer at the end, no sync per batch
     if not len(plan):
@@ -84,16 +95,16 @@ def plan_logits(
             states = [encoder.states(plan.singles[r], cfg, cache) for r in rows]
             counters.single_passes += len(rows)
             stop = min(start + cfg.batch_size, total)
-            computed = single_segment_logits(backbone, states, cfg.exit_layer) if rows else None
+            computed = single_segment_logits(backbone, states, exit_layer) if rows else None
             logits.append(_spread(computed, rows, start, stop, backbone.device))
             gone = check()
         return _per_pair(plan, logits)
 
     suffixes: dict[tuple, tuple[SegmentStates, torch.Tensor]] = {}
-    for key, suffix in plan.suffixes.items():
-        states = encoder.states(suffix, cfg, cache)
+    for suffix_key, suffix in plan.suffixes.items():
+        own = encoder.states(suffix, cfg, cache)
         counters.suffix_prebands += 1
-        suffixes[key] = (states, compute_suffix_preband(backbone, states, cfg.band[0]))
+        suffixes[suffix_key] = (own, compute_suffix_preband(backbone, own, band[0]))
     last_use = plan.last_use()
     window = max(cfg.batch_size, FETCH_WINDOW)
     fetches = plan.fetch_windows(window)
@@ -122,9 +133,7 @@ def plan_logits(
                 prebands = [suffixes[s][1] for _, s in chunk]
                 counters.pair_passes += len(chunk)
                 computed = (
-                    pair_logits(backbone, batch_entries, batch_states, prebands, cfg.band, cfg.exit_layer)
-                    if chunk
-                    else None
+                    pair_logits(backbone, batch_entries, batch_states, prebands, band, exit_layer) if chunk else None
                 )
                 logits.append(_spread(computed, rows, start, stop, backbone.device))
                 gone = check()
@@ -162,6 +171,7 @@ def trainable_logits(
     up to the band end, each distinct suffix's pre-band layers once, the per-pair layers last.
     """
     b = encoder.backbone
+    band, exit_layer = _band_and_exit(cfg)
     cache: FeatureCache = {}
     images = [im for q, d in sides for im in (*q.images, *d.images)]
     encoder.encode_all(images, cache)  # one vision call per step
@@ -175,25 +185,26 @@ def trainable_logits(
             for p, (_, s) in zip(states, segments)
         ]
         head, states = cut_shared_start([p for p, _ in segments], states, b.image_token_id)
-        return reference_logits(b, states, suffixes, cfg.band, cfg.exit_layer, shared=head)
+        return reference_logits(b, states, suffixes, band, exit_layer, shared=head)
     distinct_prefixes, rows_p = distinct_segments([p for p, _ in segments])
-    distinct_suffixes, rows_s = distinct_segments([s for _, s in segments])
+    distinct_suffixes, rows_s = distinct_segments([s for _, s in segments if s is not None])
+    assert len(rows_s) == len(segments), "every vision-first pair has a suffix"
     prefix_states = [encoder.states(p, cfg, cache) for p in distinct_prefixes]
     head, cut = cut_shared_start(distinct_prefixes, prefix_states, b.image_token_id)
-    entries = compute_prefixes(b, cut, cfg.band, shared=head)
+    entries = compute_prefixes(b, cut, band, shared=head)
     suffix_states = [encoder.states(s, cfg, cache) for s in distinct_suffixes]
-    prebands = [compute_suffix_preband(b, s, cfg.band[0]) for s in suffix_states]
+    prebands = [compute_suffix_preband(b, s, band[0]) for s in suffix_states]
     return pair_logits(
         b,
         [entries[i] for i in rows_p],
         [suffix_states[j].shifted(entries[i].next_position) for i, j in zip(rows_p, rows_s)],
         [prebands[j] for j in rows_s],
-        cfg.band,
-        cfg.exit_layer,
+        band,
+        exit_layer,
     )
 
 
-def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) -> Iterator[list]:
+def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) -> Generator[list, None, None]:
     """Yields ``fetch(batch)`` for each batch in turn (``[]`` for an empty one). With more than one batch the
     reads run on a reader thread one batch ahead: while the caller scores batch ``w``, ``w + 1`` is read."""
 
