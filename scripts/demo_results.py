@@ -181,10 +181,12 @@ def main(argv: list[str] | None = None) -> None:
 
     preset_fields = preset.model_dump(include={"format", "exit_layer", "band", "keep_ratio"})
     record("zero-shot (dense weights)", "dense", base)
-    record("zero-shot (dense weights)", f"paper preset (band {list(preset.band)})", run(dense, preset_fields, tasks))
+    record(
+        "zero-shot (dense weights)", f"paper preset (band {list(preset.band or ())})", run(dense, preset_fields, tasks)
+    )
     for name, fields in list(configs(adapted.config).items())[1:]:
         record("zero-shot (dense weights)", name, run(dense, fields, tasks))
-    record("adapted weights", f"paper preset (band {list(preset.band)})", run(adapted, preset_fields, tasks))
+    record("adapted weights", f"paper preset (band {list(preset.band or ())})", run(adapted, preset_fields, tasks))
     for name, fields in list(configs(adapted.config).items())[2:]:
         record("adapted weights", name, run(adapted, fields, tasks))
     warm = MiniReranker(adapted.backbone, adapted.config, embedder=adapted.embedder)
@@ -219,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_exit_curve(curve, args.out / "exit_curve.png", title="Dense demo model: quality by exit layer")
     band = adapted.config.band
-    plot_attention_share(share, args.out / "attention_share.png", band=band, band_label=f"adapted band {list(band)}")
+    plot_attention_share(
+        share, args.out / "attention_share.png", band=band, band_label=f"adapted band {list(band or ())}"
+    )
     steps = json.loads(args.train_step.read_text()) if args.train_step.exists() else None
     validation = validation_curve([json.loads(p.read_text()) for p in args.history if p.exists()])
     if validation:
@@ -294,12 +298,12 @@ def markdown(doc: dict, depth: int, args: argparse.Namespace) -> str:
         rows = []
         for name, entry in entries.items():
             metrics, ret = entry["metrics"], entry["retention"]
-            worst = [ret[f][m] for f in eligible for m in ("hit_rate@1", "ndcg@5")]
+            kept = [ret[f][m] for f in eligible for m in ("hit_rate@1", "ndcg@5")]
             rows.append(
                 [
                     name,
                     *(f"{metrics[f]['hit_rate@1']:.3f} / {metrics[f]['ndcg@5']:.3f}" for f in families),
-                    f"{min(worst):.3f}" if worst else "n/a",
+                    f"{min(kept):.3f}" if kept else "n/a",
                     f"{entry['seconds'] / dense['seconds']:.2f}",
                 ]
             )
@@ -459,7 +463,7 @@ def record_video(args: argparse.Namespace, document: dict) -> None:
         "video_fields": VIDEO_FIELDS,
     }
     models = doc.get("models", [])
-    earlier = next((m for m in models if m["name"] == args.video_name), {})
+    earlier: dict = next((m for m in models if m["name"] == args.video_name), {})
     doc["models"] = [m for m in models if m["name"] != args.video_name] + [earlier | entry]
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
@@ -739,8 +743,15 @@ def plot_validation_curve(points: list[dict], path: Path) -> None:
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     for family in [*FAMILIES, "overall"]:
-        style = {"color": "black", "linewidth": 2} if family == "overall" else {}
-        ax.plot([p["step"] for p in points], [p[family] for p in points], marker="o", label=family, **style)
+        overall = family == "overall"
+        ax.plot(
+            [p["step"] for p in points],
+            [p[family] for p in points],
+            marker="o",
+            label=family,
+            color="black" if overall else None,
+            linewidth=2 if overall else None,
+        )
     for start in sorted({p["stage_start"] for p in points if p["stage"] > 0}):
         ax.axvline(start, color="grey", linestyle="--", linewidth=1)
     ax.axhline(0.9, color="grey", linestyle=":", linewidth=1, label="target 0.9")

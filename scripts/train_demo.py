@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from transformers import Qwen3VLForConditionalGeneration
 
 from minirerank_integrations import MiniReranker, Query, RerankConfig
@@ -44,6 +45,7 @@ from minirerank_integrations.quality.data import (
     labelled_images,
     query_text,
 )
+from minirerank_integrations.quality.data.generator import Split
 from minirerank_integrations.quality.evaluation import evaluate
 from minirerank_integrations.quality.training import TrainSettings, save_checkpoint, train, vision_warm_start
 from minirerank_integrations.tiny_checkpoint import build_image_processor, build_tokenizer, tiny_config
@@ -77,7 +79,7 @@ def build_model(seed: int, device: str) -> MiniReranker:
     tokenizer = build_tokenizer(vocab_size=1000, extra_corpus=corpus())
     config = tiny_config(tokenizer, num_layers=8, hidden_size=128, vision_depth=3, vision_hidden_size=64)
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).to(device)
+    model = Qwen3VLForConditionalGeneration(config).to(device)  # type: ignore[arg-type]  # transformers types .to oddly
     # At the default init (std 0.02) an image moves the yes/no logit by ~0.006 across candidates, and
     # listwise training sat at chance (log 4) for 150+ steps; doubling the text weights and scaling the
     # vision merger's output by 4 makes images visible to the decoder, and the loss falls within 100 steps.
@@ -90,7 +92,7 @@ def build_model(seed: int, device: str) -> MiniReranker:
     return MiniReranker(Backbone(model, tokenizer, build_image_processor(), "demo"), "dense")
 
 
-def tasks_for(split: str, n: int, seed: int, hard: float = 0.6) -> list:
+def tasks_for(split: Split, n: int, seed: int, hard: float = 0.6) -> list:
     out = []
     for family in FAMILIES:
         out += generate(family, split, n, seed=seed, candidates_per_query=20, hard_negative_share=hard)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         "--band",
         type=int,
         nargs=2,
-        default=list(ADAPTED_CONFIG.band),
+        default=list(ADAPTED_CONFIG.band or ()),
         metavar=("START", "END"),
         help="interaction band of the adapted configuration (layers [START, END))",
     )
@@ -264,7 +266,9 @@ def vision_stage(
             log.info("vision step %d loss %.4f attribute accuracy %.3f", step, loss, accuracy)
             history["vision"].append({"step": step, "loss": loss, "accuracy": accuracy, "pages_only": pages_only})
 
-    vision_warm_start(reranker, images, labels, steps=steps, batch_size=64, lr=lr, seed=seed, on_step=on_vision_step)
+    pil = [image for image in images if isinstance(image, Image.Image)]  # the generator renders PIL images
+    assert len(pil) == len(images), "labelled_images gave a non-PIL image"
+    vision_warm_start(reranker, pil, labels, steps=steps, batch_size=64, lr=lr, seed=seed, on_step=on_vision_step)
 
 
 def adapt(reranker: MiniReranker, train_tasks: list, val_tasks: list, args, out: Path, history: dict) -> None:
