@@ -525,7 +525,8 @@ def video_section(results_dir: Path) -> list[str]:
         + ": the official floor of 128 x 32 x 32 "
         "pixels per frame would upscale them to 384 x 384, nine times the tokens). Dense is the official query-first prompt; the fast rows are "
         "the adapted variant's configuration (vision-first, exit, band, pruning) served by the engine's fast path. "
-        "Retention is over the same model's dense row.",
+        "Retention is over the same model's dense row. A model under build/ is a trial that was not shipped "
+        '(docs/demo-training.md, "Video", says why); the shipped demo model is the one named so.',
         "",
     ]
     rows = []
