@@ -324,7 +324,7 @@ def summary(result: dict[str, Any]) -> str:
                 for r in result["server"]
                 if r["temperature"] == temperature and r["users"] == top
             }
-            paired = [turns[True, k] / turns[False, k] for _, k in turns if (True, k) in turns and (False, k) in turns]
+            paired = [turns[True, k] / turns[False, k] for on_, k in turns if on_ and (False, k) in turns]
             paired.sort()
             if len(paired) > 1:  # each turn's on and off ran back to back, under the same load from others
                 lines.append(
