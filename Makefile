@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml $(ADAPTERS)
 
 # What the official video path needs and the core never imports (the video oracle test runs it in a child
 # process that adds this folder to its path): torchvision, decord, qwen-vl-utils, without their dependencies.
-# PyPI's torchvision is a CUDA build; its Python transforms run on the CPU torch (tests/official/README.md).
+# PyPI's torchvision is a CUDA build; its Python transforms run on the CPU torch
+# (tests/video_reference/README.md).
 # With the CPU index reachable, `--index-url https://download.pytorch.org/whl/cpu torchvision==0.28.0` also does.
 .PHONY: oracle-deps
 oracle-deps:

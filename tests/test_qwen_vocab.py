@@ -101,9 +101,9 @@ def test_vision_first_suffix_length_with_the_real_vocabulary(qwen_tiny, tokenize
 def test_a_video_pair_tokenizes_as_the_official_processor_does(qwen_tiny, tmp_path):
     """With Qwen's vocabulary, a video pair's ids (timestamps as ordinary text next to the labels and the text
     around them, one vision block per temporal group, videos before images before text) equal what the official
-    reranker's template, qwen-vl-utils and transformers' processor give; the score agrees too."""
-    from official.oracle import OfficialRun
+    prompt, qwen-vl-utils and transformers' processor give (tests/video_reference); the score agrees too."""
     from video_clips import clip_frames, write_clip
+    from video_reference.oracle import OfficialRun
 
     clip = str(write_clip(tmp_path / "clip.mov", clip_frames(8, seed=1)))
     frames = []
@@ -118,8 +118,8 @@ def test_a_video_pair_tokenizes_as_the_official_processor_does(qwen_tiny, tmp_pa
         qwen_tiny,
         [
             {
-                "query": {"text": "which clip, 2024?", "video": frames},
-                "document": {"text": "Revenue rose 12% in Q3.", "image": str(page), "video": clip},
+                "query": {"text": "which clip, 2024?", "videos": [frames]},
+                "document": {"text": "Revenue rose 12% in Q3.", "images": [str(page)], "videos": [clip]},
             }
         ],
         max_frames=64,

@@ -1,13 +1,14 @@
-"""Dense (query-first) scores with videos equal the official reranker's: its own formatting, qwen-vl-utils'
-sampling and resize, and transformers' Qwen3-VL processor (timestamps, temporal patches), then a plain forward
-of the model, within 1e-5 in float32 (``docs/design.md``, "Video")."""
+"""Dense (query-first) scores with videos equal the official path's: the official prompt written out from
+``docs/design.md`` ("Reference semantics", "Video"), qwen-vl-utils' sampling, reading and resize, transformers'
+Qwen3-VL processor (timestamps, temporal patches), then a plain forward of the model, within 1e-5 in float32
+(``tests/video_reference``)."""
 
 from __future__ import annotations
 
 import pytest
-from official.oracle import OfficialRun
 from pictures import drawn_image
 from video_clips import clip_frames, write_clip
+from video_reference.oracle import OfficialRun
 
 from minirerank_integrations import Candidate, MiniReranker, Query, RerankConfig
 from minirerank_integrations.engine.video import smart_nframes
@@ -44,36 +45,36 @@ def media(tmp_path_factory):
 
 
 def cases(media):
-    """(engine query, engine candidate, official query, official document)."""
+    """(engine query, engine candidate, official query side, official document side)."""
     return [
         (  # text -> video file
             Query(text="a disc moving right"),
             Candidate(videos=[media["clip"]]),
             {"text": "a disc moving right"},
-            {"video": media["clip"]},
+            {"videos": [media["clip"]]},
         ),
         (  # video (a list of frame files) -> text
             Query(videos=[media["frames"]]),
             Candidate(text="a disc crossing the frame"),
-            {"video": media["frames"]},
+            {"videos": [media["frames"]]},
             {"text": "a disc crossing the frame"},
         ),
         (  # video file -> image
             Query(videos=[media["mp4"]]),
             Candidate(images=[media["image"]]),
-            {"video": media["mp4"]},
-            {"image": media["image"]},
+            {"videos": [media["mp4"]]},
+            {"images": [media["image"]]},
         ),
         (  # a side with a video and an image and text; the other side a video too
             Query(text="which clip", videos=[media["mp4"]]),
             Candidate(text="a caption", images=[media["image"]], videos=[media["frames"]]),
-            {"text": "which clip", "video": media["mp4"]},
-            {"text": "a caption", "image": media["image"], "video": media["frames"]},
+            {"text": "which clip", "videos": [media["mp4"]]},
+            {"text": "a caption", "images": [media["image"]], "videos": [media["frames"]]},
         ),
     ]
 
 
-def test_dense_video_scores_equal_the_official_reranker(tiny4_path, media, tmp_path):
+def test_dense_video_scores_equal_the_official_path(tiny4_path, media, tmp_path):
     pairs = cases(media)
     run = OfficialRun(
         tiny4_path,

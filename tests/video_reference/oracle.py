@@ -1,5 +1,6 @@
-"""Running the official reranker (``tests/official``) in a child process that sees the oracle folder
-(``make oracle-deps``: torchvision, decord and qwen-vl-utils, which the core never imports)."""
+"""Running the official video path (``run_reference.py``: the official prompt, qwen-vl-utils, transformers'
+Qwen3-VL processor and a stock forward) in a child process that sees the oracle folder (``make oracle-deps``:
+torchvision, decord and qwen-vl-utils, which the core never imports)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 import pytest
 
 ORACLE = Path(sys.prefix) / "oracle"
-RUNNER = Path(__file__).resolve().parent / "run_official.py"
+RUNNER = Path(__file__).resolve().parent / "run_reference.py"
 
 
 class OfficialRun:
-    """The official reranker scoring ``cases`` in a child process (see ``run_official.py``), started at once so
-    the test's own work overlaps it; :meth:`result` waits for its scores and token ids."""
+    """The official path scoring ``cases`` in a child process (see ``run_reference.py`` for their form), started
+    at once so the test's own work overlaps it; :meth:`result` waits for its scores and token ids."""
 
     def __init__(
         self,
@@ -48,10 +49,5 @@ class OfficialRun:
             self.process.kill()
             raise
         if self.process.returncode != 0:
-            raise AssertionError(f"the official reranker failed:\n{err[-4000:]}")
+            raise AssertionError(f"the official video path failed:\n{err[-4000:]}")
         return json.loads(out.strip().splitlines()[-1])
-
-
-def run_official(checkpoint: Path, cases: list[dict], *, max_frames: int, workdir: Path) -> dict:
-    """The official scores and token ids of ``cases``."""
-    return OfficialRun(checkpoint, cases, max_frames=max_frames, workdir=workdir).result()
