@@ -34,6 +34,7 @@ redis-server:
 test: $(VENV)/.installed redis-server gpu-wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
 
 # Types of the core package and both adapters (configuration: [tool.mypy] in pyproject.toml).
