@@ -103,3 +103,14 @@ def test_top_level_holds_only_the_wings_and_a_few_modules() -> None:
 def test_each_wing_says_what_it_holds(wing: str) -> None:
     doc = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text(encoding="utf-8")))
     assert doc and len(doc.split()) >= 20, f"{wing}/__init__.py needs a paragraph saying what it holds"
+
+
+def test_modules_stay_small() -> None:
+    """No package module over 500 lines; the public engine class's module under 400 (``docs/design.md``,
+    "Layout"): a module that grows past them holds more than one concern and is split by concern."""
+    sizes = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 50  # the walk found the package
+    too_long = [f"{path.relative_to(PACKAGE)}: {n} lines" for path, n in sizes.items() if n > 500]
+    assert not too_long, "split these modules by concern:\n" + "\n".join(too_long)
+    reranker = sizes[PACKAGE / "engine" / "reranker.py"]
+    assert reranker < 400, f"engine/reranker.py is {reranker} lines: its work belongs in the plan and execution"

@@ -211,6 +211,18 @@ class RerankConfig(BaseModel):
         return self.model_copy(update={"exit_layer": exit_layer, "band": band})
 
     @classmethod
+    def for_model(cls, config: RerankConfig | PresetName, num_layers: int) -> RerankConfig:
+        """``config`` (a configuration or a preset name) checked and resolved for a model of ``num_layers``."""
+        if isinstance(config, str):
+            return cls.preset(config, num_layers)
+        if isinstance(config, RerankConfig):
+            return config.resolve(num_layers)
+        raise ConfigError(
+            f"config must be a RerankConfig or a preset name, got {type(config).__name__}"
+            + (" (build one with RerankConfig(**settings))" if isinstance(config, dict) else "")
+        )
+
+    @classmethod
     def preset(cls, name: PresetName, num_layers: int, **overrides: object) -> RerankConfig:
         """A named configuration scaled to a model of ``num_layers`` layers.
 

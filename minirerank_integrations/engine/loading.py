@@ -104,11 +104,7 @@ def load(
         # torch's own default leaves it off. Turn it off again with torch.backends.cuda.matmul.allow_tf32.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    resolved = (
-        RerankConfig.preset(config, backbone.num_layers)
-        if isinstance(config, str)
-        else config.resolve(backbone.num_layers)
-    )
+    resolved = RerankConfig.for_model(config, backbone.num_layers)
     unvalidated = unvalidated_parts(resolved, saved, backbone.num_layers)
     if unvalidated:
         _warn_unvalidated(str(name_or_path), unvalidated, saved is not None)

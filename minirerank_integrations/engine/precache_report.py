@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, overload
 
 from ..errors import CandidateError
+from ..store import PrefixStore
 
 #: ``stored``: computed by this call and held by the store of record; ``present``: the store already held it
 #: (nothing computed); ``skipped``: not stored, ``reason`` says why (a bad document under ``on_error="skip"``,
@@ -66,3 +67,17 @@ class PrecacheReport(Sequence[PrecacheOutcome]):
 
     def __str__(self) -> str:
         return f"{len(self)} documents: {self.stored} stored, {self.present} already present, {self.skipped} skipped"
+
+
+def kept_by_store(outcomes: Sequence[PrecacheOutcome], store: PrefixStore) -> PrecacheReport:
+    """The report of ``outcomes`` once ``store``'s queued writes are flushed: a ``stored`` entry its store of
+    record does not hold (a write that failed, an entry evicted by later ones) becomes ``skipped``, naming the
+    store. A store logs a failed write instead of raising it, so asking it afterwards is what tells them apart."""
+    store.flush()
+    lost = f"the prefix store did not keep the entry ({store!r}; see the warnings logged)"
+    return PrecacheReport(
+        tuple(
+            replace(o, status="skipped", reason=lost, bytes=0) if o.status == "stored" and o.key not in store else o
+            for o in outcomes
+        )
+    )

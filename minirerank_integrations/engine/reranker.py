@@ -4,38 +4,42 @@ work (:mod:`.plan`) and runs the plan (:mod:`.execution`); loading lives in :mod
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..demo_model import DEMO_MODEL
-from ..errors import CallCancelled, CandidateError, ConfigError, InputError, MiniRerankError
+from ..errors import MiniRerankError
 from ..store import MemoryPrefixStore, PrefixStore, Storage, StoreConfig
 from .config import PresetName, RerankConfig
 from .counters import WorkCounters
 from .encoder import FeatureCache, SegmentEncoder
 from .execution import compute_prefix_entry, finite_scores, plan_logits, trainable_logits
 from .images import ImageFetcher
-from .inputs import Candidate, OnError, Query, RerankResult, RerankResults, as_candidate, as_query
+from .inputs import Candidate, OnError, Query, RerankResults
 from .keys import prefix_key
 from .loading import load
 from .modeling import Backbone, SegmentStates
 from .plan import CallPlan, pair_segments, plan_call
-from .precache_report import PrecacheOutcome, PrecacheReport
+from .precache_report import PrecacheReport
+from .precaching import precache_documents
 from .prompts import Segment, SideContent
-from .request import PreparedRequest, RerankRequest, candidate_error, prepare_request
+from .request import (
+    PreparedRequest,
+    RerankRequest,
+    abandoned_rows,
+    merged_pairs,
+    prepare_pairs,
+    prepare_request,
+    request_results,
+)
 from .sides import candidate_list, check_on_error, pair_list, prepare_side
 
 __all__ = ["MiniReranker", "RerankRequest", "WorkCounters"]
-
-logger = logging.getLogger(__name__)
 
 _QueryLike = str | Query
 _CandidateLike = str | Candidate
@@ -147,13 +151,7 @@ class MiniReranker:
 
     @config.setter
     def config(self, config: RerankConfig | PresetName) -> None:
-        depth = self.backbone.num_layers
-        if isinstance(config, str):
-            resolved = RerankConfig.preset(config, depth)
-        elif isinstance(config, RerankConfig):
-            resolved = config.resolve(depth)
-        else:
-            raise ConfigError(f"config must be a RerankConfig or a preset name, got {type(config).__name__}")
+        resolved = RerankConfig.for_model(config, self.backbone.num_layers)
         self.encoder.check(resolved)
         # Taken under the call lock: a call in progress finishes on the configuration it started with.
         with self._lock:
@@ -179,8 +177,6 @@ class MiniReranker:
                 yield self
             finally:
                 self._config = original
-
-    # -- public API -----------------------------------------------------------------------------
 
     def rerank(
         self,
@@ -243,31 +239,11 @@ class MiniReranker:
         gets :class:`CallCancelled`; once every request is abandoned, or ``cancelled`` is set, the call stops
         between batches with :class:`CallCancelled`."""
         cfg = cfg or self._config
-        pairs: list[tuple[SideContent, SideContent]] = []
-        owner: list[int] = []  # the request of each pair
-        for number, (_, p) in enumerate(items):
-            if p.error is None:
-                assert p.query is not None  # prepared without an error: a query
-                pairs += [(p.query, side) for _, _, side in p.kept]
-                owner += [number] * len(p.kept)
+        pairs, owner = merged_pairs(items)
         gone = abandoned or [threading.Event() for _ in items]
         logits = self._logits(pairs, cfg, cancelled, owner, gone)
         kept = [k for k in range(len(pairs)) if not gone[owner[k]].is_set()]
-        scores = dict(zip(kept, finite_scores(logits[kept], kept) if kept else []))
-        out: list[RerankResults | MiniRerankError] = []
-        position = 0
-        for number, (request, p) in enumerate(items):
-            if p.error is not None:
-                out.append(p.error)
-                continue
-            first, position = position, position + len(p.kept)
-            if gone[number].is_set():
-                out.append(CallCancelled("the request was abandoned; its pairs were dropped from the batches left"))
-                continue
-            results = [RerankResult(index, scores[k], cid) for k, (index, cid, _) in enumerate(p.kept, first)]
-            results.sort(key=lambda r: (-r.score, r.index))
-            out.append(RerankResults(results if request.top_n is None else results[: request.top_n], p.skipped))
-        return out
+        return request_results(items, dict(zip(kept, finite_scores(logits[kept], kept) if kept else [])), gone)
 
     async def arerank(
         self,
@@ -297,7 +273,8 @@ class MiniReranker:
         """P(relevant) of each (query, candidate) pair, in input order; a bad pair raises
         :class:`CandidateError` naming its index."""
         cfg = self._config
-        return self._score_pairs(self.prepare_pairs(pair_list(pairs), cfg), cfg)
+        sides = self.prepare_pairs(pair_list(pairs), cfg)
+        return finite_scores(self._logits(sides, cfg), range(len(sides))) if sides else []
 
     @torch.no_grad()
     def reference_scores(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]]) -> list[float]:
@@ -333,39 +310,17 @@ class MiniReranker:
         that failed, an entry evicted by later ones) is ``skipped`` too, naming the store.
         """
         check_on_error(on_error)
-        items = candidate_list(candidates, "precache")
-        cfg = self._config  # every prefix of this run is computed and keyed under one configuration
-        if cfg.format != "vision_first" or cfg.prefix_side == "query":
-            raise InputError("precache needs format='vision_first' with the document side as prefix")
-        outcomes: list[PrecacheOutcome] = []
-        for index, raw in enumerate(tqdm(items, disable=not progress, desc="precache", unit="doc")):
-            candidate_id = raw.id if isinstance(raw, Candidate) else None
-            try:
-                side = self.prepare(as_candidate(raw), f"candidate {index}", cfg)
-            except Exception as exc:  # whatever one candidate raises is that candidate's error (skip covers it)
-                error = candidate_error(index, exc, candidate_id)
-                if on_error == "raise":
-                    raise error from exc
-                outcomes.append(PrecacheOutcome(index, candidate_id, "skipped", str(error.cause), error=error))
-                continue
-            with self._lock:
-                key, prefix = self.document_prefix(side, cfg)
-                if key in self.store:
-                    outcomes.append(PrecacheOutcome(index, candidate_id, "present", key=key))
-                    continue
-                entry = compute_prefix_entry(self.encoder, prefix, cfg)
-                self.store.put(key, entry)
-            outcomes.append(PrecacheOutcome(index, candidate_id, "stored", key=key, bytes=entry.nbytes()))
-        # A store logs a failed write instead of raising it; asking the store of record once its queued writes
-        # are done is what tells a stored entry from one that was not kept.
-        self.store.flush()
-        lost = f"the prefix store did not keep the entry ({self.store!r}; see the warnings logged)"
-        for position, outcome in enumerate(outcomes):
-            if outcome.status == "stored" and outcome.key not in self.store:
-                outcomes[position] = replace(outcome, status="skipped", reason=lost, bytes=0)
-        return PrecacheReport(tuple(outcomes))
-
-    # -- the pieces of a call, for tools built on the engine (bench, analysis, calibration) ----------
+        return precache_documents(
+            candidate_list(candidates, "precache"),
+            self._config,  # every prefix of this run is computed and keyed under one configuration
+            prepare=self.prepare,
+            document_prefix=self.document_prefix,
+            compute=lambda prefix, cfg: compute_prefix_entry(self.encoder, prefix, cfg),
+            store=self.store,
+            lock=self._lock,
+            progress=progress,
+            on_error=on_error,
+        )
 
     def prepare(
         self, item: Query | Candidate, what: str, cfg: RerankConfig | None = None, *, side: str = "candidate"
@@ -384,17 +339,7 @@ class MiniReranker:
         self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]], cfg: RerankConfig | None = None
     ) -> list[tuple[SideContent, SideContent]]:
         """Each pair's sides; a bad candidate raises :class:`CandidateError` naming its index."""
-        cfg = cfg or self._config
-        prepared = []
-        for index, (query, candidate) in enumerate(pairs):
-            candidate_id = candidate.id if isinstance(candidate, Candidate) else None
-            # A bad query is the query's error, named as such; only the candidate's own become CandidateError.
-            q = self.prepare(as_query(query), f"the query of pair {index}", cfg, side="query")
-            try:
-                prepared.append((q, self.prepare(as_candidate(candidate), f"candidate {index}", cfg)))
-            except MiniRerankError as exc:
-                raise CandidateError(index, exc, candidate_id) from exc
-        return prepared
+        return prepare_pairs(self.prepare, pairs, cfg or self._config)
 
     def segments(
         self, q: SideContent, d: SideContent, cfg: RerankConfig | None = None, *, side: str | None = None
@@ -422,8 +367,6 @@ class MiniReranker:
         """The plan of scoring prepared ``pairs``: segments, prefix keys, distinct prefixes and suffixes."""
         return plan_call(self.backbone, self.encoder.embedder, pairs, cfg or self._config)
 
-    # -- scoring --------------------------------------------------------------------------------
-
     def logits(self, pairs: Sequence[tuple[_QueryLike, _CandidateLike]], *, fast: bool = False) -> torch.Tensor:
         """logit(yes) - logit(no) of each pair [batch], float32, with gradients: what training optimizes is
         exactly what the fast path serves.
@@ -435,11 +378,6 @@ class MiniReranker:
         """
         cfg = self._config  # one configuration for the whole step
         return trainable_logits(self.encoder, self.prepare_pairs(pair_list(pairs), cfg), cfg, fast=fast)
-
-    def _score_pairs(
-        self, pairs: list[tuple[SideContent, SideContent]], cfg: RerankConfig, cancelled: threading.Event | None = None
-    ) -> list[float]:
-        return finite_scores(self._logits(pairs, cfg, cancelled), range(len(pairs))) if pairs else []
 
     def _logits(
         self,
@@ -456,12 +394,5 @@ class MiniReranker:
         with self._lock:
             plan = plan_call(self.backbone, self.encoder.embedder, pairs, cfg)
             rows = len(plan.singles) if cfg.format == "query_first" else len(plan.rows)
-
-            def dropped() -> set[int]:
-                if owner is None or not any(event.is_set() for event in gone):
-                    return set()
-                wanted = {plan.pair_rows[k] for k, number in enumerate(owner) if not gone[number].is_set()}
-                return set(range(rows)) - wanted
-
-            logits = plan_logits(plan, self.encoder, self.store, cancelled, dropped)
-        return logits
+            dropped = abandoned_rows(plan.pair_rows, rows, owner or [], gone)
+            return plan_logits(plan, self.encoder, self.store, cancelled, dropped)
