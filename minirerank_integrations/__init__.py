@@ -28,6 +28,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .engine.config import PresetName, RerankConfig
     from .engine.counters import WorkCounters
+    from .engine.documents import copied_metadata
     from .engine.images import ImageFetcher, fetch_image, is_image_file, is_image_string
     from .engine.inputs import (
         Candidate,
@@ -39,10 +40,12 @@ if TYPE_CHECKING:
         SkippedCandidate,
         VideoSource,
     )
+    from .engine.loading import default_device
     from .engine.pdf import pdf_pages
     from .engine.precache_report import PrecacheOutcome, PrecacheReport
     from .engine.request import RerankRequest
     from .engine.reranker import MiniReranker
+    from .engine.sources import fetch_source
     from .store.config import StoreConfig
 
 #: Public name -> the module that defines it.
@@ -51,6 +54,9 @@ _LAZY = {
     "PresetName": ".engine.config",
     "ImageFetcher": ".engine.images",
     "fetch_image": ".engine.images",
+    "fetch_source": ".engine.sources",
+    "copied_metadata": ".engine.documents",
+    "default_device": ".engine.loading",
     "is_image_file": ".engine.images",
     "is_image_string": ".engine.images",
     "OnError": ".engine.inputs",
@@ -101,7 +107,10 @@ __all__ = [
     "VideoLoadError",
     "VideoSource",
     "WorkCounters",
+    "copied_metadata",
+    "default_device",
     "fetch_image",
+    "fetch_source",
     "is_image_file",
     "is_image_string",
     "pdf_pages",

@@ -114,3 +114,21 @@ def test_modules_stay_small() -> None:
     assert not too_long, "split these modules by concern:\n" + "\n".join(too_long)
     reranker = sizes[PACKAGE / "engine" / "reranker.py"]
     assert reranker < 400, f"engine/reranker.py is {reranker} lines: its work belongs in the plan and execution"
+
+
+#: The core modules an adapter may import besides the package's top level: the remote client, imported lazily.
+ADAPTER_REACH = {f"{NAME}.serve.client"}
+
+
+def test_adapters_use_the_core_through_its_public_names() -> None:
+    """The adapters import the core's top level (its exported, pinned names: ``tests/test_public_api.py``), so a
+    module moved inside the core never breaks them."""
+    sources = [p for p in (PACKAGE.parent / "adapters").rglob("*.py") if "tests" not in p.parts]
+    assert len(sources) > 5  # both adapter packages were found
+    bad = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith(f"{NAME}."):
+                if node.module not in ADAPTER_REACH:
+                    bad.append(f"{path.relative_to(PACKAGE.parent)} imports {node.module}")
+    assert not bad, "import these from minirerank_integrations (exported there) instead:\n" + "\n".join(bad)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
-from minirerank_integrations import Candidate, PdfPage, Query
-from minirerank_integrations.engine.images import is_image_string  # the one rule: which strings are images
+from minirerank_integrations import Candidate, PdfPage, Query, is_image_string  # the one rule: which strings are images
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from minirerank_integrations import (
     RerankConfig,
     RerankResults,
     StoreConfig,
+    copied_metadata,
+    default_device,
 )
-from minirerank_integrations.engine.documents import copied_metadata
-from minirerank_integrations.engine.loading import default_device
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from typing_extensions import Self, TypedDict  # pydantic needs this TypedDict before Python 3.12
 

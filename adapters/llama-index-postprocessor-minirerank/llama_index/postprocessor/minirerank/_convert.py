@@ -11,18 +11,22 @@ import base64
 import binascii
 import logging
 import os
-from collections.abc import Callable
 from typing import TypeVar
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, QueryBundle
-from minirerank_integrations import Candidate, PdfPage, Query, VideoLoadError, is_image_file
-from minirerank_integrations.engine.images import fetch_image
-from minirerank_integrations.engine.sources import fetch_source
+from minirerank_integrations import (
+    Candidate,
+    ImageFetcher,
+    PdfPage,
+    Query,
+    VideoLoadError,
+    fetch_image,
+    fetch_source,
+    is_image_file,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Called with an http(s) URL, returns the encoded image bytes. Nothing is downloaded without one.
-ImageFetcher = Callable[[str], bytes]
 
 _HTTP_PREFIXES = ("http://", "https://")
 

@@ -6,8 +6,7 @@ import os
 from typing import Any
 
 import torch
-from minirerank_integrations import DEMO_MODEL, MiniReranker, PresetName, RerankConfig, StoreConfig
-from minirerank_integrations.engine.loading import default_device
+from minirerank_integrations import DEMO_MODEL, MiniReranker, PresetName, RerankConfig, StoreConfig, default_device
 
 #: The checkpoint loaded when no model is named.
 DEFAULT_MODEL = DEMO_MODEL  # the embedded demo; pass a real checkpoint such as "Qwen/Qwen3-VL-Reranker-2B"

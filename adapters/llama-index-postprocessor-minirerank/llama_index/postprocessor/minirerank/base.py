@@ -25,8 +25,8 @@ from minirerank_integrations import (
     RerankConfig,
     RerankResults,
     StoreConfig,
+    copied_metadata,
 )
-from minirerank_integrations.engine.documents import copied_metadata
 
 from ._convert import ImageFetcher, node_to_candidate, query_to_engine
 from ._engine import (
