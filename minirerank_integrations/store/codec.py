@@ -19,9 +19,10 @@ keys and values alike), ``length``, ``next_position``, ``payload_bytes`` and ``c
 digest (``xxhash``) of the canonical header without ``checksum`` followed by the payload, so that a changed
 header field is caught as surely as a changed payload byte. xxh3 detects damage (a flipped bit, a truncated
 or swapped file) at memory speed; like the blake2b it replaced, it is not a signature: whoever can write
-the store can forge entries. Tensors are written with ``safetensors`` and read back by parsing its
-header here (strictly: names, dtypes, shapes, offsets that tile the data exactly) and viewing the read
-buffer with ``torch.frombuffer``: the payload is not copied, and nothing unpickles or calls ``torch.load``.
+the store can forge entries. Tensors are written with ``safetensors`` and read back by :mod:`.payload`,
+which parses its header strictly (names, dtypes, shapes, offsets that tile the data exactly; a checked layout
+is kept for the next blob of the same shape) and views the read buffer with ``torch.frombuffer``: the payload
+is not copied, and nothing unpickles or calls ``torch.load``.
 
 Versions: 2 bound the key in the header; 3 (xxh3-128 instead of blake2b-256, payload aligned, non-finite
 entries refused) reads no older blob: an entry of version 2 is a miss, dropped and recomputed by the store.
@@ -51,7 +52,6 @@ without storing it), because a non-finite prefix would give non-finite scores to
 from __future__ import annotations
 
 import json
-import math
 import struct
 import warnings
 from typing import Any, get_args
@@ -62,6 +62,7 @@ from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
 from .entry import Int8KV, PrefixEntry, all_finite
+from .payload import view_payload
 from .precision import Storage  # named once, without torch
 
 __all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry", "row_key"]
@@ -94,14 +95,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-# The safetensors dtype names this codec writes, and so the only ones it reads.
-_SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F32": torch.float32,
-    "BF16": torch.bfloat16,
-    "F16": torch.float16,
-    "I8": torch.int8,
-}
-_SAFETENSORS_LENGTH = struct.Struct("<Q")  # little-endian u64: bytes of the safetensors JSON header
 _STORAGES: tuple[str, ...] = get_args(Storage)
 _FLOAT16_MAX = 65504.0  # largest finite float16
 _INT8_LEVELS = 127  # symmetric codes in [-127, 127]; -128 is never produced
@@ -247,8 +240,7 @@ def decode_entry(
         raise CacheError(f"prefix blob was written under key {header['key']!r:.80}, not {key!r:.80}")
     if storage is not None and header["storage"] != storage:
         raise CacheError(f"prefix blob is stored as {header['storage']}, this reader asks for {storage}")
-    tensors = _view_safetensors(payload)
-    _check_tensors(header, tensors)
+    tensors = view_payload(payload, header["storage"], tuple(header["shape"]))
     if device is not None:
         # Asynchronous from page-locked memory (a pinned read buffer); the host allocator keeps it until copied.
         tensors = {name: tensor.to(device, non_blocking=tensor.is_pinned()) for name, tensor in tensors.items()}
@@ -401,93 +393,6 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
     if not isinstance(header["checksum"], str):
         raise CacheError(f"prefix header checksum {header['checksum']!r} is not a string")
     return header
-
-
-def _view_safetensors(payload: memoryview) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors payload as views of ``payload`` (no copy), after checking its header:
-    known dtypes, shapes of ints >= 0, byte spans matching their shapes and tiling the data exactly."""
-
-    def refuse(why: str) -> CacheError:
-        return CacheError(f"prefix payload is not readable safetensors: {why}")
-
-    total = payload.nbytes
-    if total < _SAFETENSORS_LENGTH.size:
-        raise refuse(f"{total} bytes, shorter than its {_SAFETENSORS_LENGTH.size}-byte header length")
-    (header_length,) = _SAFETENSORS_LENGTH.unpack_from(payload)
-    data_start = _SAFETENSORS_LENGTH.size + header_length
-    if header_length > MAX_HEADER_BYTES or data_start > total:
-        raise refuse(f"header length {header_length} does not fit the {total}-byte payload")
-    try:
-        meta = json.loads(bytes(payload[_SAFETENSORS_LENGTH.size : data_start]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise refuse(f"header is not JSON ({error})") from error
-    if not isinstance(meta, dict):
-        raise refuse(f"header is a JSON {type(meta).__name__}, not an object")
-    data_bytes = total - data_start
-    tensors: dict[str, torch.Tensor] = {}
-    spans: list[tuple[int, int]] = []
-    for name, info in meta.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise refuse(f"entry {name!r:.40} is not a tensor description")
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
-        shape, offsets = info["shape"], info["data_offsets"]
-        if dtype is None:
-            raise refuse(
-                f"tensor {name!r:.40} has dtype {info['dtype']!r:.20}, not one of {sorted(_SAFETENSORS_DTYPES)}"
-            )
-        if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(n) and n >= 0 for n in shape):
-            raise refuse(f"tensor {name!r:.40} has shape {shape!r:.80}")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(n) for n in offsets):
-            raise refuse(f"tensor {name!r:.40} has data_offsets {offsets!r:.80}")
-        begin, end = offsets
-        numel = math.prod(shape)
-        if not 0 <= begin <= end <= data_bytes or end - begin != numel * dtype.itemsize:
-            raise refuse(f"tensor {name!r:.40} spans bytes [{begin}, {end}) of {data_bytes}, for {numel} elements")
-        spans.append((begin, end))
-        if numel == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            flat = torch.frombuffer(payload, dtype=dtype, count=numel, offset=data_start + begin)
-            tensors[name] = flat.view(shape)
-    position = 0
-    for begin, end in sorted(spans):
-        if begin != position:
-            raise refuse(f"tensor bytes overlap or leave a gap at byte {position}")
-        position = end
-    if position != data_bytes:
-        raise refuse(f"tensors cover {position} of {data_bytes} data bytes")
-    return tensors
-
-
-def _check_tensors(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    """The payload's tensors against the header: names, dtypes, shapes, and int8 scales finite and >= 0."""
-    band_layers, kv_heads, length, head_dim = header["shape"]
-    shape = torch.Size([band_layers, kv_heads, length, head_dim])
-    storage = header["storage"]
-    expected: dict[str, tuple[torch.dtype, torch.Size]]
-    if storage == "int8":
-        expected = {
-            "keys": (torch.int8, shape),
-            "values": (torch.int8, shape),
-            "keys_scale": (torch.float32, torch.Size([band_layers, kv_heads, 1, head_dim])),
-            "values_scale": (torch.float32, torch.Size([band_layers, kv_heads, length, 1])),
-        }
-    else:
-        expected = {"keys": (_DTYPES[storage], shape), "values": (_DTYPES[storage], shape)}
-    if set(tensors) != set(expected):
-        raise CacheError(f"prefix payload holds tensors {sorted(tensors)}, expected {sorted(expected)}")
-    for name, (dtype, tensor_shape) in expected.items():
-        tensor = tensors[name]
-        if tensor.dtype != dtype or tensor.shape != tensor_shape:
-            raise CacheError(
-                f"prefix tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, "
-                f"header implies {dtype} {tuple(tensor_shape)}"
-            )
-    if storage == "int8":
-        for name in ("keys_scale", "values_scale"):
-            scales = tensors[name]
-            if scales.numel() and not (all_finite(scales) and float(scales.min()) >= 0):
-                raise CacheError(f"prefix {name} holds negative or non-finite scales")
 
 
 def _is_int(value: object) -> bool:

@@ -458,3 +458,34 @@ def test_decoding_onto_a_device_serves_the_same_entry_there(storage: str) -> Non
     assert (elsewhere.length, elsewhere.next_position) == (on_host.length, on_host.next_position)
     with pytest.raises(CacheError, match="checksum"):  # still checked on the host first
         decode_entry(blob[:-1] + bytes([blob[-1] ^ 1]), key="k", device=torch.device("meta"))
+
+
+# -- the kept safetensors layouts ------------------------------------------------------------------------------
+
+
+def test_a_kept_layout_serves_only_the_shape_and_storage_it_was_checked_for() -> None:
+    """A warm read reuses the layout checked for identical safetensors header bytes; a blob with those very bytes
+    whose codec header claims another shape or storage is still refused (the layout is kept per shape and storage)."""
+    keys, values = torch.zeros(2, 3, 7, 16), torch.ones(2, 3, 7, 16)
+    tensors = {"keys": keys, "values": values}
+    assert decode_entry(_forge(tensors), key="k").length == 7  # the layout is now kept
+    assert decode_entry(_forge(tensors), key="k").length == 7  # and served from there
+    for changes in ({"shape": [2, 3, 7, 8]}, {"shape": [2, 3, 14, 8], "length": 14}, {"storage": "float16"}):
+        with pytest.raises(CacheError, match="tensor"):
+            decode_entry(_forge(tensors, **changes), key="k")
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("which", ["keys_scale", "values_scale"])
+def test_int8_scales_are_checked_on_every_read_of_a_kept_layout(bad: float, which: str) -> None:
+    codes = torch.ones(2, 3, 7, 16, dtype=torch.int8)
+    scales = {"keys_scale": torch.ones(2, 3, 1, 16), "values_scale": torch.ones(2, 3, 7, 1)}
+    good = _forge({"keys": codes, "values": codes.clone(), **scales}, storage="int8")
+    assert decode_entry(good, key="k").int8 is not None  # the layout is now kept
+    damaged = dict(scales)
+    damaged[which] = scales[which].clone()
+    damaged[which].view(-1)[5] = bad
+    blob = _forge({"keys": codes, "values": codes.clone(), **damaged}, storage="int8")
+    assert split(blob)[2][:200] == split(good)[2][:200]  # the same safetensors header: the kept layout applies
+    with pytest.raises(CacheError, match="scales"):
+        decode_entry(blob, key="k")
