@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from .. import RerankRequest, RerankResults
+from .. import Candidate, RerankRequest, RerankResults
 from ..errors import CandidateError, MiniRerankError
 from .batcher import QueueFull
 from .errors import ServeError
@@ -178,9 +178,23 @@ async def precache(service: Service, body: PrecacheRequest) -> PrecacheResponse:
 
     engine, _ = service.ready()
     _check_documents(service, len(body.documents))
+    # Converting decodes base64 and reads image headers (and fetches videos): a worker thread's work, as for rerank.
+    outcomes, positions, candidates = await asyncio.to_thread(_convert_documents, service, body.documents)
+    done = await asyncio.to_thread(ingest, engine, candidates, positions)
+    outcomes += [PrecacheOutcome(index=o.position, status=o.status, reason=o.reason, bytes=o.bytes) for o in done]
+    outcomes.sort(key=lambda o: o.index)
+    count = {s: sum(o.status == s for o in outcomes) for s in ("stored", "present", "failed")}
+    return PrecacheResponse(documents=len(outcomes), results=outcomes, **count)
+
+
+def _convert_documents(
+    service: Service, documents: list[Item]
+) -> tuple[list[PrecacheOutcome], list[int], list[Candidate]]:
+    """Runs on a worker thread: each document converted, or its refusal as that document's outcome."""
     outcomes: list[PrecacheOutcome] = []
-    positions, candidates = [], []
-    for index, item in enumerate(body.documents):
+    positions: list[int] = []
+    candidates: list[Candidate] = []
+    for index, item in enumerate(documents):
         try:
             side = convert(item, f"documents[{index}]", service.settings, service.policy)
         except ServeError as exc:  # a refused document is that document's outcome, not the request's
@@ -188,11 +202,7 @@ async def precache(service: Service, body: PrecacheRequest) -> PrecacheResponse:
             continue
         positions.append(index)
         candidates.append(as_candidate(side))
-    done = await asyncio.to_thread(ingest, engine, candidates, positions)
-    outcomes += [PrecacheOutcome(index=o.position, status=o.status, reason=o.reason, bytes=o.bytes) for o in done]
-    outcomes.sort(key=lambda o: o.index)
-    count = {s: sum(o.status == s for o in outcomes) for s in ("stored", "present", "failed")}
-    return PrecacheResponse(documents=len(outcomes), results=outcomes, **count)
+    return outcomes, positions, candidates
 
 
 def _check_documents(service: Service, count: int, field: str = "documents") -> None:

@@ -133,6 +133,28 @@ def test_precache_reports_each_document(server, pictures) -> None:
     assert again["results"][0]["status"] == "present"
 
 
+def test_precache_converts_documents_off_the_event_loop(server, monkeypatch) -> None:
+    # Converting decodes base64 and reads image headers: run on the event loop it would stall every other request.
+    from minirerank_integrations.serve import handlers
+
+    on_loop: list[bool] = []
+    real_convert = handlers.convert
+
+    def recording_convert(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no running loop in this thread: a worker thread
+            on_loop.append(False)
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "convert", recording_convert)
+    documents = [image_item(data_uri(drawn_image(64, 64, 98))), TEXTS[0]]
+    report = httpx.post(f"{server.url}/v1/precache", json={"documents": documents}, timeout=60)
+    assert report.status_code == 200 and report.json()["documents"] == 2
+    assert on_loop == [False, False]
+
+
 def test_models_lists_the_served_model(server, serve_engine) -> None:
     listed = httpx.get(f"{server.url}/v1/models").json()
     assert [m["id"] for m in listed["data"]] == ["minirerank-demo"]
