@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import get_args
 
 import diskcache
@@ -25,8 +26,8 @@ from ..errors import CacheError, ConfigError
 from . import codec as _codec
 from .bytes_disk import BytesOnlyDisk, RefusedValue, VanishedValue
 from .disk_layout import DATABASE, MARKER_FILE, directory_identity, is_prefix_store, write_marker
-from .disk_maintenance import evict_least_recent, remove_orphan_files, verify_row
-from .disk_reader import ReadOnlyReader, row_names, sql, touch_row
+from .disk_maintenance import evict_least_recent, remove_orphan_files, verify_rows
+from .disk_reader import ReadOnlyReader, RecentRows, row_names, touch_row
 from .entry import PrefixEntry, PrefixStore, StoreStats
 
 __all__ = ["MARKER_FILE", "BytesOnlyDisk", "DiskPrefixStore", "is_prefix_store"]
@@ -55,8 +56,10 @@ class DiskPrefixStore(PrefixStore):
     noticed at the next call and created afresh, with one warning.
 
     A read takes the row (refreshing its access time) in one short transaction, then reads the value file into
-    one buffer outside it, decoded in place (int8 entries stay codes and scales); ``get_many`` runs ``readers``
-    reads side by side. With ``device`` (``"cuda"``) entries are served there, copied as stored.
+    one buffer outside it, decoded in place (int8 entries stay codes and scales); a row read before is read
+    through the value file it named, without SQLite, its access time written later in a batch
+    (:class:`~.disk_reader.RecentRows`). ``get_many`` runs ``readers`` reads side by side. With ``device``
+    (``"cuda"``) entries are served there, copied as stored.
 
     Reads never raise on bad data: a missing, truncated or altered value file, a damaged or planted row,
     or a blob the codec rejects is deleted, counted in ``stats.rejected``, logged, and served as a miss.
@@ -118,6 +121,7 @@ class DiskPrefixStore(PrefixStore):
         self._warned = False
         self._warned_unstorable = False
         self._reader: ReadOnlyReader | None = None
+        self._recent = RecentRows()
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the directory this store opened
         database = os.path.join(self.directory, DATABASE)
         if os.path.exists(database) and not is_prefix_store(self.directory):
@@ -195,6 +199,13 @@ class DiskPrefixStore(PrefixStore):
         if cache is None:
             return self._read_only_get(key)
         name = _codec.row_key(key, self.storage)
+        entry = self._recent.read(
+            cache, name, partial(_codec.decode_entry, key=name, storage=self.storage, device=self.device)
+        )
+        if entry is not None:
+            with self._lock:
+                self._stats.hits += 1
+            return entry
         try:
             row = touch_row(cache, name)
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
@@ -217,7 +228,10 @@ class DiskPrefixStore(PrefixStore):
         except RefusedValue as error:
             self._reject(name, error)
             return None
-        return self._decoded(name, data)
+        entry = self._decoded(name, data)
+        if entry is not None:
+            self._recent.remember(name, row)
+        return entry
 
     def get_many(self, keys: Sequence[str]) -> list[PrefixEntry | None]:
         """The entries for ``keys``, in order, read by up to ``readers`` threads at once (files and decoding
@@ -281,6 +295,7 @@ class DiskPrefixStore(PrefixStore):
         with self._lock:
             self._stats.writes += 1
             self._stats.bytes_written += len(data)
+        self._recent.flush(cache)  # eviction goes by access time
         try:
             evicted = evict_least_recent(cache, self.size_limit, keep=name)
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
@@ -320,6 +335,7 @@ class DiskPrefixStore(PrefixStore):
         if pool is not None:
             pool.shutdown(wait=True)
         if self._cache is not None:
+            self._recent.flush(self._cache)
             self._cache.close()
         if self._reader is not None:
             self._reader.close()
@@ -347,19 +363,9 @@ class DiskPrefixStore(PrefixStore):
             if self._reader is not None:
                 raise CacheError(f"prefix cache {self.directory!r} is read only; verify needs to write")
             return 0, 0
-        ok = dropped = 0
-        last_rowid = 0
-        while True:
-            batch = sql(cache)(
-                "SELECT rowid FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 100", (last_rowid,)
-            ).fetchall()
-            if not batch:
-                break
-            for (rowid,) in batch:
-                last_rowid = rowid
-                verdict = self._verify_row(cache, rowid)
-                ok += verdict is True
-                dropped += verdict is False
+        ok, dropped = verify_rows(cache, self.directory)
+        with self._lock:
+            self._stats.rejected += dropped
         remove_orphan_files(cache, self.directory)
         return ok, dropped
 
@@ -370,6 +376,7 @@ class DiskPrefixStore(PrefixStore):
             if self._reader is not None:
                 raise CacheError(f"prefix cache {self.directory!r} is read only; clear needs to write")
             return 0
+        self._recent.forget()
         count = cache.clear(retry=True)  # batches of 100 rows; their files go through BytesOnlyDisk.remove
         remove_orphan_files(cache, self.directory)
         return int(count)
@@ -431,6 +438,7 @@ class DiskPrefixStore(PrefixStore):
             ):
                 return
             old, self._cache, self._identity = self._cache, None, None
+            self._recent.forget()
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -448,6 +456,7 @@ class DiskPrefixStore(PrefixStore):
             self._open()
 
     def _reject(self, key: str, reason: BaseException) -> None:
+        self._recent.forget(key)
         with self._lock:
             self._stats.rejected += 1
             self._stats.misses += 1
@@ -488,12 +497,3 @@ class DiskPrefixStore(PrefixStore):
             return
         with self._lock:
             self._stats.bytes = int(volume)
-
-    def _verify_row(self, cache: diskcache.Cache, rowid: int) -> bool | None:
-        """True if the row decodes, False if it was dropped, None if it vanished meanwhile."""
-        verdict, key, reason = verify_row(cache, rowid)
-        if verdict is False:
-            with self._lock:
-                self._stats.rejected += 1
-            logger.warning("prefix cache %s: dropping unreadable entry %s: %s", self.directory, key, reason)
-        return verdict

@@ -15,7 +15,7 @@ from .bytes_disk import BytesOnlyDisk
 from .disk_layout import ORPHAN_MIN_AGE_S, hex_dirs
 from .disk_reader import sql as _sql
 
-__all__ = ["evict_least_recent", "remove_orphan_files", "verify_row"]
+__all__ = ["evict_least_recent", "remove_orphan_files", "verify_row", "verify_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,25 @@ def verify_row(cache: diskcache.Cache, rowid: int) -> tuple[bool | None, str, Ca
             reason = error
     disk.remove(filename)
     return False, shown, reason
+
+
+def verify_rows(cache: diskcache.Cache, directory: str) -> tuple[int, int]:
+    """:func:`verify_row` for every row, 100 rowids at a time: ``(ok, dropped)``; each drop is logged."""
+    ok = dropped = 0
+    last_rowid = 0
+    while True:
+        batch = _sql(cache)(
+            "SELECT rowid FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT 100", (last_rowid,)
+        ).fetchall()
+        if not batch:
+            return ok, dropped
+        for (rowid,) in batch:
+            last_rowid = rowid
+            verdict, key, reason = verify_row(cache, rowid)
+            ok += verdict is True
+            dropped += verdict is False
+            if verdict is False:
+                logger.warning("prefix cache %s: dropping unreadable entry %s: %s", directory, key, reason)
 
 
 def remove_orphan_files(cache: diskcache.Cache, directory: str) -> int:
