@@ -489,3 +489,43 @@ def test_int8_scales_are_checked_on_every_read_of_a_kept_layout(bad: float, whic
     assert split(blob)[2][:200] == split(good)[2][:200]  # the same safetensors header: the kept layout applies
     with pytest.raises(CacheError, match="scales"):
         decode_entry(blob, key="k")
+
+
+def test_a_kept_header_still_has_its_payload_checked_and_its_key_bound() -> None:
+    blob = encode_entry(make_entry(), key="k", storage="int8")
+    assert decode_entry(blob, key="k").length == 7  # its header is now kept
+    assert decode_entry(blob, key="k").length == 7  # and served from there
+    damaged = bytearray(blob)
+    damaged[-3] ^= 0x10  # same header bytes, another payload
+    with pytest.raises(CacheError, match="checksum"):
+        decode_entry(bytes(damaged), key="k")
+    with pytest.raises(CacheError, match="key"):
+        decode_entry(blob, key="k2")
+    with pytest.raises(CacheError, match="stored as int8"):
+        decode_entry(blob, key="k", storage="float32")
+
+
+@pytest.mark.parametrize("bad", [None, -1.0, float("nan")])
+def test_int8_scales_apart_in_the_payload_are_checked_too(bad: float | None) -> None:
+    """Safetensors writes both scales side by side (checked in one pass); a payload laid out otherwise is
+    checked one scale tensor at a time."""
+    shape, codes_bytes = [2, 3, 7, 16], 2 * 3 * 7 * 16
+    keys_scale, values_scale = torch.ones(2, 3, 1, 16), torch.ones(2, 3, 7, 1)
+    if bad is not None:
+        values_scale[1, 2, 6, 0] = bad
+    spans, data, position = {}, b"", 0
+    parts = [("keys_scale", "F32", keys_scale), ("keys", "I8", None), ("values_scale", "F32", values_scale)]
+    parts.append(("values", "I8", None))
+    for name, dtype, tensor in parts:
+        raw = tensor.numpy().tobytes() if tensor is not None else bytes(codes_bytes)
+        dims = list(tensor.shape) if tensor is not None else shape
+        spans[name] = {"dtype": dtype, "shape": dims, "data_offsets": [position, position + len(raw)]}
+        data, position = data + raw, position + len(raw)
+    payload = _safetensors_with(spans, data)
+    header = {"format": CODEC_VERSION, "key": "k", "storage": "int8", "dtype": "float32", "shape": shape}
+    blob = _pack(dict(header, length=7, next_position=0, payload_bytes=len(payload)), payload)
+    if bad is None:
+        assert decode_entry(blob, key="k").int8 is not None
+    else:
+        with pytest.raises(CacheError, match="scales"):
+            decode_entry(blob, key="k")
