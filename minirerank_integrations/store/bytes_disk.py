@@ -132,25 +132,29 @@ class BytesOnlyDisk(diskcache.Disk):
             raise VanishedValue(f"value file {filename} is missing: {error}") from error
         except OSError as error:
             raise RefusedValue(f"value file {filename} cannot be opened: {error}") from error
-        with open(descriptor, "rb", buffering=0) as reader:
+        try:
             info = os.fstat(descriptor)
             if not stat.S_ISREG(info.st_mode):
                 raise RefusedValue(f"value file {filename} is not a regular file")
-            if info.st_size > self.max_value_bytes:
-                raise RefusedValue(f"value file {filename} is {info.st_size} bytes, over {self.max_value_bytes}")
-            buffer = self._buffer(info.st_size)
+            size = info.st_size
+            if size > self.max_value_bytes:
+                raise RefusedValue(f"value file {filename} is {size} bytes, over {self.max_value_bytes}")
+            # One byte more than the file: a whole file reads short by exactly that byte, in one call, and a file
+            # that grew fills it (value files are written once under a fresh name: one that grows is not ours).
+            buffer = self._buffer(size + 1)
             filled = 0
-            try:
-                while filled < info.st_size:
-                    count = reader.readinto(buffer[filled:])
-                    if not count:
-                        raise RefusedValue(f"value file {filename} shrank while read: {filled} of {info.st_size} bytes")
-                    filled += count
-                if reader.read(1):  # value files are written once under a fresh name: one that grows is not ours
-                    raise RefusedValue(f"value file {filename} grew while read, past {info.st_size} bytes")
-            except OSError as error:
-                raise RefusedValue(f"value file {filename} cannot be read: {error}") from error
-            return buffer
+            while filled < size:
+                count = os.preadv(descriptor, [buffer[filled:]], filled)
+                if not count:
+                    raise RefusedValue(f"value file {filename} shrank while read: {filled} of {size} bytes")
+                filled += count
+            if filled > size:
+                raise RefusedValue(f"value file {filename} grew while read, past {size} bytes")
+        except OSError as error:
+            raise RefusedValue(f"value file {filename} cannot be read: {error}") from error
+        finally:
+            os.close(descriptor)
+        return buffer[:size]
 
     def _buffer(self, size: int) -> memoryview:
         """``size`` writable bytes that a value file is read into and its entry's tensors then view."""
