@@ -9,10 +9,11 @@ stored as bfloat16 and int8, this measures in one run, on one thread unless said
 * ``xxh3`` and ``blake2b``: hashing them (the codec's checksum now, and before codec version 3);
 * ``file``: reading the value file into one buffer (``readinto``, page cache warm); ``decode``: checking and
   decoding it (checksum, header, tensors viewing the buffer: an int8 entry stays codes and scales);
-* ``disk get``: :meth:`DiskPrefixStore.get` end to end (row, file, checksum, decode), and its ratio to
+* ``disk get``: :meth:`DiskPrefixStore.get` end to end of an entry read before (its file, checksum and decode;
+  the SQLite row is read on a first read only, its access time written in batches), and its ratio to
   ``memcpy`` (target: at most 3x). It includes no dequantization: an int8 entry is served as codes and
   scales and dequantized in the window gather below. ``on device``: the host's share of the same read when
-  the store serves a device (``device="meta"`` stands for the GPU: row, file, checksum and checks, without
+  the store serves a device (``device="meta"`` stands for the GPU: file, checksum and checks, without
   the copy to the device); ``disk get_many``: a window of entries on 1 and on 4 reader threads;
 * ``gather``: per entry, gathering a window of 8 entries into one bfloat16 batch buffer on the host
   (:func:`~..store.window.gather_window`, what the engine does before the band layers): a copy for bfloat16
@@ -305,7 +306,8 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "x memcpy: the median over repeats of each read over the memcpy (of the entry's stored bytes) run just before",
-        "it. Milliseconds per entry. 'disk get' and 'decode' include no dequantization: an int8 entry is served as",
+        "it. Milliseconds per entry. 'disk get' (a warm read: file, checksum, decode; the row is read on a first read",
+        "only) and 'decode' include no dequantization: an int8 entry is served as",
         "codes and scales (views of the read buffer) and dequantized once, fused, in the window gather. 'on dev': the",
         "host's share when the store serves a device (the copy, and for int8 the dequantization, then run there);",
         "get_many per entry of a window of 8; put: the scoring thread's time per entry written in place, queued for",
