@@ -245,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "load_average": os.getloadavg(),
             "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
             "device": args.device,
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         },
@@ -279,7 +280,8 @@ def summary(result: dict[str, Any]) -> str:
         f"{s['image_size']}x{s['image_size']}; {s['requests']} requests per warm row{cold}, split "
         f"over the users; batch wait {s['batch_wait_ms']} ms. Warm: pages from a pool of {s['pool']} whose prefixes "
         f"are stored; cold: new pages. Medians of {s['repeats']} turns (warm; cold: one), the servers with batching "
-        f"on and off taking turns. Machine load average at the end: {result['machine']['load_average']}."
+        f"on and off taking turns; {result['machine'].get('torch_threads', '?')} torch thread(s) in the server "
+        f"process. Machine load average at the end: {result['machine']['load_average']}."
     )
     lines += [
         "",
@@ -379,9 +381,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--batch-max-pairs", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads in the server process (default 1: on a 2-core machine the scorer keeps one "
+        "core and HTTP, input preparation and the load client the other; a second torch thread there waits on "
+        "cores those hold)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    result = run(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        result = run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another program (a test): leave its setting
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(result, indent=1))
     (args.out / "metrics.txt").write_text(result["metrics_batching_on"])

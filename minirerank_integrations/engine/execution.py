@@ -7,9 +7,11 @@ and dropped after their last pair, so a query over many documents holds at most 
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 
 import torch
@@ -26,16 +28,28 @@ from .layers import (
     reference_logits,
     single_segment_logits,
 )
-from .modeling import SegmentStates
+from .modeling import Backbone, SegmentStates
 from .plan import CallPlan, cut_shared_start, distinct_segments, pair_segments
 from .prompts import Segment, SideContent
 
-__all__ = ["FETCH_WINDOW", "CallCancelled", "finite_scores", "compute_prefix_entry", "plan_logits", "trainable_logits"]
+__all__ = [
+    "FETCH_WINDOW",
+    "MAX_BATCH_WORKERS",
+    "CallCancelled",
+    "batch_workers",
+    "finite_scores",
+    "compute_prefix_entry",
+    "plan_logits",
+    "trainable_logits",
+]
+
 
 #: Pairs whose prefixes one store lookup fetches. The next window is fetched (read, checked, decoded) on a
 #: reader thread while this one is scored, so only the first window's read is not hidden behind compute; two
 #: windows of entries are held at most.
 FETCH_WINDOW = 32
+#: Most batches scored at once on the CPU (each holds its entries and activations).
+MAX_BATCH_WORKERS = 4
 
 
 def _band_and_exit(cfg: RerankConfig) -> tuple[tuple[int, int], int]:
@@ -64,11 +78,16 @@ def plan_logits(
     store: PrefixStore,
     cancelled: threading.Event | None = None,
     dropped: Callable[[], set[int]] | None = None,
+    *,
+    workers: int | None = None,
 ) -> torch.Tensor:
     """logit(yes) - logit(no) of each pair of ``plan`` [pairs], float32, on the model's device.
 
+    Vision-first batches are scored on ``workers`` threads at once (None: :func:`batch_workers`), each batch as
+    it would be alone, so the scores do not depend on it; the batches after one in flight are formed while it runs.
+
     ``cancelled``, when given, is checked between batches: once it is set the call stops with
-    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batch in flight). ``dropped``, when given,
+    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batches in flight, one per worker). ``dropped``, when given,
     names the rows no longer wanted (their callers left), asked before each batch: those rows are left out of
     the batches not yet run and their logits are NaN; once every row is dropped the call stops as cancelled."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
@@ -110,36 +129,100 @@ def plan_logits(
     fetches = plan.fetch_windows(window)
     entries: dict[str, PrefixEntry] = {}  # a key leaves after its last pair, and never comes back
     missing: set[str] = set()  # store misses, computed when a wanted row first needs them: a dropped row's cost nothing
-    with closing(_read_ahead(store.get_many, fetches)) as reads:  # closed at once, even on an error
-        for w, fetched in enumerate(reads):
-            window_start, window_end = w * window, (w + 1) * window
-            for key, entry in zip(fetches[w], fetched):
-                if entry is None:
-                    missing.add(key)
-                else:
-                    counters.prefix_hits += 1
-                    entries[key] = entry
-            for start in range(window_start, min(window_end, len(plan.rows)), cfg.batch_size):
-                stop = min(start + cfg.batch_size, window_end, len(plan.rows))
-                rows = [r for r in range(start, stop) if r not in gone]
-                for key in dict.fromkeys(plan.rows[r][0] for r in rows):
-                    if key in missing:
-                        missing.discard(key)
-                        entries[key] = compute_prefix_entry(encoder, plan.prefixes[key], cfg, cache)
-                        store.put(key, entries[key])
-                chunk = [plan.rows[r] for r in rows]
-                batch_entries = [entries[k] for k, _ in chunk]
-                batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
-                prebands = [suffixes[s][1] for _, s in chunk]
-                counters.pair_passes += len(chunk)
-                computed = (
-                    pair_logits(backbone, batch_entries, batch_states, prebands, band, exit_layer) if chunk else None
-                )
-                logits.append(_spread(computed, rows, start, stop, backbone.device))
+    workers = batch_workers(backbone.device) if workers is None else workers
+    # Batches in flight on the scoring threads, oldest first: (its logits to come, its rows, start, stop).
+    in_flight: deque[tuple[Future[torch.Tensor | None], list[int], int, int]] = deque()
+
+    def collect_oldest() -> None:
+        future, rows, start, stop = in_flight.popleft()
+        logits.append(_spread(future.result(), rows, start, stop, backbone.device))
+
+    scorers = _scoring_threads(workers) if workers > 1 else None
+    try:
+        with closing(_read_ahead(store.get_many, fetches)) as reads:  # closed at once, even on an error
+            for w, fetched in enumerate(reads):
+                window_start, window_end = w * window, (w + 1) * window
+                for key, entry in zip(fetches[w], fetched):
+                    if entry is None:
+                        missing.add(key)
+                    else:
+                        counters.prefix_hits += 1
+                        entries[key] = entry
+                for start in range(window_start, min(window_end, len(plan.rows)), cfg.batch_size):
+                    stop = min(start + cfg.batch_size, window_end, len(plan.rows))
+                    rows = [r for r in range(start, stop) if r not in gone]
+                    for key in dict.fromkeys(plan.rows[r][0] for r in rows):
+                        if key in missing:
+                            missing.discard(key)
+                            entries[key] = compute_prefix_entry(encoder, plan.prefixes[key], cfg, cache)
+                            store.put(key, entries[key])
+                    chunk = [plan.rows[r] for r in rows]
+                    batch_entries = [entries[k] for k, _ in chunk]
+                    batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
+                    prebands = [suffixes[s][1] for _, s in chunk]
+                    counters.pair_passes += len(chunk)
+                    args = (backbone, batch_entries, batch_states, prebands, band, exit_layer)
+                    if scorers is None:
+                        logits.append(_spread(_batch_logits(*args), rows, start, stop, backbone.device))
+                        gone = check()
+                        continue
+                    in_flight.append((scorers.submit(_batch_logits, *args), rows, start, stop))
+                    if len(in_flight) >= workers:  # every scoring thread busy: wait for the oldest batch
+                        collect_oldest()
+                        gone = check()
+                # The batches in flight hold their own entries: a key dropped here stays alive until they finish.
+                for key in [k for k in entries if last_use[k] < window_end]:
+                    del entries[key]
+            while in_flight:
+                collect_oldest()
                 gone = check()
-            for key in [k for k in entries if last_use[k] < window_end]:
-                del entries[key]
+    finally:
+        for future, *_ in in_flight:  # an error or a cancellation: batches not started are not run
+            future.cancel()
+        for future, *_ in in_flight:  # and those running finish before their entries and states go
+            if not future.cancelled():
+                future.exception()
     return _per_pair(plan, logits)
+
+
+def batch_workers(device: torch.device) -> int:
+    """How many batches :func:`plan_logits` scores at once on ``device``: on the CPU, the cores torch's own
+    intra-op threads leave (1 at torch's default, one thread per core; 2 on a 2-core machine after
+    ``torch.set_num_threads(1)``), at most :data:`MAX_BATCH_WORKERS`: torch releases the GIL inside its kernels,
+    so two batches' forwards run on two cores. One elsewhere: an accelerator's kernels queue on one stream."""
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores // max(1, torch.get_num_threads()), MAX_BATCH_WORKERS))
+
+
+_scorers: dict[int, ThreadPoolExecutor] = {}
+_scorers_lock = threading.Lock()
+
+
+def _scoring_threads(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` scoring threads, kept for the process: a thread's first torch call sets up its
+    intra-op state, paid once rather than on every call."""
+    with _scorers_lock:
+        if workers not in _scorers:
+            _scorers[workers] = ThreadPoolExecutor(workers, thread_name_prefix="minirerank-batch")
+        return _scorers[workers]
+
+
+def _batch_logits(
+    backbone: Backbone,
+    entries: list[PrefixEntry],
+    states: list[SegmentStates],
+    prebands: list[torch.Tensor],
+    band: tuple[int, int],
+    exit_layer: int,
+) -> torch.Tensor | None:
+    """:func:`pair_logits` of one batch on a scoring thread (grad mode is per thread: off here too); None when
+    every row of the batch was left out."""
+    if not entries:
+        return None
+    with torch.no_grad():
+        return pair_logits(backbone, entries, states, prebands, band, exit_layer)
 
 
 def _spread(

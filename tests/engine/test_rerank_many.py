@@ -8,8 +8,10 @@ import threading
 import time
 
 import pytest
+import torch
 
 from minirerank_integrations import (
+    CallCancelled,
     Candidate,
     CandidateError,
     InputError,
@@ -109,3 +111,46 @@ async def test_a_cancelled_arerank_stops_between_batches(tiny4_path):
     assert done.is_set()
     assert engine.counters.pair_passes < len(candidates)  # it stopped instead of scoring all 60
     assert len(await engine.arerank("which document", candidates[:3])) == 3
+
+
+def test_batches_scored_on_several_threads_equal_one_thread_exactly(tiny4_path, images):
+    """plan_logits scores a call's batches on several threads at once (the CPU cores torch's threads leave): each
+    batch is computed as it is alone, so the logits are bit-equal to one thread's, cold and warm."""
+    from minirerank_integrations.engine import execution
+
+    paper = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    small = paper.config.model_copy(update={"batch_size": 2})  # many batches: several in flight at once
+    pages = [Candidate(images=[im]) for im in images]
+    pairs = [(Query(text=q), c) for q in ("a red circle", "two blue squares", "Paris") for c in [*pages, "a note"]]
+    results = {}
+    for workers in (1, 3, 1):  # the repeat of 1 runs warm: every prefix from the store
+        engine = MiniReranker(paper.backbone, small)
+        engine.store = paper.store
+        sides = engine.prepare_pairs(pairs)
+        logits = execution.plan_logits(engine.plan(sides), engine.encoder, engine.store, workers=workers)
+        results.setdefault(workers, []).append(logits)
+    cold_one, warm_one = results[1]
+    assert torch.equal(results[3][0], cold_one) and torch.equal(warm_one, cold_one)
+    assert execution.batch_workers(torch.device("meta")) == 1  # not the CPU: one stream of kernels
+    assert 1 <= execution.batch_workers(torch.device("cpu")) <= execution.MAX_BATCH_WORKERS
+
+
+def test_a_cancelled_call_with_batches_in_flight_raises_and_frees_its_threads(tiny4_path):
+    from minirerank_integrations.engine import execution
+
+    engine = MiniReranker.from_pretrained(tiny4_path, config=RerankConfig.preset("paper", 4))
+    config = engine.config.model_copy(update={"batch_size": 1})
+    engine = MiniReranker(engine.backbone, config)
+    sides = engine.prepare_pairs([("which document", f"document number {i}") for i in range(12)])
+    cancelled = threading.Event()
+    passes = iter(range(1000))
+
+    def dropped() -> set[int]:
+        if next(passes) == 3:  # asked before each batch: the call is abandoned after a few
+            cancelled.set()
+        return set()
+
+    with pytest.raises(CallCancelled):
+        execution.plan_logits(engine.plan(sides), engine.encoder, engine.store, cancelled, dropped, workers=2)
+    assert engine.counters.pair_passes < 12
+    assert len(engine.rerank("which document", ["a", "b"])) == 2  # nothing left running or locked
