@@ -119,7 +119,12 @@ class BytesOnlyDisk(diskcache.Disk):
         return stored
 
     def _read_value_file(self, filename: str | None) -> memoryview:
-        """The whole value file, read once into one buffer that the codec then decodes in place."""
+        """The whole value file, read once into one buffer that the codec then decodes in place.
+
+        Copied, not mapped: diskcache creates value files exclusively (``'xb'``) and only ever unlinks them, but
+        anything else that can write the directory could change or truncate one in place, and an entry whose
+        tensors view a mapping would then change after its checksum was checked, or raise SIGBUS when read.
+        """
         if not self.is_value_file(filename):
             raise RefusedValue(f"row names value file {filename!r}, not one this cache would have written")
         assert filename is not None
