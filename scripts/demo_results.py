@@ -26,6 +26,10 @@ from minirerank_integrations.quality.data import FAMILIES, VIDEO_FAMILIES, gener
 from minirerank_integrations.quality.evaluation import OVERALL, EvalReport, evaluate, retention, retention_interval
 
 METRICS = ("hit_rate@1", "ndcg@5", "mrr@10")
+#: What a configuration's fast rows carry over: the techniques and how pruning ranks tokens. The guide's depth
+#: must travel with the rest: the demo's adapted configuration pins the full-depth guide it was measured with,
+#: and a configuration built without it takes the 2-layer default.
+FAST_FIELDS = {"format", "exit_layer", "band", "keep_ratio", "pruning_guide", "pruning_guide_layers", "pruning_seed"}
 TARGET = 0.97  # retention bar of the adapted paper preset
 
 
@@ -35,7 +39,7 @@ def configs(adapted: RerankConfig) -> dict[str, dict]:
     return {
         "dense": dense,
         "no interaction (band empty)": {"format": "vision_first", "band": (0, 0)},
-        "adapted config": adapted.model_dump(include={"format", "exit_layer", "band", "keep_ratio"}),
+        "adapted config": adapted.model_dump(include=FAST_FIELDS),
         "vision-first only": {"format": "vision_first"},
         f"exit only (layer {adapted.exit_layer})": dense | {"exit_layer": adapted.exit_layer},
         f"band only {list(adapted.band or ())}": {"format": "vision_first", "band": adapted.band},
@@ -44,7 +48,7 @@ def configs(adapted: RerankConfig) -> dict[str, dict]:
 
 
 def pruning_configs(adapted: RerankConfig) -> dict[str, dict]:
-    base = adapted.model_dump(include={"format", "exit_layer", "band"})
+    base = adapted.model_dump(include=FAST_FIELDS - {"keep_ratio", "pruning_guide"})
     return {
         f"adapted config, keep {keep}, {guide}": base | {"keep_ratio": keep, "pruning_guide": guide}
         for keep in (0.5, 0.25)
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(group, name, {f: round(m["hit_rate@1"], 3) for f, m in report.metrics.items()}, flush=True)
 
-    preset_fields = preset.model_dump(include={"format", "exit_layer", "band", "keep_ratio"})
+    preset_fields = preset.model_dump(include=FAST_FIELDS)
     record("zero-shot (dense weights)", "dense", base)
     record(
         "zero-shot (dense weights)", f"paper preset (band {list(preset.band or ())})", run(dense, preset_fields, tasks)
@@ -422,9 +426,7 @@ def record_video(args: argparse.Namespace, document: dict) -> None:
 
     dense = MiniReranker.from_pretrained(args.dense, config="dense")
     adapted = None if args.no_paper else MiniReranker.from_pretrained(args.paper, embedder=dense.backbone)
-    fast = (adapted.config if adapted is not None else ADAPTED_CONFIG).model_dump(
-        include={"format", "exit_layer", "band", "keep_ratio"}
-    )
+    fast = (adapted.config if adapted is not None else ADAPTED_CONFIG).model_dump(include=FAST_FIELDS)
     entry: dict = {"name": args.video_name}
     if not args.image_check_only:
         entry |= video_rows(args, dense, adapted, fast)

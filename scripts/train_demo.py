@@ -56,8 +56,11 @@ log = logging.getLogger("train_demo")
 # model's interaction sits in its first layer (docs/results.md, layer-wise analysis: with the band at [0, 1)
 # and exit 4 zero-shot Hit@1 stays within a few points of dense, while the preset's [2, 3) falls to chance),
 # so the band goes there. Exit after 4 of 8 layers (<= 60%), a band of 1 layer (<= 1/3), keep 50%.
-# Adapting the preset's band [2, 3) failed twice (scores collapsed to a constant within 400 steps).
-ADAPTED_CONFIG = RerankConfig(format="vision_first", exit_layer=4, band=(0, 1), keep_ratio=0.5)
+# Adapting the preset's band [2, 3) failed twice (scores collapsed to a constant within 400 steps). Pruning is
+# guided by the embedder's full depth (pruning_guide_layers=None), as the shipped demo was measured.
+ADAPTED_CONFIG = RerankConfig(
+    format="vision_first", exit_layer=4, band=(0, 1), keep_ratio=0.5, pruning_guide_layers=None
+)
 
 
 def corpus() -> list[str]:
