@@ -106,15 +106,31 @@ def plan_call(backbone: Backbone, embedder: Backbone, pairs: Sequence[SidePair],
     plan = CallPlan(cfg)
     row_of: dict[tuple, int] = {}
     keyer = PrefixKeyer(cfg, backbone, embedder)  # the model's fingerprint checked once per call, not per pair
+    # Vision-first, a prefix is made of one side and the suffix of the other: each side's segment (and the prefix's
+    # store key) is built once per distinct side, not once per pair (merged requests repeat pages and queries).
+    made_prefixes: dict[tuple, tuple[Segment, str]] = {}
+    made_suffixes: dict[tuple, tuple[Segment, tuple]] = {}
     for q, d in pairs:
-        first, second = pair_segments(backbone, q, d, cfg)
-        if second is None:
+        if cfg.format == "query_first":
+            first, _ = pair_segments(backbone, q, d, cfg)
             row = segment_key(first)
             if row not in row_of:
                 row_of[row] = len(plan.singles)
                 plan.singles.append(first)
         else:
-            key, suffix = keyer(first), segment_key(second)
+            side = prefix_side(q, d, cfg)
+            first_side, second_side = (d, q) if side == "document" else (q, d)
+            made_first = made_prefixes.get(first_key := (side, _side_key(first_side)))
+            made_second = made_suffixes.get(second_key := (side, _side_key(second_side)))
+            if made_first is None or made_second is None:
+                first, second = pair_segments(backbone, q, d, cfg, side)
+                assert second is not None  # vision-first: a prefix and a suffix
+                made_first, made_second = (first, keyer(first)), (second, segment_key(second))
+                if first_key[1] is not None:
+                    made_prefixes[first_key] = made_first
+                if second_key[1] is not None:
+                    made_suffixes[second_key] = made_second
+            (first, key), (second, suffix) = made_first, made_second
             row = (key, suffix)
             if row not in row_of:
                 row_of[row] = len(plan.rows)
@@ -123,6 +139,14 @@ def plan_call(backbone: Backbone, embedder: Backbone, pairs: Sequence[SidePair],
                 plan.suffixes.setdefault(suffix, second)
         plan.pair_rows.append(row_of[row])
     return plan
+
+
+def _side_key(content: SideContent) -> tuple | None:
+    """What a side's part of a prompt is made of: its text and its images' identities and token grids (None for a
+    side with videos: not reused)."""
+    if content.videos:
+        return None
+    return content.text, tuple((im.digest, im.grid_thw, im.merge_size) for im in content.images)
 
 
 def segment_key(segment: Segment) -> tuple:

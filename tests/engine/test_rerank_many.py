@@ -154,3 +154,21 @@ def test_a_cancelled_call_with_batches_in_flight_raises_and_frees_its_threads(ti
         execution.plan_logits(engine.plan(sides), engine.encoder, engine.store, cancelled, dropped, workers=2)
     assert engine.counters.pair_passes < 12
     assert len(engine.rerank("which document", ["a", "b"])) == 2  # nothing left running or locked
+
+
+def test_a_plan_builds_each_side_once_and_keys_every_pair_as_alone(tiny4_path, images):
+    """plan_call builds a prefix (and its store key) per distinct side and a suffix per distinct other side; each
+    pair's row is still exactly the prefix key and suffix its own prompt gives."""
+    from minirerank_integrations.engine.plan import segment_key
+
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    queries = [Query(text=t) for t in ("a red circle", "two blue squares", "a red circle")]
+    documents = [Candidate(images=[im]) for im in images] + [Candidate(text="Paris"), Candidate(images=[images[0]])]
+    pairs = [(q, d) for q in queries for d in documents] + [(Query(images=[images[1]]), Candidate(text="Paris"))]
+    sides = engine.prepare_pairs(pairs)
+    plan = engine.plan(sides)
+    for (q, d), row in zip(sides, plan.pair_rows):
+        prefix, suffix = engine.segments(q, d)
+        assert suffix is not None
+        assert plan.rows[row] == (engine.prefix_key(prefix), segment_key(suffix))
+    assert len(plan.rows) == len(documents) - 1 + len(documents) - 1 + 1  # repeats: a query, a page
