@@ -87,7 +87,8 @@ def plan_logits(
     it would be alone, so the scores do not depend on it; the batches after one in flight are formed while it runs.
 
     ``cancelled``, when given, is checked between batches: once it is set the call stops with
-    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batches in flight, one per worker). ``dropped``, when given,
+    :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batches in flight: one per worker, and one
+    more queued when there are several). ``dropped``, when given,
     names the rows no longer wanted (their callers left), asked before each batch: those rows are left out of
     the batches not yet run and their logits are NaN; once every row is dropped the call stops as cancelled."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
@@ -124,6 +125,13 @@ def plan_logits(
         own = encoder.states(suffix, cfg, cache)
         counters.suffix_prebands += 1
         suffixes[suffix_key] = (own, compute_suffix_preband(backbone, own, band[0]))
+    moved: dict[tuple[tuple, int], SegmentStates] = {}  # a suffix after a prefix ending at a position: once
+
+    def shifted(suffix_key: tuple, position: int) -> SegmentStates:
+        if (suffix_key, position) not in moved:
+            moved[suffix_key, position] = suffixes[suffix_key][0].shifted(position)
+        return moved[suffix_key, position]
+
     last_use = plan.last_use()
     window = max(cfg.batch_size, FETCH_WINDOW)
     fetches = plan.fetch_windows(window)
@@ -158,7 +166,7 @@ def plan_logits(
                             store.put(key, entries[key])
                     chunk = [plan.rows[r] for r in rows]
                     batch_entries = [entries[k] for k, _ in chunk]
-                    batch_states = [suffixes[s][0].shifted(e.next_position) for (_, s), e in zip(chunk, batch_entries)]
+                    batch_states = [shifted(s, e.next_position) for (_, s), e in zip(chunk, batch_entries)]
                     prebands = [suffixes[s][1] for _, s in chunk]
                     counters.pair_passes += len(chunk)
                     args = (backbone, batch_entries, batch_states, prebands, band, exit_layer)
@@ -167,7 +175,9 @@ def plan_logits(
                         gone = check()
                         continue
                     in_flight.append((scorers.submit(_batch_logits, *args), rows, start, stop))
-                    if len(in_flight) >= workers:  # every scoring thread busy: wait for the oldest batch
+                    # One batch queued beyond the threads: a thread that finishes takes it at once instead of
+                    # waiting while this thread forms the next one. More queued, wait for the oldest.
+                    if len(in_flight) > workers:
                         collect_oldest()
                         gone = check()
                 # The batches in flight hold their own entries: a key dropped here stays alive until they finish.

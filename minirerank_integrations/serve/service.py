@@ -3,6 +3,7 @@ the URL policy."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -15,6 +16,9 @@ from .settings import ServeSettings
 from .urls import URLPolicy
 
 __all__ = ["Service"]
+
+#: Texts whose token counts are remembered (a few hundred bytes each).
+_COUNTED_TEXTS = 4096
 
 
 class Service:
@@ -35,6 +39,9 @@ class Service:
         self.started = int(time.time())
         #: Names this server among replicas: the X-Minirerank-Instance header of every answer.
         self.instance = uuid.uuid4().hex[:12]
+        self._token_counts: dict[str, int] = {}  # text -> its token count, at most _COUNTED_TEXTS of them
+        self._counted_by: object = None
+        self._counts_lock = threading.Lock()
 
     def fetch_image(self, url: str) -> bytes:
         """The engine's ``image_fetcher``: the URL policy, then the pixel limit on the bytes fetched."""
@@ -52,7 +59,21 @@ class Service:
         """Text tokens of each text by the engine's tokenizer (0 for none): the usage the engine does not give.
         Images and the fixed prompt template are not counted."""
         assert self.engine is not None
-        present = [t for t in texts if t]
-        ids = self.engine.backbone.tokenizer(present, add_special_tokens=False)["input_ids"] if present else []
-        counts = iter(ids)
-        return [len(next(counts)) if t else 0 for t in texts]
+        tokenizer = self.engine.backbone.tokenizer
+        with self._counts_lock:  # conversions run on several threads
+            if tokenizer is not self._counted_by:  # another engine's tokenizer: counts made with the old one go
+                self._token_counts.clear()
+                self._counted_by = tokenizer
+            known = {t: self._token_counts[t] for t in texts if t and t in self._token_counts}
+        new = list(dict.fromkeys(t for t in texts if t and t not in known))
+        # A tokenizer call costs ~1 ms whatever it holds: texts seen before (a query sent again, a document reranked
+        # for another query) are counted from memory.
+        for text, ids in zip(new, tokenizer(new, add_special_tokens=False)["input_ids"] if new else []):
+            known[text] = len(ids)
+        counts = [known[t] if t else 0 for t in texts]
+        with self._counts_lock:
+            for text in new:
+                self._token_counts[text] = known[text]
+            while len(self._token_counts) > _COUNTED_TEXTS:  # the oldest go first
+                del self._token_counts[next(iter(self._token_counts))]
+        return counts

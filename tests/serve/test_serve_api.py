@@ -206,3 +206,19 @@ async def test_concurrent_requests_are_batched_and_counted(start_server, local_e
     assert _metric(metrics, "minirerank_batch_size_sum") == 6
     assert 'minirerank_batch_size_bucket{le="1.0"}' in metrics and "minirerank_prefix_misses_total" in metrics
     assert _metric(metrics, "minirerank_queue_depth") == 0
+
+
+def test_token_counts_remembered_equal_the_tokenizers(serve_engine) -> None:
+    from minirerank_integrations.serve.service import Service
+
+    service = Service(ServeSettings())
+    service.engine = serve_engine
+    tokenizer = serve_engine.backbone.tokenizer
+
+    def counted(texts: list) -> list[int]:
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) if t else 0 for t in texts]
+
+    texts = [QUERY, None, TEXTS[0], QUERY, "", TEXTS[1]]
+    assert service.count_tokens(texts) == counted(texts)  # counted
+    assert service.count_tokens(texts) == counted(texts)  # from memory
+    assert service.count_tokens([TEXTS[2], QUERY]) == counted([TEXTS[2], QUERY])  # one new, one known
