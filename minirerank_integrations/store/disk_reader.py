@@ -129,6 +129,7 @@ class RecentRows:
                         "UPDATE Cache SET access_time = max(access_time, ?) WHERE key = ? AND raw = 1", (when, name)
                     )
         except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            cache.close()  # a failed COMMIT can leave this thread's connection inside a transaction
             logger.debug("prefix cache %s: %d access times not written: %s", cache.directory, len(pending), error)
 
 

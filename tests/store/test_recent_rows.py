@@ -14,6 +14,7 @@ import torch
 from entries import entry_for
 
 from minirerank_integrations.store import DiskPrefixStore, PrefixEntry
+from minirerank_integrations.store.disk_reader import RecentRows
 
 MODE_BINARY = 2  # diskcache's row mode for a value file
 
@@ -98,3 +99,22 @@ def test_a_file_swapped_into_a_remembered_name_is_refused(tmp_path: Path) -> Non
     path_a.write_bytes(path_b.read_bytes())
     assert store.get("a") is None
     assert store.stats.rejected == 1 and same(store.get("b"), entry_for(2))
+
+
+def test_reads_go_on_while_access_times_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RecentRows, "FLUSH_S", 0.0)  # every warm read writes its access time at once
+    store = DiskPrefixStore(tmp_path, min_file_size=0, timeout=0.05)
+    store.put("k", entry_for(1))
+    assert same(store.get("k"), entry_for(1))
+    first_access = row(tmp_path, "k")[2]
+    with closing(sqlite3.connect(tmp_path / "cache.db", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held past the store's timeout
+        for _ in range(2):
+            assert same(store.get("k"), entry_for(1))  # served; its access time is lost
+        other.execute("COMMIT")
+    assert row(tmp_path, "k")[2] == first_access
+    assert same(store.get("k"), entry_for(1))  # the lock is free again: written at once
+    assert row(tmp_path, "k")[2] > first_access
+    assert store.stats.hits == 4 and store.stats.rejected == 0
+    store.put("j", entry_for(2))  # the store still writes
+    assert same(store.get("j"), entry_for(2))
