@@ -3,13 +3,13 @@
 
 Its JSON header is parsed here strictly (names, dtypes, shapes, byte spans tiling the data exactly) and the
 tensors are checked against what the codec header implies (names, dtypes, shapes for the storage); an int8
-payload's scales must be finite and >= 0. Nothing unpickles and nothing is copied: each tensor is a
-``torch.frombuffer`` view of the payload.
+payload's scales must be finite and >= 0. Nothing unpickles and nothing is copied: the tensors are views of
+the payload (one ``torch.frombuffer`` per run of same-dtype tensors, sliced).
 
 Every blob of one entry shape and storage carries the very same safetensors header bytes, and whether they
 describe a valid layout depends on nothing else (the header bytes, the payload size, the storage and the
 shape). So the checked layout is kept, keyed by exactly those, and a warm read neither parses JSON nor
-repeats the checks: at the 2B shape this was 0.1 ms of a 0.35 ms decode of a 2.9 MB int8 entry
+repeats the checks: at the 2B shape this was about 0.1 ms of a 0.35 ms decode of a 2.9 MB int8 entry
 (``bench/host.py``). The scales are values, not layout, and are checked on every read.
 """
 
