@@ -338,10 +338,12 @@ def summary(result: dict[str, Any]) -> str:
                     k: r["server_cpu_ms_per_request"] + r["client_cpu_ms_per_request"]
                     for k, r in (("on", on), ("off", off))
                 }
+                busy = {k: r["requests_per_s"] * cost[k] / 1000 for k, r in (("on", on), ("off", off))}
                 lines.append(
                     f"- {temperature}, {top} users: CPU per request (server and load client) {cost['off']:.1f} ms off, "
-                    f"{cost['on']:.1f} ms on: off / on = {cost['off'] / cost['on']:.2f}x, the throughput ratio two "
-                    "idle cores would allow"
+                    f"{cost['on']:.1f} ms on: off / on = {cost['off'] / cost['on']:.2f}x, the throughput ratio were "
+                    f"both to keep the same cores busy; they kept {busy['off']:.2f} cores busy off, {busy['on']:.2f} on "
+                    f"(of {result['machine']['cpus']})"
                 )
         ref = [r for r in reference if r["temperature"] == temperature]
         if on and ref:
