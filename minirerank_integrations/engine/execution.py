@@ -88,9 +88,9 @@ def plan_logits(
 
     ``cancelled``, when given, is checked between batches: once it is set the call stops with
     :class:`CallCancelled` (an abandoned ``arerank`` costs at most the batches in flight: one per worker, and one
-    more queued when there are several). ``dropped``, when given,
-    names the rows no longer wanted (their callers left), asked before each batch: those rows are left out of
-    the batches not yet run and their logits are NaN; once every row is dropped the call stops as cancelled."""
+    more queued when there are several). ``dropped``, when given, names the rows no longer wanted (their callers
+    left), asked before each batch: those rows are left out of the batches not yet run and their logits are NaN;
+    once every row is dropped the call stops as cancelled."""
     cfg, backbone, counters = plan.config, encoder.backbone, encoder.counters
     band, exit_layer = _band_and_exit(cfg)
     cache: FeatureCache = {}  # vision features of this call, by (backbone, digest)
@@ -196,14 +196,14 @@ def plan_logits(
 
 
 def batch_workers(device: torch.device) -> int:
-    """How many batches :func:`plan_logits` scores at once on ``device``: on the CPU, the cores torch's own
-    intra-op threads leave (1 at torch's default, one thread per core; 2 on a 2-core machine after
-    ``torch.set_num_threads(1)``), at most :data:`MAX_BATCH_WORKERS`: torch releases the GIL inside its kernels,
-    so two batches' forwards run on two cores. One elsewhere: an accelerator's kernels queue on one stream."""
-    if device.type != "cpu":
+    """How many batches :func:`plan_logits` scores at once on ``device``: on the CPU with one torch intra-op thread
+    (``torch.set_num_threads(1)``, as a server sharing its cores with HTTP work runs), one per core, at most
+    :data:`MAX_BATCH_WORKERS`: torch releases the GIL inside its kernels, so the batches' forwards run on several
+    cores. Else one: torch's own threads already use the cores, and an accelerator's kernels queue on one stream."""
+    if device.type != "cpu" or torch.get_num_threads() > 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores // max(1, torch.get_num_threads()), MAX_BATCH_WORKERS))
+    return max(1, min(cores, MAX_BATCH_WORKERS))
 
 
 _scorers: dict[int, ThreadPoolExecutor] = {}

@@ -4,6 +4,7 @@ candidate raises."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -132,7 +133,15 @@ def test_batches_scored_on_several_threads_equal_one_thread_exactly(tiny4_path, 
     cold_one, warm_one = results[1]
     assert torch.equal(results[3][0], cold_one) and torch.equal(warm_one, cold_one)
     assert execution.batch_workers(torch.device("meta")) == 1  # not the CPU: one stream of kernels
-    assert 1 <= execution.batch_workers(torch.device("cpu")) <= execution.MAX_BATCH_WORKERS
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # torch's threads use the cores: one batch at a time
+        assert execution.batch_workers(torch.device("cpu")) == 1
+        torch.set_num_threads(1)  # one thread each: a batch per core
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        assert execution.batch_workers(torch.device("cpu")) == min(cores, execution.MAX_BATCH_WORKERS)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_cancelled_call_with_batches_in_flight_raises_and_frees_its_threads(tiny4_path):
