@@ -206,17 +206,24 @@ def batch_workers(device: torch.device) -> int:
     return max(1, min(cores, MAX_BATCH_WORKERS))
 
 
-_scorers: dict[int, ThreadPoolExecutor] = {}
-_scorers_lock = threading.Lock()
+_pools: dict[tuple[int, str, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _threads(name: str, count: int) -> ThreadPoolExecutor:
+    """A pool of ``count`` threads named ``name``, kept for the process: a thread's start (and its first torch
+    call's intra-op setup) is paid once, not on every call. Keyed by process id too: a forked child has none of
+    its parent's threads, and a pool it inherited would never run what it is given."""
+    key = (os.getpid(), name, count)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(count, thread_name_prefix=name)
+        return _pools[key]
 
 
 def _scoring_threads(workers: int) -> ThreadPoolExecutor:
-    """A pool of ``workers`` scoring threads, kept for the process: a thread's first torch call sets up its
-    intra-op state, paid once rather than on every call."""
-    with _scorers_lock:
-        if workers not in _scorers:
-            _scorers[workers] = ThreadPoolExecutor(workers, thread_name_prefix="minirerank-batch")
-        return _scorers[workers]
+    """The threads :func:`plan_logits` scores batches on."""
+    return _threads("minirerank-batch", workers)
 
 
 def _batch_logits(
@@ -307,11 +314,12 @@ def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) ->
     if len(batches) <= 1:
         yield from map(read, batches)
         return
-    pending = _READERS.submit(read, batches[0])
+    readers = _threads("minirerank-prefetch", _READERS)
+    pending = readers.submit(read, batches[0])
     try:
         for batch in batches[1:]:
             current = pending.result()
-            pending = _READERS.submit(read, batch)
+            pending = readers.submit(read, batch)
             yield current
         yield pending.result()
     finally:  # closed early (an error, a cancellation): the read in flight ends with the call
@@ -319,9 +327,9 @@ def _read_ahead(fetch: Callable[[list[str]], list], batches: list[list[str]]) ->
             pending.exception()
 
 
-#: The reader threads of :func:`_read_ahead`, kept for the process (a thread per call cost ~0.25 ms to start);
-#: a call has one read in flight at a time, so four serve four calls at once.
-_READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="minirerank-prefetch")
+#: Reader threads of :func:`_read_ahead`, kept for the process (a thread started per call cost ~0.25 ms); a call
+#: has one read in flight at a time, so four serve four calls at once.
+_READERS = 4
 
 
 def finite_scores(logits: torch.Tensor, pair_indices: Sequence[int]) -> list[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 import minirerank_integrations.engine.execution as execution
 from minirerank_integrations import Candidate, MiniReranker, Query
@@ -107,3 +108,29 @@ def test_windows_after_the_first_are_read_ahead_on_a_reader_thread(tiny4_path):
     assert len(threads) >= 2 and all(name.startswith("minirerank-prefetch") for name in threads)
     alone = MiniReranker(cold.backbone, cold.config)  # no store: every prefix computed in the call
     assert alone.score(pairs) == pytest.approx(first, abs=1e-6)
+
+
+def _score_in_child(engine, pairs, results) -> None:
+    torch.set_num_threads(1)  # no OpenMP team in the forked child: only the engine's own threads are exercised
+    results.put(engine.score(pairs))
+
+
+def test_a_forked_child_reads_ahead_and_scores_with_threads_of_its_own(tiny4_path):
+    """The reader and scoring threads are kept for the process; a child forked after the parent used them has none
+    of them, and still scores (with its own threads) what the parent scores."""
+    import multiprocessing
+
+    engine = MiniReranker.from_pretrained(tiny4_path, config="paper")
+    pairs = [("which document", f"document {i}") for i in range(3 * execution.FETCH_WINDOW)]  # three windows
+    expected = engine.score(pairs)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_score_in_child, args=(engine, pairs, results))
+    child.start()
+    try:
+        got = results.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert got == pytest.approx(expected, abs=1e-6)
