@@ -57,6 +57,14 @@ def add_commands(commands: Subparsers) -> None:
     batching.add_argument("--batch-max-pairs", type=int, default=512, help="pairs per merged batch")
     batching.add_argument("--batch-workers", type=int, default=1, help="batches handed to the engine at once")
     batching.add_argument("--no-batching", action="store_true", help="score every request alone")
+    batching.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch's CPU threads in this process (default: torch's own). On a CPU, 1 lets a merged call's batches "
+        "run one per core, which is how docs/bench/serve-demo-cpu was measured",
+    )
     serve.add_argument(
         "--graceful-timeout", type=float, default=60.0, help="seconds SIGTERM waits for requests in flight"
     )
@@ -101,6 +109,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return fail(f"bad serve option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            return fail(f"--torch-threads must be >= 1, got {args.torch_threads}")
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.ray:
         from ..serve import ray_serve
 

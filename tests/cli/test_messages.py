@@ -59,6 +59,7 @@ def test_cli_errors_are_one_line(tiny4_path, tmp_path, capsys):
         (("rerank", "--model", str(tiny4_path), "--query", "x", "--text", "a", "--device", "bogus"), "device"),
         (("rerank", "--model", str(broken), "--query", "x", "--text", "a"), "cannot load"),
         (("demo", "--query", ""), "--query"),
+        (("serve", "--model", str(tiny4_path), "--torch-threads", "0"), "--torch-threads"),
     ]
     if not torch.cuda.is_available():
         cases.append(

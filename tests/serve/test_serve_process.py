@@ -23,7 +23,8 @@ TEXTS = ["circles on a plain background", "a table of numbers", "ellipses and ri
 
 @pytest.fixture(scope="module")
 def served_process() -> Iterator[tuple[subprocess.Popen, str]]:
-    """``python -m minirerank_integrations.cli serve`` on a free port, requests waiting 400 ms for company."""
+    """``python -m minirerank_integrations.cli serve`` on a free port, requests waiting 400 ms for company, torch
+    on one thread (the batches of a merged call scored on threads of their own)."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -37,6 +38,8 @@ def served_process() -> Iterator[tuple[subprocess.Popen, str]]:
             "400",
             "--api-key",
             "k3y",
+            "--torch-threads",  # one torch thread: a merged call's batches run on threads of their own
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
