@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import math
 import os
 import platform
@@ -58,6 +57,7 @@ from ..engine.pruning import kept_count
 from ..store import DiskPrefixStore, MemoryPrefixStore, PrefixEntry, TieredPrefixStore, WriteBehindStore
 from ..store.codec import decode_entry, encode_entry, row_key
 from ..store.window import gather_window
+from .outputs import report
 from .shapes import SHAPES
 
 #: Text tokens of the benchmark workload's document prefix around its image (system prompt, "<Document>:").
@@ -334,13 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = run_host_bench(repeats=args.repeats, directory=args.dir)
-    text = render(result)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-        with open(os.path.splitext(args.out)[0] + ".txt", "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    report(result, render(result), args.out)
 
 
 if __name__ == "__main__":

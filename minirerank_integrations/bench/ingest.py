@@ -22,7 +22,6 @@ thread (``--threads``) so that the writer thread has the other core.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -40,6 +39,7 @@ from ..engine.reranker import MiniReranker
 from ..store import DiskPrefixStore, StoreConfig, open_store
 from ..store.precision import Storage
 from .capacity import pages
+from .outputs import report
 
 
 def _precache_seconds(
@@ -151,13 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = run_ingest_bench(args.documents, args.repeats, args.page_size, args.storage)
-    text = render(result)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-        with open(os.path.splitext(args.out)[0] + ".txt", "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    report(result, render(result), args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["write_outputs"]
+__all__ = ["report", "write_outputs"]
 
 
 def write_outputs(result: dict, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
@@ -22,3 +22,13 @@ def write_outputs(result: dict, out_dir: str | Path, *, plots: bool = True) -> l
 
         written.extend(plot_all(result, out))
     return written
+
+
+def report(result: dict, text: str, out: str | Path | None) -> None:
+    """Print a measurement's text and, when ``out`` names a file, write the result there as JSON and the text beside
+    it (``.txt``): what ``docs/bench/`` keeps of a run of one of the bench's scripts."""
+    print(text)
+    if out:
+        path = Path(out)
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,15 @@ def test_ingest_bench_runs_both_modes() -> None:
     assert all(len(times) == 1 and times[0] > 0 for times in result["seconds"].values())
     assert result["entry_bytes"] > 0 and result["store_share_ms_per_document"] > 0
     assert "write behind" in ingest.render(result)
+
+
+def test_report_writes_the_json_and_the_text_beside_it(tmp_path: Path, capsys) -> None:
+    from minirerank_integrations.bench.outputs import report
+
+    result = {"rows": [{"size": 512, "ratio": 2.5}]}
+    report(result, "512 2.50x", tmp_path / "host_cpu.json")
+    assert capsys.readouterr().out == "512 2.50x\n"
+    assert json.loads((tmp_path / "host_cpu.json").read_text()) == result
+    assert (tmp_path / "host_cpu.txt").read_text() == "512 2.50x\n"
+    report(result, "no file", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host_cpu.json", "host_cpu.txt"]
