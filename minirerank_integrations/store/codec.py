@@ -63,7 +63,7 @@ from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
 from .entry import Int8KV, PrefixEntry, all_finite
-from .payload import view_payload
+from .payload import json_object, view_payload
 from .precision import Storage  # named once, without torch
 
 __all__ = ["CODEC_VERSION", "Storage", "UnstorableEntry", "decode_entry", "encode_entry", "row_key"]
@@ -388,12 +388,7 @@ def _quantize_int8(tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CacheError(f"prefix header is not JSON: {error}") from error
-    if not isinstance(header, dict):
-        raise CacheError(f"prefix header must be a JSON object, got {type(header).__name__}")
+    header = json_object(raw, "prefix header")
     if set(header) != _HEADER_FIELDS:
         missing = sorted(_HEADER_FIELDS - set(header))
         extra = sorted(set(header) - _HEADER_FIELDS)

@@ -20,6 +20,7 @@ import math
 import struct
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -124,12 +125,7 @@ def _check_scales(groups: list[torch.Tensor]) -> None:
 def _checked_layout(raw: bytes, data_start: int, total: int, storage: str, shape: tuple[int, ...]) -> _Layout:
     """The layout the safetensors header ``raw`` describes, checked to tile the data and to hold exactly the
     tensors an entry of ``shape`` stored as ``storage`` has."""
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise _refuse(f"header is not JSON ({error})") from error
-    if not isinstance(meta, dict):
-        raise _refuse(f"header is a JSON {type(meta).__name__}, not an object")
+    meta = json_object(raw, "prefix payload's safetensors header")
     data_bytes = total - data_start
     found: list[_Tensor] = []
     for name, info in meta.items():
@@ -202,6 +198,17 @@ def _match(found: list[_Tensor], storage: str, shape: tuple[int, ...]) -> None:
                 f"prefix tensor {tensor.name!r} is {tensor.dtype} {tuple(tensor.shape)}, "
                 f"header implies {dtype} {tuple(tensor_shape)}"
             )
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """``raw`` read as one JSON object, else a :class:`CacheError` naming ``what`` was not one."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CacheError(f"{what} is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise CacheError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _refuse(why: str) -> CacheError:
