@@ -7,7 +7,7 @@ Reports requests/s, pairs/s, p50/p95/p99 latency and the mean batch the server's
 
     python -m minirerank_integrations.bench.serve_load --model demo --out docs/bench/serve-demo-cpu
     python -m minirerank_integrations.bench.serve_load --model qwen3-vl-2b --dtype bfloat16 --temperatures warm \\
-        --users 2 4 --requests 8 --repeats 3 --pool 8 --docs 2 3 --image-size 256 --out docs/bench/serve-2b-cpu
+        --threads 2 --users 4 8 --requests 16 --repeats 3 --pool 16 --docs 2 3 --image-size 256 --out docs/bench/serve-2b-cpu
 """
 
 from __future__ import annotations
