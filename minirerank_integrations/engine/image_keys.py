@@ -26,9 +26,7 @@ import functools
 import os
 import re
 import stat
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -37,6 +35,7 @@ import xxhash
 from PIL import Image
 
 from ..errors import ImageLoadError
+from ..store.memo import Memo
 from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
@@ -57,7 +56,6 @@ __all__ = [
     "MEMO_ENTRIES",
     "SETTLE_SECONDS",
     "KeyedImage",
-    "Memo",
     "clear_memo",
     "file_stamp",
     "key_image",
@@ -78,38 +76,8 @@ _HASH_CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
 
-class Memo:
-    """An LRU of at most ``entries`` items behind a lock (sides are prepared on several threads)."""
-
-    def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._items: OrderedDict[object, object] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: object) -> object | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: object, value: object) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.entries:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-_stamps = Memo(MEMO_ENTRIES)  # file stamp -> xxh3-128 of the file's bytes
-_sizes = Memo(MEMO_ENTRIES)  # source key -> (width, height) decoded, upright, before the resize
+_stamps: Memo[object, object] = Memo(MEMO_ENTRIES)  # file stamp -> xxh3-128 of the file's bytes
+_sizes: Memo[object, object] = Memo(MEMO_ENTRIES)  # source key -> (width, height) decoded, upright, before the resize
 
 
 def clear_memo() -> None:

@@ -19,7 +19,8 @@ import torch
 import xxhash
 
 from ..errors import ImageLoadError, VideoLoadError
-from .image_keys import MEMO_ENTRIES, Memo, file_stamp, key_image, settled
+from ..store.memo import Memo
+from .image_keys import MEMO_ENTRIES, file_stamp, key_image, settled
 from .images import smart_resize
 from .inputs import ImageSource
 from .prompts import PreparedImage
@@ -230,7 +231,7 @@ def prepare_video(
 
 #: A settled video file's stamp -> (xxh3-128 of its bytes, its probe): a file seen before is not read again to key
 #: it (its bytes are read when its frames are decoded, on a store miss, and checked against the digest).
-_files = Memo(MEMO_ENTRIES)
+_files: Memo[object, object] = Memo(MEMO_ENTRIES)
 
 
 def _video_content(

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from .. import MiniReranker
+from ..store.memo import Memo
 from .batcher import MicroBatcher
 from .errors import ServeError
 from .inputs import check_pixels
@@ -39,7 +40,7 @@ class Service:
         self.started = int(time.time())
         #: Names this server among replicas: the X-Minirerank-Instance header of every answer.
         self.instance = uuid.uuid4().hex[:12]
-        self._token_counts: dict[str, int] = {}  # text -> its token count, at most _COUNTED_TEXTS of them
+        self._token_counts: Memo[str, int] = Memo(_COUNTED_TEXTS)  # text -> its token count
         self._counted_by: object = None
         self._counts_lock = threading.Lock()
 
@@ -64,16 +65,13 @@ class Service:
             if tokenizer is not self._counted_by:  # another engine's tokenizer: counts made with the old one go
                 self._token_counts.clear()
                 self._counted_by = tokenizer
-            known = {t: self._token_counts[t] for t in texts if t and t in self._token_counts}
+            remembered = {t: self._token_counts.get(t) for t in texts if t}
+        known = {t: n for t, n in remembered.items() if n is not None}
         new = list(dict.fromkeys(t for t in texts if t and t not in known))
         # A tokenizer call costs ~1 ms whatever it holds: texts seen before (a query sent again, a document reranked
         # for another query) are counted from memory.
         for text, ids in zip(new, tokenizer(new, add_special_tokens=False)["input_ids"] if new else []):
             known[text] = len(ids)
-        counts = [known[t] if t else 0 for t in texts]
-        with self._counts_lock:
-            for text in new:
-                self._token_counts[text] = known[text]
-            while len(self._token_counts) > _COUNTED_TEXTS:  # the oldest go first
-                del self._token_counts[next(iter(self._token_counts))]
-        return counts
+        for text in new:
+            self._token_counts.put(text, known[text])
+        return [known[t] if t else 0 for t in texts]

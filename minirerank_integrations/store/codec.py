@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 import warnings
 from typing import Any, get_args
 
@@ -63,6 +62,7 @@ from safetensors.torch import save as _safetensors_save
 
 from ..errors import CacheError, ConfigError
 from .entry import Int8KV, PrefixEntry, all_finite
+from .memo import Memo
 from .payload import json_object, view_payload
 from .precision import Storage  # named once, without torch
 
@@ -91,8 +91,7 @@ MAX_HEADER_BYTES = 2**16  # a real header is ~300 bytes; a larger length is dama
 _PAYLOAD_ALIGN = 64  # bytes; the payload starts at a multiple of this within the blob (header padded with spaces)
 _CHECKSUM_PREFIX = "xxh3-128:"
 _KEPT_HEADERS = 2048  # checked headers kept (about 1.5 KB each), see _checked_header
-_headers: dict[bytes, tuple[dict[str, Any], bytes]] = {}
-_headers_lock = threading.Lock()
+_headers: Memo[bytes, tuple[dict[str, Any], bytes]] = Memo(_KEPT_HEADERS)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -296,10 +295,7 @@ def _checked_header(raw: bytes) -> tuple[dict[str, Any], bytes]:
     if kept is None:
         header = _parse_header(raw)
         kept = header, _canonical_json({key: value for key, value in header.items() if key != "checksum"})
-        with _headers_lock:
-            if len(_headers) >= _KEPT_HEADERS:
-                _headers.pop(next(iter(_headers)))  # the oldest
-            _headers[raw] = kept
+        _headers.put(raw, kept)
     return kept
 
 

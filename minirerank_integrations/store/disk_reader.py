@@ -18,6 +18,7 @@ from diskcache.core import MODE_BINARY
 from ..errors import CacheError
 from .bytes_disk import BytesOnlyDisk
 from .disk_layout import DATABASE
+from .memo import Memo
 
 __all__ = ["ReadOnlyReader", "RecentRows", "row_names", "sql", "touch_row"]
 
@@ -69,10 +70,10 @@ class RecentRows:
 
     FLUSH_ROWS = 64
     FLUSH_S = 1.0  # seconds
-    MAX_ROWS = 2**16  # rows remembered (about 200 bytes each); beyond that the memo starts afresh
+    MAX_ROWS = 2**16  # rows remembered (about 200 bytes each), the least recently read going first
 
     def __init__(self) -> None:
-        self._files: dict[str, str] = {}  # row name -> value file it named when read
+        self._files: Memo[str, str] = Memo(self.MAX_ROWS)  # row name -> value file it named when read
         self._pending: dict[str, float] = {}  # row name -> time of its latest read, not yet written
         self._flushed = time.monotonic()
         self._lock = threading.Lock()
@@ -81,19 +82,16 @@ class RecentRows:
         """Keep the value file of row ``name`` (``(mode, filename, value)``, its access time just written)."""
         mode, filename, _ = row
         if mode == MODE_BINARY and isinstance(filename, str):
-            with self._lock:
-                if len(self._files) >= self.MAX_ROWS:
-                    self._files.clear()
-                self._files[name] = filename
+            self._files.put(name, filename)
 
     def forget(self, name: str | None = None) -> None:
         """Forget row ``name`` (every row when None): its next read goes to SQLite."""
+        if name is not None:
+            self._files.pop(name)
+            return
+        self._files.clear()
         with self._lock:
-            if name is None:
-                self._files.clear()
-                self._pending.clear()
-            else:
-                self._files.pop(name, None)
+            self._pending.clear()
 
     def read(self, cache: diskcache.Cache, name: str, decode: Callable[[memoryview], T]) -> T | None:
         """``decode`` of the value file row ``name`` named when last read, or None: not read lately, or the file

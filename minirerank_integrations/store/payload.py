@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import math
 import struct
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..errors import CacheError
+from .memo import Memo
 
 __all__ = ["MAX_HEADER_BYTES", "view_payload"]
 
@@ -68,8 +68,7 @@ class _Layout:
     scales: int | None  # the run that holds both int8 scale tensors and nothing else, when there is one
 
 
-_layouts: dict[tuple[bytes, int, str, tuple[int, ...]], _Layout] = {}
-_layouts_lock = threading.Lock()
+_layouts: Memo[tuple[bytes, int, str, tuple[int, ...]], _Layout] = Memo(_KEPT_LAYOUTS)
 
 
 def view_payload(payload: memoryview, storage: str, shape: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
@@ -91,10 +90,7 @@ def view_payload(payload: memoryview, storage: str, shape: tuple[int, int, int, 
     if layout is None:
         layout = _checked_layout(raw, data_start, total, storage, shape)
         if header_length <= _KEPT_HEADER_BYTES:
-            with _layouts_lock:
-                if len(_layouts) >= _KEPT_LAYOUTS:
-                    _layouts.pop(next(iter(_layouts)))  # the oldest; real stores use a handful
-                _layouts[key] = layout
+            _layouts.put(key, layout)  # real stores use a handful
     # One frombuffer per run of same-dtype tensors (2 for int8, 1 otherwise), sliced into views: each
     # frombuffer costs several microseconds on a read with cold CPU caches, a slice and a view far less.
     tensors: dict[str, torch.Tensor] = {}
