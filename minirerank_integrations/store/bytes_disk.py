@@ -34,6 +34,16 @@ class VanishedValue(RefusedValue):
     """The value file a row named is gone: damage, unless a concurrent writer replaced or evicted the row."""
 
 
+def _read_at(descriptor: int, view: memoryview, offset: int) -> int:
+    """Bytes of the file read into ``view`` from ``offset`` in one call: ``os.preadv`` where the platform has it
+    (Linux, the BSDs), else a seek and a read (Windows, older macOS)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(descriptor, [view], offset)
+    os.lseek(descriptor, offset, os.SEEK_SET)
+    with open(descriptor, "rb", buffering=0, closefd=False) as reader:
+        return reader.readinto(view) or 0
+
+
 class BytesOnlyDisk(diskcache.Disk):
     """A ``diskcache.Disk`` that moves bytes values under str keys, and nothing else.
 
@@ -149,7 +159,7 @@ class BytesOnlyDisk(diskcache.Disk):
             buffer = self._buffer(size + 1)
             filled = 0
             while filled < size:
-                count = os.preadv(descriptor, [buffer[filled:]], filled)
+                count = _read_at(descriptor, buffer[filled:], filled)
                 if not count:
                     raise RefusedValue(f"value file {filename} shrank while read: {filled} of {size} bytes")
                 filled += count

@@ -114,6 +114,16 @@ def test_reopened_directory_serves_identical_tensors(tmp_path: Path) -> None:
             assert second.stats.hits == 1
 
 
+def test_value_files_read_without_preadv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the platform has no ``os.preadv`` (Windows, older macOS) a value file is read by a seek and a read."""
+    with DiskPrefixStore(tmp_path / "s", min_file_size=0) as first:
+        first.put("k", entry_for(5, shape=(2, 2, 40, 32), dtype="bfloat16"))
+    monkeypatch.delattr(os, "preadv", raising=False)
+    with DiskPrefixStore(tmp_path / "s") as second:
+        assert same(second.get("k"), entry_for(5, shape=(2, 2, 40, 32), dtype="bfloat16"))
+        assert second.stats.hits == 1
+
+
 def test_int8_storage_is_applied(tmp_path: Path) -> None:
     original = entry_for(4, shape=(1, 2, 64, 64))
     lossless, compact = (
