@@ -35,7 +35,8 @@ test: $(VENV)/.installed redis-server gpu-wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
+	# A crash (in the suite or at its exit) prints every thread's stack.
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest tests $(foreach a,$(ADAPTERS),$(dir $(a))tests) $(wildcard cookbook)
 
 # Types of the core package and both adapters (configuration: [tool.mypy] in pyproject.toml).
 typecheck: $(VENV)/.installed
