@@ -42,3 +42,16 @@ def test_ray_cases_pass_in_a_process_of_their_own(cases: str, tmp_path: Path) ->
     cases_run = ElementTree.parse(report).getroot().iter("testcase")
     passed = {case.get("name") for case in cases_run if not any(part.tag in _NOT_PASSED for part in case)}
     assert passed == _test_names(path), output
+
+
+def test_only_the_case_files_start_ray() -> None:
+    """A Ray session started in the suite's own process outlives its shutdown (above): only the case files, each
+    run in a child, start one."""
+    starts = ("ray.init(", "ray_serve.start(", "precache_on_ray(", "serve.run(")
+    files = [*TESTS.rglob("*.py"), *TESTS.parent.glob("adapters/*/tests/**/*.py"), *TESTS.parent.glob("cookbook/*.py")]
+    starting = {
+        path.relative_to(TESTS.parent).as_posix()
+        for path in files
+        if path != Path(__file__).resolve() and any(start in path.read_text() for start in starts)
+    }
+    assert starting == {f"tests/{cases}" for cases in CASES}
