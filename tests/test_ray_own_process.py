@@ -1,9 +1,9 @@
 """The Ray tests, each file in a child pytest process of its own.
 
 Ray's native threads (its gRPC, GCS client and event-engine threads) outlive ``ray.shutdown()``, and a second
-Ray session in one process is not supported (ray-project/ray#31145): run in the suite's own process, after two
-sessions, they crashed its exit now and then (a segmentation fault after every test had passed). A child
-process holds one Ray session and its exit is checked like any other result.
+Ray session in one process is not supported (ray-project/ray#31145). With both sessions in the suite's own
+process, its exit once crashed (a segmentation fault after every test had passed). A child process holds one
+Ray session, and its exit is checked like any other result.
 """
 
 from __future__ import annotations
